@@ -1,0 +1,35 @@
+"""advlab: adversarial training of image classifiers, every method in one composable framework.
+
+The heavy submodules are imported on first use, so ``advlab --help`` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import AdvlabError, CheckpointError, ConfigError, DataError
+
+__version__ = "0.1.0"
+__all__ = [
+    "AdvlabError", "CheckpointError", "ConfigError", "DataError",
+    "data", "models", "attacks", "evaluate", "train", "__version__",
+]
+
+_LAZY = {
+    "data": ("advlab.data", None),
+    "models": ("advlab.models", None),
+    "attacks": ("advlab.attacks", None),
+    "evaluate": ("advlab.evaluate", "evaluate"),
+    "train": ("advlab.engine.trainer", "train"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'advlab' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    if attr is None:
+        globals()[name] = value
+    return value
