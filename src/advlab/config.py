@@ -1,0 +1,301 @@
+"""Typed training configuration: YAML presets in, dotted ``key=value`` overrides, YAML out.
+
+A config is a tree of dataclasses. The four recipe parts (``labels``, ``perturbation``, ``weighting``,
+``objective``) are :class:`PartConfig` values: a ``name`` from that part's registry plus the options that
+part declares. Every key and value is checked at once; a wrong one raises :class:`ConfigError` naming
+the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"
+    train_size: int | None = None  # first N training images, class-balanced; None = all
+    crop_padding: int | None = None  # None = the dataset's default
+    flip: bool | None = None  # None = the dataset's default (off for digits)
+    root: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small-cnn"
+    activation: str = "relu"
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["piecewise", "cosine", "one-cycle", "constant"] = "piecewise"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
+    gamma: float = 0.1
+    peak: float = 0.4  # one-cycle: fraction of training at which the peak learning rate is reached
+
+
+@dataclass
+class ValidationConfig:
+    n: int = 1000  # points of the validation split used each epoch
+    steps: int = 10  # PGD steps of the validation attack
+    batch_size: int = 500
+
+
+@dataclass
+class EvaluationConfig:
+    n: int = 1000  # first N test images
+    attacks: list[str] = field(default_factory=lambda: ["pgd20", "cw20", "autoattack"])
+    autoattack_version: Literal["standard", "fast"] = "standard"
+    checkpoints: list[str] = field(default_factory=lambda: ["best", "last"])
+    batch_size: int = 500
+    sanity: bool = False
+
+
+@dataclass
+class PartConfig:
+    """One recipe part: a registered name plus that part's options."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _part(name: str) -> Any:
+    return field(default_factory=lambda: PartConfig(name))
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eps: float = 0.1
+    norm: Literal["linf", "l2"] = "linf"
+    epochs: int = 10
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    labels: PartConfig = _part("hard")
+    perturbation: PartConfig = _part("pgd")
+    weighting: PartConfig = _part("uniform")
+    objective: PartConfig = _part("ce")
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    out: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+PART_KINDS = ("labels", "perturbation", "weighting", "objective")
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, PartConfig):
+        return {"name": obj.name, **_to_plain(obj.options)}
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# building a config from a plain dict
+
+
+def _check_value(key: str, value: Any, hint: Any) -> Any:
+    """Coerce ``value`` to the annotated type ``hint`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: invalid value {value!r}; allowed: {', '.join(map(str, args))}")
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(key, value, inner[0])
+    if origin is list:
+        if isinstance(value, (str, int, float)) and args and args[0] is str and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict or hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]}; allowed keys{' in ' + prefix if prefix else ''}: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if hint is PartConfig:
+            kwargs[name] = _build_part(name, value, key)
+        elif dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key)
+        else:
+            kwargs[name] = _check_value(key, value, hint)
+    return cls(**kwargs)
+
+
+def _build_part(kind: str, value: Any, key: str) -> PartConfig:
+    from .recipes import part_registry
+
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{key}: expected a mapping with a 'name', got {value!r}")
+    registry = part_registry(kind)
+    name = value["name"]
+    if name not in registry:
+        raise ConfigError(f"{key}.name: unknown {kind} part {name!r}; allowed: {', '.join(registry.names())}")
+    part_cls = registry.get(name)
+    options = {k: v for k, v in value.items() if k != "name"}
+    checked = _build(part_cls.Options, options, key)  # validates names and types
+    return PartConfig(name, {k: getattr(checked, k) for k in options})
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A validated TrainConfig from a plain (possibly partial) mapping."""
+    return _build(TrainConfig, data or {}, "")
+
+
+# --------------------------------------------------------------------------------------------------
+# presets, overrides, YAML
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base``. A part whose ``name`` changes starts afresh."""
+    out = dict(base)
+    for key, value in update.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            if key in PART_KINDS and "name" in value and value["name"] != old.get("name"):
+                out[key] = dict(value)
+            else:
+                out[key] = merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_dict(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The plain mapping of a preset (by name) or YAML file, with ``inherits`` resolved."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown preset {name_or_path!r}; allowed: {', '.join(preset_names())}")
+    if str(path) in _seen:
+        raise ConfigError(f"preset {path} inherits from itself")
+    own = _read_yaml(path)
+    parent = own.pop("inherits", None)
+    own.setdefault("preset", path.stem)
+    data = merge(preset_dict(parent, _seen + (str(path),)), own) if parent else own
+    return data
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``"a.b=3"`` -> ``{"a": {"b": 3}}``; the value is read as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(preset: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+    """A preset (name or YAML path) with overrides applied, validated."""
+    data = preset_dict(preset) if preset else {}
+    if isinstance(overrides, dict):
+        data = merge(data, overrides)
+    else:
+        for item in overrides or []:
+            data = merge(data, parse_override(item))
+    return from_dict(data)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    return from_dict(_read_yaml(Path(path)))

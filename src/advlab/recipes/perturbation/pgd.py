@@ -1,0 +1,71 @@
+"""PGD and FGSM perturbations toward higher loss, from the one attack engine in ``advlab.attacks``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ...attacks import pgd
+from ..base import PerturbationPart, Step, register
+
+
+@dataclass
+class PGDOptions:
+    steps: int = 10
+    step_size: float | None = None  # absolute step; None = 2.5 * eps / steps (Madry et al.)
+    random_start: Literal["uniform", "normal", "none"] = "uniform"
+    loss: Literal["ce", "kl", "cw"] = "ce"  # kl is TRADES' label-free attack
+    bn_mode: Literal["eval", "train"] = "eval"
+
+
+@register("perturbation", "pgd")
+class PGDPerturbation(PerturbationPart):
+    """K-step projected gradient ascent from a random start (PGD-AT, TRADES, MART)."""
+
+    Options = PGDOptions
+
+    def step_size(self) -> float:
+        o = self.options
+        return o.step_size if o.step_size is not None else 2.5 * self.env.eps / o.steps
+
+    def early_stop(self) -> int | None:
+        return None
+
+    def perturb(self, step: Step) -> None:
+        o = self.options
+        target = step.attack_target
+        kappa_labels = target if target is not None and target.dtype == torch.int64 else step.y
+        result = pgd(
+            step.model, step.x, kappa_labels,
+            eps=self.env.eps, step_size=self.step_size(), steps=o.steps, norm=self.env.norm,
+            loss=o.loss, target=None if o.loss == "kl" else target,
+            random_start=None if o.random_start == "none" else o.random_start,
+            early_stop=self.early_stop(), bn_mode=o.bn_mode,
+        )
+        step.x_adv = result.x_adv
+        step.attack = result
+
+
+@dataclass
+class FGSMOptions:
+    step_size: float = 1.25  # in units of eps (Wong et al. 2020)
+    random_start: Literal["uniform", "none"] = "uniform"
+    bn_mode: Literal["eval", "train"] = "train"
+
+
+@register("perturbation", "fgsm")
+class FGSMPerturbation(PerturbationPart):
+    """One signed-gradient step from a uniform random start: fast adversarial training."""
+
+    Options = FGSMOptions
+
+    def perturb(self, step: Step) -> None:
+        o = self.options
+        result = pgd(
+            step.model, step.x, step.y, eps=self.env.eps, step_size=o.step_size * self.env.eps, steps=1,
+            norm=self.env.norm, target=step.attack_target,
+            random_start=None if o.random_start == "none" else o.random_start, bn_mode=o.bn_mode,
+        )
+        step.x_adv = result.x_adv
+        step.attack = result

@@ -1,0 +1,7 @@
+"""Uniform weighting: every example counts the same."""
+from ..base import WeightingPart, register
+
+
+@register("weighting", "uniform")
+class UniformWeighting(WeightingPart):
+    """All weights 1 (every baseline)."""

@@ -1,0 +1,64 @@
+"""Typed configs: presets by name, inheritance, overrides, and clear errors for bad keys and values."""
+import pytest
+
+from advlab.config import from_dict, load_config, parse_override, preset_names, read_config, save_config
+from advlab.errors import ConfigError
+
+
+def test_every_preset_loads_and_names_its_parts():
+    names = preset_names()
+    for required in ("standard", "pgd-at", "trades", "mart", "fast-at", "demo"):
+        assert required in names
+    for name in names:
+        c = load_config(name)
+        assert c.preset == name
+        assert c.description, f"preset {name} has no description"
+
+
+def test_inheritance_and_part_switch():
+    c = load_config("trades")
+    assert c.objective.name == "trades" and c.objective.options == {"beta": 6.0}
+    assert c.perturbation.options["loss"] == "kl"
+    assert c.epochs == load_config("pgd-at").epochs  # inherited
+    # switching a part's name drops the old part's options instead of mixing them
+    c = load_config("trades", ["objective.name=ce"])
+    assert c.objective.name == "ce" and c.objective.options == {}
+
+
+def test_overrides_are_typed():
+    c = load_config("pgd-at", ["perturbation.steps=3", "optimizer.lr=0.2", "data.train_size=100",
+                               "evaluation.attacks=pgd20,cw20"])
+    assert c.perturbation.options["steps"] == 3
+    assert c.optimizer.lr == 0.2
+    assert c.data.train_size == 100
+    assert c.evaluation.attacks == ["pgd20", "cw20"]
+    assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+
+
+@pytest.mark.parametrize("override, words", [
+    ("epoch=3", ["epoch", "epochs"]),
+    ("optimizer.momentumm=0.9", ["optimizer.momentumm", "momentum"]),
+    ("norm=l3", ["norm", "linf", "l2"]),
+    ("epochs=three", ["epochs", "integer"]),
+    ("perturbation.name=pgdd", ["perturbation.name", "pgd", "fgsm"]),
+    ("perturbation.stepz=3", ["perturbation", "stepz", "steps"]),
+    ("perturbation.random_start=gauss", ["random_start", "uniform", "normal"]),
+    ("schedule.name=linear", ["schedule.name", "cosine", "piecewise"]),
+])
+def test_bad_keys_and_values_name_the_key_and_the_allowed(override, words):
+    with pytest.raises(ConfigError) as err:
+        load_config("pgd-at", [override])
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="pgd-at"):
+        load_config("no-such-preset")
+
+
+def test_round_trip_through_yaml(tmp_path):
+    c = load_config("mart", ["seed=3"])
+    save_config(c, tmp_path / "config.yaml")
+    assert read_config(tmp_path / "config.yaml") == c
+    assert from_dict(c.to_dict()) == c

@@ -1,0 +1,90 @@
+"""The training engine: every preset composes and runs, resume is exact, a killed run resumes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from advlab.config import load_config, preset_names
+from advlab.engine.checkpoint import load_checkpoint, load_model
+from advlab.engine.trainer import Trainer, prepare_run_dir, resume, train
+from advlab.errors import AdvlabError
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
+
+TINY = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50", "validation.steps=2",
+        "device=cpu"]
+TIMING = {"seconds", "train_seconds", "images_per_second"}
+
+
+def rows(run_dir):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in lines]
+
+
+@pytest.mark.parametrize("preset", [p for p in preset_names() if p != "demo"])
+def test_every_preset_composes_and_runs_one_epoch(preset, tmp_path):
+    overrides = TINY + ["epochs=1"]
+    if load_config(preset).perturbation.name != "pgd":
+        overrides.remove("perturbation.steps=2")
+    out = train(preset, tmp_path / preset, overrides=overrides, progress=False, evaluate=False)
+    (row,) = out["history"]
+    assert 0 <= row["val_robust"] <= row["val_clean"] <= 1
+    assert torch.isfinite(torch.tensor(row["train_loss"]))
+    model, ckpt = load_model(tmp_path / preset, "last")
+    assert ckpt["epoch"] == 1
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+    config = load_config("pgd-at", TINY + ["epochs=3", "schedule.milestones=[0.5]"])
+    full = tmp_path / "full"
+    train(config, full, progress=False, evaluate=False)
+
+    part = prepare_run_dir(tmp_path / "part", overwrite=False)
+    from advlab.config import save_config
+    save_config(config, part / "config.yaml")
+    Trainer(config, part, progress=False).fit(until=1)
+    assert len(rows(part)) == 1
+    resume(part, progress=False, evaluate=False)
+    assert rows(part) == rows(full)
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_sigkill_mid_epoch_loses_at_most_that_epoch(tmp_path):
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "advlab", "train", "--preset", "pgd-at", "--out", str(run_dir), "--epochs", "4",
+           "--no-eval", "--quiet", "data.train_size=600", "batch_size=50", "perturbation.steps=3",
+           "validation.n=50", "device=cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    metrics = run_dir / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    time.sleep(0.3)  # well inside epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    model, ckpt = load_model(run_dir, "last")  # still loadable
+    assert ckpt["epoch"] >= 1
+    done = subprocess.run([sys.executable, "-m", "advlab", "train", "--resume", str(run_dir), "--no-eval", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [r["epoch"] for r in rows(run_dir)] == [1, 2, 3, 4]
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 4
+
+
+def test_run_directory_is_not_overwritten_by_accident(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"x")
+    with pytest.raises(AdvlabError, match="--resume"):
+        prepare_run_dir(tmp_path / "run", overwrite=False)
