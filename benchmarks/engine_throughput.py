@@ -10,6 +10,7 @@ median throughputs is reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -21,11 +22,15 @@ import torch.nn.functional as F
 
 import advlab
 from advlab.config import load_config
+from advlab.data import DeviceLoader
 from advlab.engine.trainer import Trainer
 
 
-def plain_loop(model, images, labels, batches, batch_size, eps, steps, lr, device) -> float:
+def plain_loop(model, images, labels, batches, batch_size, eps, steps, lr, device, precision="fp32") -> float:
     """A hand-written PGD-AT loop: what a researcher's 60-line script does."""
+    def cast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     alpha = 2.5 * eps / steps
     order = torch.randperm(len(labels), device=device)
@@ -34,6 +39,8 @@ def plain_loop(model, images, labels, batches, batch_size, eps, steps, lr, devic
         idx = order[b * batch_size:(b + 1) * batch_size]
         x = images[idx].float().div_(255)
         y = labels[idx]
+        ctx = cast()
+        ctx.__enter__()
         model.eval()
         delta = torch.empty_like(x).uniform_(-eps, eps)
         x_adv = (x + delta).clamp_(0, 1)
@@ -44,6 +51,7 @@ def plain_loop(model, images, labels, batches, batch_size, eps, steps, lr, devic
             x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp_(0, 1)
         model.train()
         loss = F.cross_entropy(model(x_adv), y)
+        ctx.__exit__(None, None, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -60,6 +68,31 @@ def engine_epoch(trainer: Trainer, batches: int) -> float:
     return stats["images_per_second"]
 
 
+def flop_utilisation(model, images, labels, batch_size, eps, device, images_per_second, precision) -> dict:
+    """FLOPs of one PGD-10 training step counted by torch's FLOP counter, and the bf16 matmul peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        plain_loop(model, images, labels, 1, batch_size, eps, 10, 0.01, device, precision)
+    flops_per_image = counter.get_total_flops() / batch_size
+    peak = None
+    if device.type == "cuda":
+        a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+        b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+        for _ in range(3):
+            a @ b
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize()
+        peak = 10 * 2 * 8192 ** 3 / (time.perf_counter() - start)
+    achieved = flops_per_image * images_per_second
+    return {"flops_per_training_image": flops_per_image, "achieved_flops_per_second": achieved,
+            "bf16_matmul_peak_flops_per_second": peak, "mfu": achieved / peak if peak else None}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="small-cnn")
@@ -69,6 +102,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32")
+    p.add_argument("--shape", default=None,
+                   help="train on random uint8 images of this CxHxW shape (content does not change speed)")
+    p.add_argument("--mfu", action="store_true", help="also count FLOPs and measure the bf16 matmul peak")
     args = p.parse_args()
 
     config = load_config("pgd-at", [f"model.name={args.model}", f"data.name={args.dataset}",
@@ -78,6 +114,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, tmp, progress=False)
         device = trainer.device
+        if args.shape:
+            c, h, w = (int(v) for v in args.shape.split("x"))
+            n = args.batches * args.batch_size
+            g = torch.Generator().manual_seed(0)
+            images = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)
+            labels = torch.randint(0, trainer.num_classes, (n,), generator=g)
+            trainer.loader = DeviceLoader(images, labels, args.batch_size, device=device, seed=0)
+            trainer.model = advlab.models.create(args.model, num_classes=trainer.num_classes, in_channels=c).to(device)
+            trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=config.optimizer.lr, momentum=0.9,
+                                                weight_decay=5e-4)
         images, labels = trainer.loader.images, trainer.loader.labels
         plain_model = advlab.models.create(args.model, num_classes=trainer.num_classes,
                                            in_channels=images.shape[1]).to(device)
@@ -85,7 +131,7 @@ def main() -> None:
         plain, engine = [], []
         for _ in range(args.rounds):
             plain.append(plain_loop(plain_model, images, labels, args.batches, args.batch_size, config.eps, 10,
-                                    config.optimizer.lr, device))
+                                    config.optimizer.lr, device, args.precision))
             trainer.loader.images, trainer.loader.labels = full_images, full_labels
             engine.append(engine_epoch(trainer, args.batches))
     result = {
@@ -95,6 +141,9 @@ def main() -> None:
         "plain_runs": plain, "engine_runs": engine, "torch": torch.__version__, "machine": platform.processor(),
     }
     result["ratio"] = result["engine_images_per_second"] / result["plain_images_per_second"]
+    if args.mfu:
+        result.update(flop_utilisation(plain_model, images, labels, args.batch_size, config.eps, device,
+                                       result["engine_images_per_second"], args.precision))
     print(json.dumps(result, indent=2))
 
 

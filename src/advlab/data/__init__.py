@@ -1,0 +1,41 @@
+"""Datasets as uint8 tensors, the splits advlab trains and evaluates on, scenarios, and a device loader.
+
+``load(name, split)`` returns ``(images, labels)``: uint8 ``N x C x H x W`` and int64 ``N``.
+
+Datasets (:data:`DATASETS`, :func:`info`): ``fashion-mnist``, ``mnist`` (IDX files, ``.gz`` or not),
+``cifar10``, ``cifar100`` (python batches, extracted or as the published ``.tar.gz``), ``svhn``
+(``train_32x32.mat`` / ``test_32x32.mat``; digit 0 is label 0).
+
+Splits: ``val`` is carved out of the training files, class-balanced and deterministic (100 images per class,
+10 for CIFAR-100: 1,000 in all; the rule is in :func:`advlab.data.splits.validation_indices`), ``train`` is
+the rest of the training files in file order, ``test`` is the test files untouched. Nothing is ever selected
+on the test files.
+
+Where files are looked for, in order (first folder holding a complete set wins):
+
+1. ``root`` (the argument), then ``$ADVLAB_DATA``, then ``~/.cache/advlab``; in each of these, first the
+   subfolder named after the dataset (``<base>/fashion-mnist/``), then the base folder itself;
+2. for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``).
+
+In a folder, MNIST-style sets are the four IDX files; CIFAR is the extracted folder
+(``cifar-10-batches-py/``, ``cifar-100-python/``) or else the archive (``cifar-10-python.tar.gz``,
+``cifar-100-python.tar.gz``), extracted next to itself on first use (members that would escape the folder
+are refused); SVHN is the two ``.mat`` files. So ``$ADVLAB_DATA/cifar10/cifar-10-batches-py/`` and
+``$ADVLAB_DATA/cifar-10-batches-py/`` both work.
+
+``download=True`` downloads only what is found nowhere, into ``<root or ~/.cache/advlab>/<name>/``, checking
+each file's md5 before it is renamed into place. Parsed files are cached in memory per process (keyed by
+resolved path, modification time and size; the last 4 kept); every ``load`` returns fresh tensors.
+"""
+from __future__ import annotations
+
+from .catalog import DATASETS, DatasetInfo, info
+from .loader import Batch, DeviceLoader
+from .loading import SPLITS, clear_cache, load
+from .scenarios import (LabelNoiseRecord, LongTailRecord, flip_labels, label_noise, long_tail)
+from .splits import class_balanced_subset
+
+__all__ = [
+    "DATASETS", "DatasetInfo", "info", "load", "SPLITS", "clear_cache", "class_balanced_subset",
+    "Batch", "DeviceLoader", "flip_labels", "label_noise", "long_tail", "LabelNoiseRecord", "LongTailRecord",
+]

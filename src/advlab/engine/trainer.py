@@ -174,9 +174,6 @@ class Trainer:
                 step.attack_target = labels.attack_target(step)
                 perturbation.perturb(step)
                 loss, logits = objective.loss(step)
-            if not torch.isfinite(loss):
-                raise AdvlabError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; "
-                                  "lower optimizer.lr or check the recipe options")
             opt.zero_grad(set_to_none=True)
             if self.scaler:
                 self.scaler.scale(loss).backward()
@@ -188,6 +185,10 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+            if i % 20 == 0 or i == n_batches - 1:  # checked every few batches: each check waits for the device
+                if not torch.isfinite(loss_sum):
+                    raise AdvlabError(f"training loss became {loss_sum.item()} in epoch {epoch + 1} by batch {i + 1}; "
+                                      "lower optimizer.lr or check the recipe options")
             if self.progress and (i % 10 == 0 or i == n_batches - 1):
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                                 lr=f"{lr:.3g}")

@@ -1,0 +1,29 @@
+"""Robustness evaluation you can trust: named attacks, per-sample flags, verification, sanity checks.
+
+``evaluate(model, images, labels, eps)`` returns an :class:`EvalResult`; ``advlab eval`` is its CLI.
+Accuracies are fractions in [0, 1] everywhere (JSON and Python); the text table shows them in %.
+
+JSON (``EvalResult.to_dict()``)::
+
+    n, eps, norm, num_classes, seed, accuracy_unit ("fraction"), seconds
+    clean:     {acc, per_class: {"<class>": acc}, seconds}
+    attacks:   {<name>: {acc, per_class, max_perturbation, seconds, <settings>}}
+               PGD settings: steps, step_size, loss, random_start, restarts, stop[, logit_scale]
+               AutoAttack / square: version, package, attacks, attacks_run, seed, apgd, apgd_t, fab,
+               square, [warnings]
+    robust:    {acc, per_class, worst_class: {class, acc, n}, over: ["clean", <names>]}
+               (per-sample AND of clean and every attack)
+    sanity:    [{name, status: "passed"|"failed"|"not run", message, details: {...}}]
+    per_sample: {"clean": [0/1...], <name>: [...], "robust": [...]}
+    version:   {advlab, torch, pyautoattack}
+    meta:      (optional) where the model and data came from, e.g. written by ``advlab eval``
+"""
+from __future__ import annotations
+
+from .report import AttackOutcome, EvalResult
+from .robustness import DEFAULT_ATTACKS, evaluate
+from .suite import EVAL_ATTACKS, AttackSetup, eval_attack_names
+from .threat import verify_threat_model
+
+__all__ = ["evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
+           "eval_attack_names", "verify_threat_model"]

@@ -1,0 +1,30 @@
+"""Image classifiers for adversarial training, built by name.
+
+>>> from advlab.models import create, list_models
+>>> model = create("preact-resnet18", num_classes=10, activation="silu",
+...                normalize=((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)))
+
+Every nonlinearity comes from the activation registry (``list_activations()``), and input
+normalisation is a layer of the model, so attacks always work on [0, 1] pixels.
+"""
+from __future__ import annotations
+
+from .activations import (
+    ACTIVATIONS, ActivationFactory, ActivationSpec, activation_factory, create_activation, list_activations,
+)
+from .factory import MODELS, ModelFactory, create, list_models, register_model
+from .normalize import Normalize, with_normalization
+from .params import count_parameters
+
+# imported for their registrations
+from . import preact_resnet, resnet, small_cnn, wide_resnet  # noqa: E402,F401  isort: skip
+from .preact_resnet import PreActResNet
+from .resnet import ResNet
+from .small_cnn import SmallCNN
+from .wide_resnet import WideResNet
+
+__all__ = [
+    "ACTIVATIONS", "MODELS", "ActivationFactory", "ActivationSpec", "ModelFactory", "Normalize",
+    "PreActResNet", "ResNet", "SmallCNN", "WideResNet", "activation_factory", "count_parameters", "create",
+    "create_activation", "list_activations", "list_models", "register_model", "with_normalization",
+]

@@ -1,0 +1,196 @@
+"""GAIRAT against PGD-AT on Fashion-MNIST: one training budget, best and last checkpoints, five evaluations.
+
+Trains each preset (default ``pgd-at``, ``gairat``, ``gair-fat``) once per seed through
+``advlab.engine.trainer.train``, with the same overrides for all of them, evaluates the best (validation-chosen)
+and the last checkpoint with clean, PGD-20, CW-20, logit-scaled PGD-20 and AutoAttack, and writes a markdown
+table (mean and spread over seeds) and the raw numbers as JSON.
+
+    # the GPU run (full test set):
+    python benchmarks/gairat.py --device cuda --seeds 0 1 --eval-n 10000 --out runs/bench-gairat
+    # a CPU smoke run:
+    python benchmarks/gairat.py --epochs 2 --train-size 500 --eval-n 50 --attacks pgd20,cw20,pgd20-scaled
+
+Finished runs are reused (their ``summary.json``) when their resolved config equals the one asked for; an
+interrupted run is resumed from its ``last.pt``; ``--fresh`` retrains everything.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab.config import load_config, read_config
+from advlab.engine.trainer import resume, train
+
+ATTACKS = ["pgd20", "cw20", "pgd20-scaled", "autoattack"]
+PRESETS = ["pgd-at", "gairat", "gair-fat"]
+
+
+def overrides_for(args: argparse.Namespace, seed: int) -> list[str]:
+    """The overrides every preset of the benchmark gets."""
+    device = args.device
+    eval_n = args.eval_n if args.eval_n is not None else (10000 if _is_cuda(device) else 1000)
+    out = [f"device={device}", f"seed={seed}", f"evaluation.n={eval_n}",
+           f"evaluation.attacks=[{','.join(args.attacks)}]"]
+    if args.epochs is not None:
+        out.append(f"epochs={args.epochs}")
+    if args.train_size is not None:
+        out.append(f"data.train_size={args.train_size}")
+    if args.autoattack_version is not None:
+        out.append(f"evaluation.autoattack_version={args.autoattack_version}")
+    return out + list(args.set)
+
+
+def _is_cuda(device: str) -> bool:
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def run_one(preset: str, seed: int, args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """Train and evaluate one preset and seed (or reuse / resume its run directory); its summary."""
+    run_dir = Path(args.out) / f"{preset}-seed{seed}"
+    overrides = overrides_for(args, seed)
+    wanted = load_config(preset, overrides).to_dict()
+    saved = run_dir / "config.yaml"
+    same = saved.exists() and not args.fresh and read_config(saved).to_dict() == wanted
+    start = time.perf_counter()
+    if same and (run_dir / "summary.json").exists():
+        print(f"[gairat] {preset} seed {seed}: reusing {run_dir}", file=sys.stderr, flush=True)
+        return json.loads((run_dir / "summary.json").read_text()), run_dir
+    print(f"[gairat] {preset} seed {seed}: {'resuming' if same else 'training'} in {run_dir}", file=sys.stderr,
+          flush=True)
+    if same:
+        summary = resume(run_dir, progress=args.progress)
+    else:
+        summary = train(preset, run_dir, overrides=overrides, overwrite=True, progress=args.progress)
+    print(f"[gairat] {preset} seed {seed}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return summary, run_dir
+
+
+def history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def record(preset: str, seed: int, summary: dict[str, Any], run_dir: Path, attacks: list[str]) -> dict[str, Any]:
+    """The numbers of one run: per checkpoint the accuracies, plus training cost and GAIR diagnostics."""
+    rows = history(run_dir)
+    config = read_config(run_dir / "config.yaml")
+    fat_steps = [r["fat_mean_steps"] for r in rows if r.get("fat_mean_steps") is not None]
+    steps = config.perturbation.options.get("steps", 10)
+    out: dict[str, Any] = {
+        "preset": preset, "seed": seed, "run_dir": str(run_dir), "epochs": config.epochs,
+        "train_minutes": sum(r.get("train_seconds", 0.0) for r in rows) / 60,
+        "attack_steps_per_example": statistics.mean(fat_steps) if fat_steps else float(steps),
+        "last_gair_ess": next((r["gair_ess"] for r in reversed(rows) if r.get("gair_ess") is not None), None),
+        "checkpoints": {},
+    }
+    for which in ("best", "last"):
+        entry = summary.get(which)
+        if not isinstance(entry, dict):
+            continue
+        accs = {"clean": entry["clean"]["acc"]}
+        accs.update({a: entry["attacks"][a]["acc"] for a in attacks if a in entry.get("attacks", {})})
+        accs["robust"] = entry["robust"]["acc"]
+        out["checkpoints"][which] = {"epoch": entry["epoch"], **accs}
+    return out
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = 100 * statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def table(records: list[dict[str, Any]], presets: list[str], attacks: list[str]) -> str:
+    """Markdown: one row per preset and checkpoint, accuracies in % as mean ± sample std over seeds."""
+    columns = ["clean", *attacks, "robust"]
+    head = ["preset", "ckpt", "epoch", *columns, "attack steps/ex.", "train min"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for preset in presets:
+        runs = [r for r in records if r["preset"] == preset]
+        for which in ("best", "last"):
+            entries = [r["checkpoints"][which] for r in runs if which in r["checkpoints"]]
+            if not entries:
+                continue
+            cells = [preset, which, ",".join(str(e["epoch"]) for e in entries)]
+            cells += [_cell([e[c] for e in entries if c in e]) for c in columns]
+            cells.append(f"{statistics.mean(r['attack_steps_per_example'] for r in runs):.2f}")
+            cells.append(f"{statistics.mean(r['train_minutes'] for r in runs):.1f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def report(args: argparse.Namespace, records: list[dict[str, Any]], command: str) -> str:
+    seeds = ", ".join(map(str, args.seeds))
+    config = load_config(args.presets[0], overrides_for(args, args.seeds[0]))
+    return "\n".join([
+        "# GAIRAT on Fashion-MNIST",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {machine()}",
+        f"- date: {datetime.date.today().isoformat()}",
+        f"- seeds: {seeds}; cells are mean ± sample standard deviation over seeds, accuracies in %",
+        f"- budget: {config.model.name}, {config.epochs} epochs, train size "
+        f"{config.data.train_size or 'all'}, eps {config.eps} ({config.norm}), test points {config.evaluation.n}, "
+        f"AutoAttack {config.evaluation.autoattack_version}",
+        "- robust = per-sample AND of clean and every attack; best = highest validation PGD-10 accuracy",
+        "",
+        table(records, args.presets, args.attacks),
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=PRESETS)
+    p.add_argument("--epochs", type=int, default=None, help="default: each preset's own")
+    p.add_argument("--train-size", type=int, default=None, help="default: the whole training split")
+    p.add_argument("--eval-n", type=int, default=None, help="test points; default 10000 on CUDA, else 1000")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--attacks", type=lambda s: [a.strip() for a in s.split(",") if a.strip()], default=ATTACKS,
+                   help=f"comma-separated evaluation attacks (default {','.join(ATTACKS)})")
+    p.add_argument("--autoattack-version", choices=["standard", "fast"], default=None)
+    p.add_argument("--set", nargs="*", default=[], help="more overrides for every preset, e.g. batch_size=256")
+    p.add_argument("--out", default="runs/bench-gairat")
+    p.add_argument("--md", default=None, help="markdown output (default <out>/GAIRAT.md)")
+    p.add_argument("--fresh", action="store_true", help="retrain even when a finished run is there")
+    p.add_argument("--progress", action="store_true", help="show training progress bars")
+    args = p.parse_args(argv)
+    command = "python benchmarks/gairat.py " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for seed in args.seeds:
+        for preset in args.presets:
+            summary, run_dir = run_one(preset, seed, args)
+            records.append(record(preset, seed, summary, run_dir, args.attacks))
+            (out / "gairat.json").write_text(json.dumps({"command": command, "machine": machine(),
+                                                          "records": records}, indent=2))
+    text = report(args, records, command)
+    md = Path(args.md) if args.md else out / "GAIRAT.md"
+    md.write_text(text)
+    print(text)
+    print(f"wrote {md} and {out / 'gairat.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Per-sample attack losses, to be maximised by the attacker.
+
+Every loss is ``fn(output, target) -> (B,)``. ``output`` is whatever the model returns (logits for the
+built-in losses); ``target`` is int64 labels, soft labels (B, C) or clean probabilities (``kl``).
+A user callable with the same signature is accepted wherever a loss name is.
+"""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import AdvlabError
+from ..registry import Registry
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossSpec = Union[str, LossFn]
+
+LOSSES: Registry[LossFn] = Registry("attack loss")
+
+
+def _labels(target: torch.Tensor, what: str) -> torch.Tensor:
+    """int64 labels from labels or soft labels (the most likely class of each row)."""
+    if target.is_floating_point():
+        if target.dim() != 2:
+            raise AdvlabError(f"{what} loss needs int64 labels (B,) or soft labels (B, C), got shape "
+                              f"{tuple(target.shape)}")
+        return target.argmax(1)
+    return target.long()
+
+
+@LOSSES.register("ce")
+def ce_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per sample; ``target`` is int64 labels (B,) or soft labels (B, C)."""
+    if target.is_floating_point():
+        return -(target * F.log_softmax(output, dim=1)).sum(1)
+    return F.cross_entropy(output, target, reduction="none")
+
+
+def margin(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``max_{k != y} z_k - z_y`` per sample: positive exactly when the sample is misclassified."""
+    z_y = output.gather(1, y[:, None]).squeeze(1)
+    others = output.scatter(1, y[:, None], float("-inf"))
+    return others.max(1).values - z_y
+
+
+def cw_loss(output: torch.Tensor, y: torch.Tensor, confidence: float | None = None) -> torch.Tensor:
+    """Carlini-Wagner margin ``max_{k != y} z_k - z_y``, capped at ``confidence`` when given.
+
+    Soft labels are reduced to their most likely class.
+    """
+    m = margin(output, _labels(y, "cw"))
+    return m if confidence is None else m.clamp(max=confidence)
+
+
+LOSSES.register("cw", lambda output, target: cw_loss(output, target))
+
+
+@LOSSES.register("kl")
+def kl_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """TRADES' KL(p_clean || p_adv) per sample; ``target`` is the (detached) clean probabilities (B, C)."""
+    if not target.is_floating_point() or target.shape != output.shape:
+        raise AdvlabError("kl loss needs the clean probabilities (B, C) as target, "
+                          f"got {target.dtype} of shape {tuple(target.shape)}")
+    return F.kl_div(F.log_softmax(output, dim=1), target, reduction="none").sum(1)
+
+
+@LOSSES.register("dlr")
+def dlr_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Croce & Hein's difference-of-logits-ratio loss ``-(z_y - max_{k!=y} z_k) / (z_pi1 - z_pi3 + 1e-12)``."""
+    if output.shape[1] < 3:
+        raise AdvlabError(f"dlr loss needs at least 3 classes, got {output.shape[1]}")
+    y = _labels(target, "dlr")
+    top = output.sort(1, descending=True).values
+    return margin(output, y) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def get_loss(loss: LossSpec) -> LossFn:
+    """The loss function named ``loss`` (see ``LOSSES.names()``), or ``loss`` itself if callable."""
+    if callable(loss):
+        return loss
+    return LOSSES.get(loss)

@@ -1,0 +1,236 @@
+"""The one projected-gradient engine behind every attack of advlab, in training and in evaluation.
+
+One forward and one backward per step, gradients taken for the input only (``torch.autograd.grad``), so
+parameter ``.grad`` is never touched. The forward of step k serves both the per-sample bookkeeping
+(GAIRAT's kappa, the first misclassified iterate, FAT's early stop) and the gradient.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import AdvlabError
+from .context import BNMode, bn_mode as _bn_mode
+from .losses import LossSpec, get_loss, kl_loss
+from .norms import get_norm, per_sample
+
+RANDOM_STARTS = ("uniform", "normal", None)
+NORMAL_START_STD = 0.001  # TRADES / MART: x + 0.001 * N(0, I)
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns: the adversarial batch and per-sample facts about the iterates.
+
+    ``kappa``: GAIRAT's kappa, the number of iterates x^(0..K-1) (before each update, while the sample was
+    active) classified correctly; ``first_wrong``: index k of the first misclassified iterate x^(k)
+    (x^(0) is the start point; the final iterate is checked too), -1 if none; ``steps``: gradient steps
+    each sample took. ``kappa`` and ``first_wrong`` are None without labels ``y``; ``first_wrong`` is None
+    also when ``track_final=False``.
+    """
+
+    x_adv: torch.Tensor
+    kappa: torch.Tensor | None
+    first_wrong: torch.Tensor | None
+    steps: torch.Tensor
+
+
+def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int, random_start: str | None,
+                  early_stop: int | None) -> None:
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise AdvlabError("attack input x must be a float tensor with values in [0, 1]")
+    if y is not None and (y.dim() != 1 or len(y) != len(x) or y.is_floating_point()):
+        raise AdvlabError(f"labels y must be integer of shape ({len(x)},), got {y.dtype} {tuple(y.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise AdvlabError(f"steps must be an int >= 0, got {steps!r}")
+    if random_start not in RANDOM_STARTS:
+        raise AdvlabError(f"random_start must be one of {RANDOM_STARTS}, got {random_start!r}")
+    if early_stop is not None:
+        if isinstance(early_stop, bool) or not isinstance(early_stop, int) or early_stop < 0:
+            raise AdvlabError(f"early_stop must be None or an int >= 0, got {early_stop!r}")
+        if y is None:
+            raise AdvlabError("early_stop needs the labels y")
+
+
+def _start(x: torch.Tensor, eps: torch.Tensor, geometry, random_start: str | None,
+           generator: torch.Generator | None) -> torch.Tensor:
+    """The start point x^(0): x, or a random point of the ball (inside [0, 1]); always a fresh tensor."""
+    if random_start is None:
+        return x.clone()
+    if random_start == "uniform":
+        delta = geometry.random(x, eps, generator)
+    else:
+        device = generator.device if generator is not None else x.device
+        noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+        delta = geometry.project(NORMAL_START_STD * noise, eps)
+    return (x + delta).clamp_(0, 1)
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    eps: float | torch.Tensor,
+    step_size: float | torch.Tensor,
+    steps: int,
+    norm: str = "linf",
+    loss: LossSpec = "ce",
+    target: torch.Tensor | None = None,
+    direction: int | torch.Tensor = 1,
+    random_start: str | None = "uniform",
+    early_stop: int | None = None,
+    bn_mode: BNMode = "eval",
+    logit_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    track_final: bool = True,
+) -> AttackResult:
+    """Projected gradient ascent (``direction=1``) or descent (``-1``) of a per-sample loss in an eps-ball.
+
+    Args:
+        model: maps x in [0, 1] (B, ...) to an output (logits for the built-in losses).
+        x: clean inputs, float in [0, 1]; never modified.
+        y: int64 labels (B,): used for kappa, first_wrong and early stop, and as the loss target when
+            ``target`` is None.
+        eps, step_size: radius and step size, a number or a per-sample tensor (B,); eps 0 leaves a row as x.
+        steps: number of gradient steps K.
+        norm: "linf" (sign steps) or "l2" (normalised-gradient steps).
+        loss: a name in ``LOSSES`` (ce, cw, kl, dlr) or a callable ``(output, target) -> (B,)``.
+        target: what the loss compares against (labels, soft labels, clean probabilities). For ``loss="kl"``
+            and no target, the clean probabilities softmax(logit_scale * model(x)) are computed once, no grad.
+        direction: +1 (adversarial) or -1 (anti-adversarial), a number or a per-sample tensor of +-1.
+        random_start: "uniform" (uniform in the ball), "normal" (x + 0.001 N(0, I), projected) or None.
+        early_stop: None, or FAT's tau: a sample misclassified with no budget left is frozen at that iterate;
+            each other misclassified iterate uses one unit of its budget (initially tau).
+        bn_mode: "eval", "train" or None (leave as is) during the attack; every submodule's flag is restored.
+        logit_scale: model outputs are multiplied by this before the loss (logit-scaling attack).
+        generator: torch.Generator for the random start; the global RNG is not reseeded.
+        track_final: with ``y`` given, forward the final iterate (only of samples not yet misclassified,
+            one extra forward at most) to complete ``first_wrong``; False skips it and returns
+            ``first_wrong=None`` (leanest training path).
+
+    Returns:
+        AttackResult with the detached adversarial batch (same shape, dtype, device as x; inside the ball and
+        [0, 1]; original batch order) and the per-sample kappa, first_wrong and steps.
+    """
+    _check_inputs(x, y, steps, random_start, early_stop)
+    geometry = get_norm(norm)
+    loss_fn = get_loss(loss)
+    x = x.detach()
+    eps_t = per_sample(eps, x, "eps")
+    if not bool(((eps_t >= 0) & torch.isfinite(eps_t)).all()):
+        raise AdvlabError("eps must be finite and >= 0")
+    direction_t = per_sample(direction, x, "direction")
+    if not bool(((direction_t == 1) | (direction_t == -1)).all()):
+        raise AdvlabError("direction must be +1 or -1 (per sample)")
+    move_t = per_sample(step_size, x, "step_size") * direction_t
+
+    with _bn_mode(model, bn_mode):
+        if target is None:
+            if loss == "kl" or loss is kl_loss:
+                with torch.no_grad():
+                    target = F.softmax(model(x) * logit_scale, dim=1)
+            elif y is None:
+                raise AdvlabError("pgd needs labels y or a loss target")
+            else:
+                target = y
+        target = target.detach()
+        if len(target) != len(x):
+            raise AdvlabError(f"target has {len(target)} rows for a batch of {len(x)}")
+        x_adv = _start(x, eps_t, geometry, random_start, generator)
+        return _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop,
+                        logit_scale, track_final)
+
+
+def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop, logit_scale,
+             track_final) -> AttackResult:
+    """The PGD loop over an active set of samples (all of them unless early stop froze some)."""
+    n = len(x)
+    long = dict(dtype=torch.long, device=x.device)
+    track = y is not None
+    kappa = torch.zeros(n, **long) if track else None
+    first_wrong = torch.full((n,), -1, **long) if track else None
+    budget = torch.full((n,), early_stop, **long) if early_stop is not None else None
+    taken = torch.zeros(n, **long)
+    idx = None  # indices of the active samples; None = all of them (no gathering)
+
+    def rows(t):
+        return t if idx is None else t[idx]
+
+    for k in range(steps):
+        xa = rows(x_adv).detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = model(xa)
+            if logit_scale != 1.0:
+                out = out * logit_scale
+            losses = loss_fn(out, rows(target))
+        if losses.shape != (len(xa),):
+            raise AdvlabError(f"attack loss must return one value per sample, got shape {tuple(losses.shape)}")
+        moving = None
+        if track:
+            correct = out.detach().argmax(1) == rows(y)
+            fw = rows(first_wrong)
+            fw = torch.where((fw == -1) & ~correct, torch.full_like(fw, k), fw)
+            if idx is None:
+                kappa += correct
+                first_wrong = fw
+            else:
+                kappa[idx] += correct
+                first_wrong[idx] = fw
+            if budget is not None:
+                wrong = ~correct
+                b = rows(budget)
+                frozen = wrong & (b == 0)
+                b = b - (wrong & ~frozen).long()
+                if idx is None:
+                    budget = b
+                else:
+                    budget[idx] = b
+                moving = ~frozen
+        if moving is not None and not bool(moving.any()):
+            break  # every active sample froze at this iterate: no gradient needed
+        (grad,) = torch.autograd.grad(losses.sum(), xa)
+        with torch.no_grad():
+            xo, xd = rows(x), xa.detach()
+            delta = geometry.project(xd + geometry.step(grad, rows(move_t)) - xo, rows(eps_t))
+            new = (xo + delta).clamp_(0, 1)
+            if moving is not None:
+                new = torch.where(moving.reshape(-1, *([1] * (x.dim() - 1))), new, xd)
+            if idx is None:
+                x_adv = new
+                taken += 1 if moving is None else moving.long()
+            else:
+                x_adv[idx] = new
+                taken[idx] += 1 if moving is None else moving.long()
+            if moving is not None and not bool(moving.all()):
+                idx = (torch.arange(n, device=x.device) if idx is None else idx)[moving]
+
+    if track and track_final:
+        pending = (first_wrong == -1).nonzero().squeeze(1)
+        if len(pending):
+            with torch.no_grad():
+                pred = model(x_adv[pending]).argmax(1)
+            first_wrong[pending] = torch.where(pred != y[pending], taken[pending], first_wrong[pending])
+    return AttackResult(x_adv=x_adv.detach(), kappa=kappa, first_wrong=first_wrong if track_final else None,
+                        steps=taken)
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    eps: float | torch.Tensor,
+    step_size: float | torch.Tensor | None = None,
+    random_start: str | None = "uniform",
+    **kwargs,
+) -> AttackResult:
+    """Fast adversarial training's FGSM (Wong et al. 2020): uniform start, one signed step of size
+    ``step_size`` (default 1.25 eps), projection, clipping. A preset of :func:`pgd` with ``steps=1``;
+    other keyword arguments (norm, loss, target, bn_mode, generator, ...) are passed on."""
+    if step_size is None:
+        step_size = 1.25 * eps
+    return pgd(model, x, y, eps=eps, step_size=step_size, steps=1, random_start=random_start, **kwargs)

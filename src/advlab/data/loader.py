@@ -1,0 +1,100 @@
+"""``DeviceLoader``: a whole split held on the training device, batched, shuffled and augmented there."""
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import torch
+
+from ..errors import DataError
+from .augment import augmented_batch, choices, pad_images, view_table
+
+_MASK64 = (1 << 64) - 1
+
+
+class Batch(NamedTuple):
+    """One batch: ``x`` float32 in [0, 1], ``y`` int64, ``index`` int64 positions in the loader's images."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 63-bit seed mixed from (seed, epoch, stream) with splitmix64 steps; same inputs, same seed."""
+    z = 0
+    for part in (seed, epoch, stream):
+        z = (z + (part & _MASK64) + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+    return z >> 1
+
+
+class DeviceLoader:
+    """Batches of a split held as one uint8 tensor on ``device``.
+
+    Each epoch's order and augmentation come from generators seeded with ``(seed, epoch)`` only, so epoch e
+    is the same whether or not the process restarted; call :meth:`set_epoch` before iterating (the epoch
+    does not advance by itself). Batches are converted to float on the device one at a time; augmentation
+    (random crop with zero padding ``crop_padding``, then random horizontal flip) is per sample, on the
+    device, one gather per batch (see :mod:`advlab.data.augment`; with cropping on, a zero-padded copy of
+    the images is kept on the device). With both off, ``x`` equals ``images[index].float() / 255``.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 device: str | torch.device = "cpu", shuffle: bool = True, crop_padding: int = 0,
+                 flip: bool = False, seed: int = 0, drop_last: bool = False) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise DataError(f"DeviceLoader needs uint8 N x C x H x W images, got {images.dtype} "
+                            f"of shape {tuple(images.shape)}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"DeviceLoader: {len(images)} images but labels of shape {tuple(labels.shape)}")
+        if batch_size < 1 or crop_padding < 0:
+            raise DataError(f"DeviceLoader: batch_size must be >= 1 and crop_padding >= 0, "
+                            f"got {batch_size} and {crop_padding}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device).contiguous()
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size = int(batch_size)
+        self.shuffle, self.crop_padding, self.flip = shuffle, int(crop_padding), flip
+        self.seed, self.drop_last = int(seed), drop_last
+        self.epoch = 0
+        self._augment = bool(self.crop_padding) or bool(flip)
+        if self._augment:
+            self._padded = pad_images(self.images, self.crop_padding)
+            self._table = view_table(images.shape[2], images.shape[3], self.crop_padding, self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration yields."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n, b = len(self.labels), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def _plan(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This epoch's order and per-position augmentation choices, on the device.
+
+        Order and augmentation use separate generators seeded from ``(seed, epoch)``, so the order does
+        not depend on the augmentation settings.
+        """
+        n = len(self.labels)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 0))
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        choice = None
+        if self._augment:
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 1))
+            choice = choices(n, self.crop_padding, self.crop_padding > 0, self.flip, g).to(self.device)
+        return order.to(self.device), choice
+
+    def __iter__(self) -> Iterator[Batch]:
+        order, choice = self._plan()
+        h, w = self.images.shape[2], self.images.shape[3]
+        for i in range(len(self)):
+            part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            index = order[part]
+            if choice is None:
+                x = self.images.index_select(0, index)
+            else:
+                x = augmented_batch(self._padded, index, self._table, choice[part], h, w)
+            yield Batch(x.float().div_(255), self.labels.index_select(0, index), index)

@@ -1,0 +1,126 @@
+"""``advlab eval TARGET``: evaluate a checkpoint (or a run directory's best/last) and write JSON + table."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import AdvlabError, CheckpointError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate the robustness of a checkpoint",
+        description="Clean accuracy and accuracy under each attack (every adversarial example is checked against "
+                    "the threat model), the per-sample AND of them, and sanity checks. Writes "
+                    "<checkpoint>-eval.json and <checkpoint>-eval.txt next to the checkpoint (or --out). "
+                    "Accuracies in the JSON are fractions in [0, 1].",
+    )
+    p.add_argument("target", metavar="TARGET", help="checkpoint file, or run directory (see --checkpoint)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="which checkpoint of a run directory to evaluate (default: best)")
+    p.add_argument("--dataset", help="dataset name (default: the dataset the checkpoint was trained on)")
+    p.add_argument("--split", default="test", help="dataset split (default: test)")
+    p.add_argument("--data-root", help="folder holding the dataset files (default: advlab's search path)")
+    p.add_argument("--n", type=int, default=1000, help="evaluate the first N points of the split (default: 1000)")
+    p.add_argument("--eps", type=float, help="perturbation radius, e.g. 0.1 or 8/255=0.0314 (default: the "
+                                            "checkpoint's eps); linf eps must be in (0, 1]")
+    p.add_argument("--norm", choices=["linf", "l2"], help="threat-model norm (default: the checkpoint's norm)")
+    p.add_argument("--attacks", default="pgd20,cw20,autoattack",
+                   help="comma-separated attacks among clean, pgd20, cw20, pgd20-scaled, autoattack, square "
+                        "(default: pgd20,cw20,autoattack)")
+    p.add_argument("--autoattack-version", default="standard", choices=["standard", "fast", "plus", "rand"],
+                   help="AutoAttack version (default: standard; fast = APGD-CE + APGD-T)")
+    p.add_argument("--square-queries", type=int, default=1000,
+                   help="query budget of the standalone square attack (default: 1000)")
+    p.add_argument("--batch-size", type=int, default=256, help="points per attacked batch (default: 256)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default: 0)")
+    p.add_argument("--no-sanity", action="store_true",
+                   help="skip the sanity checks that cost extra attacks (large-eps, more-steps)")
+    p.add_argument("--out", help="JSON output path (default: <checkpoint stem>-eval.json next to the "
+                                 "checkpoint); the table goes to the same path with .txt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def _setting(value: Any, ckpt: dict[str, Any], key: str, flag: str) -> Any:
+    if value is not None:
+        return value
+    if ckpt.get(key) is None:
+        raise CheckpointError(f"the checkpoint does not record {key!r}; pass {flag}")
+    return ckpt[key]
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise AdvlabError(f"bad --device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AdvlabError("--device cuda: no CUDA device is available")
+    return device
+
+
+def _load_model(path: Path, device):
+    from ..engine.checkpoint import load_model
+
+    try:
+        return load_model(path, device=device)
+    except AdvlabError:
+        raise
+    except ImportError as exc:
+        raise AdvlabError(f"cannot build the model: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not describe a model advlab can build: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
+def _load_data(name: str, split: str, root: str | None, n: int):
+    from .. import data
+
+    kwargs = {"root": root} if root else {}
+    images, labels = data.load(name, split, **kwargs)
+    return images[:n], labels[:n]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from .robustness import attack_names, evaluate
+    from .threat import check_eps
+
+    path = resolve_checkpoint(args.target, args.checkpoint)
+    if args.n < 1:
+        raise AdvlabError(f"--n must be >= 1, got {args.n}")
+    if args.batch_size < 1:
+        raise AdvlabError(f"--batch-size must be >= 1, got {args.batch_size}")
+    attacks = attack_names(args.attacks)
+    ckpt = load_checkpoint(path)  # metadata first: bad settings fail before the model and data are loaded
+    norm = _setting(args.norm, ckpt, "norm", "--norm")
+    eps = check_eps(_setting(args.eps, ckpt, "eps", "--eps"), norm)
+    dataset = _setting(args.dataset, ckpt, "data", "--dataset")
+    device = _device(args.device)
+
+    model, ckpt = _load_model(path, device)
+    images, labels = _load_data(dataset, args.split, args.data_root, args.n)
+    result = evaluate(model, images, labels, eps, norm, attacks=attacks, batch_size=args.batch_size, device=device,
+                      sanity=not args.no_sanity, seed=args.seed, progress=not args.quiet,
+                      autoattack_version=args.autoattack_version, square_queries=args.square_queries)
+    result.meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "model_spec": ckpt.get("model_spec"),
+                   "dataset": dataset, "split": args.split, "first_n": len(labels)}
+    out = Path(args.out) if args.out else path.with_name(f"{path.stem}-eval.json")
+    table = result.table()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.to_json() + "\n")
+        out.with_suffix(".txt").write_text(table + "\n")
+    except OSError as exc:
+        raise AdvlabError(f"cannot write {out}: {exc}") from None
+    print(table)
+    print(f"wrote {out} and {out.with_suffix('.txt')}", file=sys.stderr)
+    return 0

@@ -1,0 +1,167 @@
+"""The result of an evaluation: per-sample flags, accuracies (fractions in [0, 1]), JSON and a text table."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class AttackOutcome:
+    """One attack over the whole evaluation set: which points it left correctly classified, and how."""
+
+    name: str
+    correct: torch.Tensor  # bool (n,), on the CPU
+    seconds: float
+    max_perturbation: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def acc(self) -> float:
+        return accuracy(self.correct)
+
+
+def accuracy(correct: torch.Tensor) -> float:
+    """Fraction of True flags (0.0 for no points)."""
+    return float(correct.float().mean()) if len(correct) else 0.0
+
+
+def standard_error(acc: float, n: int) -> float:
+    """Binomial standard error of an accuracy measured on ``n`` points."""
+    return math.sqrt(max(acc * (1 - acc), 0.0) / max(n, 1))
+
+
+def per_class(correct: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy per class present in ``labels``, keyed by the class index as a string (JSON keys)."""
+    out = {}
+    for c in torch.unique(labels).tolist():
+        out[str(c)] = accuracy(correct[labels == c])
+    return out
+
+
+def worst_class(correct: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """The class with the lowest accuracy: ``{"class", "acc", "n"}`` (ties: the smallest index)."""
+    classes = per_class(correct, labels)
+    if not classes:
+        return {"class": None, "acc": None, "n": 0}
+    c = min(classes, key=lambda k: (classes[k], int(k)))
+    return {"class": int(c), "acc": classes[c], "n": int((labels == int(c)).sum())}
+
+
+@dataclass
+class EvalResult:
+    """Everything an evaluation found. Accuracies are fractions in [0, 1].
+
+    ``robust`` is the per-sample AND of ``clean`` and every attack run: a point is robust only if it is
+    classified correctly clean and under each attack.
+    """
+
+    eps: float
+    norm: str
+    labels: torch.Tensor
+    clean: AttackOutcome
+    attacks: dict[str, AttackOutcome]
+    num_classes: int
+    seed: int = 0
+    sanity: list[dict[str, Any]] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def robust_correct(self) -> torch.Tensor:
+        """Per-sample AND of clean and every attack (bool, n)."""
+        flags = self.clean.correct.clone()
+        for outcome in self.attacks.values():
+            flags &= outcome.correct
+        return flags
+
+    def accuracy(self, name: str = "robust") -> float:
+        """Accuracy (fraction) under ``name``: ``clean``, ``robust`` or an attack name."""
+        if name == "robust":
+            return accuracy(self.robust_correct)
+        if name == "clean":
+            return self.clean.acc
+        return self.attacks[name].acc
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready report (see the module docs of ``advlab.evaluate`` for the schema)."""
+        robust = self.robust_correct
+        attacks = {}
+        for name, o in self.attacks.items():
+            attacks[name] = {"acc": o.acc, "per_class": per_class(o.correct, self.labels),
+                             "max_perturbation": o.max_perturbation, "seconds": o.seconds, **o.settings}
+        per_sample = {"clean": _bits(self.clean.correct)}
+        per_sample.update({name: _bits(o.correct) for name, o in self.attacks.items()})
+        per_sample["robust"] = _bits(robust)
+        out = {
+            "n": self.n, "eps": self.eps, "norm": self.norm, "num_classes": self.num_classes, "seed": self.seed,
+            "accuracy_unit": "fraction",
+            "clean": {"acc": self.clean.acc, "per_class": per_class(self.clean.correct, self.labels),
+                      "seconds": self.clean.seconds},
+            "attacks": attacks,
+            "robust": {"acc": accuracy(robust), "per_class": per_class(robust, self.labels),
+                       "worst_class": worst_class(robust, self.labels), "over": ["clean", *self.attacks]},
+            "sanity": self.sanity,
+            "per_sample": per_sample,
+            "version": dict(self.versions),
+            "seconds": self.seconds,
+        }
+        if self.meta:
+            out["meta"] = self.meta
+        return out
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self) -> str:
+        """A plain-text table: one row per attack plus the per-sample AND, then the sanity checks."""
+        eps_255 = f" = {self.eps * 255:.4g}/255" if self.norm == "linf" else ""
+        lines = [f"{self.n} points, eps {self.eps:.6g}{eps_255}, norm {self.norm}; accuracy in % of the points"]
+        header = f"{'attack':<14} {'acc %':>7} {'correct':>11} {'worst class':>16}  settings"
+        lines += [header, "-" * len(header)]
+
+        def row(name: str, correct: torch.Tensor, settings: str) -> str:
+            worst = worst_class(correct, self.labels)
+            w = f"{worst['class']} ({100 * worst['acc']:.1f}%)" if worst["class"] is not None else "-"
+            count = f"{int(correct.sum())}/{len(correct)}"
+            return f"{name:<14} {100 * accuracy(correct):>7.2f} {count:>11} {w:>16}  {settings}".rstrip()
+
+        lines.append(row("clean", self.clean.correct, ""))
+        for name, o in self.attacks.items():
+            lines.append(row(name, o.correct, _describe(o)))
+        lines.append(row("robust (AND)", self.robust_correct, "correct clean and under every attack above"))
+        if self.sanity:
+            lines.append("")
+            lines.append("sanity checks:")
+            for check in self.sanity:
+                lines.append(f"  {check['name']:<16} {check['status']:<8} {check.get('message', '')}".rstrip())
+        return "\n".join(lines)
+
+
+def _bits(flags: torch.Tensor) -> list[int]:
+    return flags.to(torch.int8).tolist()
+
+
+def _describe(o: AttackOutcome) -> str:
+    """Settings of an attack as one short line of the table."""
+    s = o.settings
+    if "attacks_run" in s:
+        ran = ", ".join(s["attacks_run"]) or "none"
+        skipped = [a for a in s["attacks"] if a not in s["attacks_run"]]
+        text = f"AutoAttack {s['version']}: ran {ran}"
+        if skipped:
+            text += f" (not run, no robust points left: {', '.join(skipped)})"
+        if "square" in s:
+            text += f"; square {s['square']['queries']} queries"
+    else:
+        keys = ("steps", "step_size", "loss", "restarts", "logit_scale")
+        text = " ".join(f"{k}={s[k]:.4g}" if isinstance(s[k], float) else f"{k}={s[k]}" for k in keys if k in s)
+    return f"{text}; max pert {o.max_perturbation:.4g}"

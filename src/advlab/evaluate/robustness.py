@@ -1,0 +1,135 @@
+"""``evaluate``: clean accuracy and accuracy under each named attack, the per-sample AND, sanity checks."""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..attacks.context import eval_mode
+from ..errors import AdvlabError
+from .report import EvalResult
+from .runner import EvalData, run_attack, run_clean
+from .sanity import run_sanity
+from .suite import EVAL_ATTACKS, AttackSetup, eval_attack_names
+from .threat import check_eps
+
+DEFAULT_ATTACKS = ("pgd20", "cw20", "autoattack")
+
+
+def attack_names(attacks: str | Sequence[str]) -> list[str]:
+    """Validated attack names in order, without duplicates and without ``clean`` (always computed)."""
+    if isinstance(attacks, str):
+        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    names: list[str] = []
+    for name in attacks:
+        if name != "clean" and name not in EVAL_ATTACKS:
+            raise AdvlabError(f"unknown attack {name!r}; allowed: {', '.join(eval_attack_names())}")
+        if name != "clean" and name not in names:
+            names.append(name)
+    return names
+
+
+def as_images(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float images in [0, 1] (uint8 is divided by 255) and int64 labels, checked."""
+    if not torch.is_tensor(images) or not torch.is_tensor(labels):
+        raise AdvlabError("images and labels must be torch tensors")
+    if images.dim() < 2 or labels.dim() != 1 or len(images) != len(labels):
+        raise AdvlabError(f"need images (N, ...) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
+    if labels.is_floating_point():
+        raise AdvlabError("labels must be integer class indices")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    elif images.is_floating_point():
+        if len(images) and (images.min() < 0 or images.max() > 1):
+            raise AdvlabError("float images must be in [0, 1] (normalisation belongs inside the model)")
+    else:
+        raise AdvlabError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+    return images, labels.long()
+
+
+def _device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        param = next(iter(model.parameters()), None)
+        return param.device if param is not None else torch.device("cpu")
+    return torch.device(device)
+
+
+def _versions() -> dict[str, str]:
+    from .. import __version__
+
+    try:
+        import pyautoattack
+        aa = getattr(pyautoattack, "__version__", "unknown")
+    except ImportError:
+        aa = "not installed"
+    return {"advlab": __version__, "torch": torch.__version__, "pyautoattack": aa}
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    norm: str = "linf",
+    attacks: str | Sequence[str] = DEFAULT_ATTACKS,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    sanity: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    num_classes: int | None = None,
+    autoattack_version: str = "standard",
+    square_queries: int = 1000,
+) -> EvalResult:
+    """Robustness of ``model`` on (images, labels) within the ``norm`` ball of radius ``eps``.
+
+    Args:
+        model: maps float images in [0, 1] to logits; run in eval mode (each submodule's flag is restored
+            after). With ``device`` given the model is moved there (``model.to``); None: the model's device.
+        images: uint8 (divided by 255) or float in [0, 1], (N, C, H, W). labels: integer (N,).
+        eps, norm: the threat model; linf eps in (0, 1], l2 eps > 0.
+        attacks: names among ``eval_attack_names()`` (a list or a comma-separated string): ``pgd20``, ``cw20``,
+            ``pgd20-scaled``, ``autoattack``, ``square``; ``clean`` is always computed.
+        batch_size: points per attacked batch.
+        sanity: run the sanity checks that cost extra attacks (large-eps, more-steps); the free ones always run.
+        seed: seeds every attack's random start (and AutoAttack), independently of the global RNG.
+        progress: a progress bar per attack on stderr.
+        num_classes: number of classes (chance level, AutoAttack's target classes); default: the logit width.
+        autoattack_version: ``standard`` (default), ``fast``, ``plus`` or ``rand``.
+        square_queries: query budget of the standalone ``square`` attack.
+
+    Returns:
+        EvalResult: per-sample flags, accuracies as fractions in [0, 1], sanity checks, ``to_json()``,
+        ``table()``. Every adversarial batch is verified to be in the ball and in [0, 1] (AdvlabError if not).
+    """
+    start = time.perf_counter()
+    eps = check_eps(eps, norm)
+    names = attack_names(attacks)
+    if batch_size < 1:
+        raise AdvlabError(f"batch_size must be >= 1, got {batch_size}")
+    images, labels = as_images(images, labels)
+    if len(labels) == 0:
+        raise AdvlabError("no points to evaluate")
+    dev = _device(model, device)
+    if device is not None and device != "auto":
+        model.to(dev)
+    data = EvalData(model, images, labels, batch_size, dev, progress)
+    with eval_mode(model):
+        try:
+            with torch.no_grad():
+                width = model(images[:1].to(dev)).shape[-1]
+        except RuntimeError as exc:
+            raise AdvlabError(f"the model cannot process inputs of shape {tuple(images.shape[1:])}: {exc}") from None
+        num_classes = int(num_classes or width)
+        if int(labels.max()) >= num_classes or int(labels.min()) < 0:
+            raise AdvlabError(f"labels must be in [0, {num_classes}), got {int(labels.min())}..{int(labels.max())}")
+        setup = AttackSetup(model, eps, norm, dev, seed, num_classes, autoattack_version, square_queries)
+        built = {name: EVAL_ATTACKS.get(name)(setup) for name in names}  # fail early on a bad setup
+        clean = run_clean(data)
+        outcomes = {name: run_attack(name, attack, data, eps, norm) for name, attack in built.items()}
+        checks = run_sanity(data, setup, clean, outcomes, extra=sanity)
+    return EvalResult(eps=eps, norm=norm, labels=labels.cpu(), clean=clean, attacks=outcomes,
+                      num_classes=num_classes, seed=seed, sanity=checks, versions=_versions(),
+                      seconds=time.perf_counter() - start)

@@ -1,0 +1,207 @@
+"""Named evaluation attacks: the same names in the Python API, the CLI and the JSON.
+
+Each name maps to a factory ``factory(setup: AttackSetup) -> EvalAttack``; an EvalAttack attacks one batch
+(``attack(x, y) -> x_adv``) and describes its settings (``attack.settings() -> dict``, JSON-ready).
+Register your own with ``EVAL_ATTACKS.register(name, factory)``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from ..attacks import pgd
+from ..errors import AdvlabError
+from ..registry import Registry
+
+
+@dataclass
+class AttackSetup:
+    """What a factory needs to build an attack for one evaluation."""
+
+    model: nn.Module
+    eps: float
+    norm: str
+    device: torch.device
+    seed: int
+    num_classes: int
+    autoattack_version: str = "standard"
+    square_queries: int = 1000
+
+
+class EvalAttack(Protocol):
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+
+EVAL_ATTACKS: Registry[Callable[[AttackSetup], EvalAttack]] = Registry("attack")
+
+
+class PGDEval:
+    """PGD with uniform random start(s); each sample stops at its first misclassified iterate.
+
+    Stopping there (``early_stop=0``) makes the attack at least as strong as the usual final-iterate PGD of
+    the same budget. With restarts, a point counts as robust only if no restart fools it.
+    """
+
+    def __init__(self, setup: AttackSetup, *, steps: int = 20, step_size: float | None = None, loss: str = "ce",
+                 logit_scale: float = 1.0, restarts: int = 1, eps: float | None = None) -> None:
+        self.model, self.norm = setup.model, setup.norm
+        self.eps = setup.eps if eps is None else eps
+        self.steps, self.loss, self.logit_scale, self.restarts = steps, loss, logit_scale, restarts
+        self.step_size = self.eps / 4 if step_size is None else step_size
+        self.generator = torch.Generator().manual_seed(setup.seed)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_best = x.clone()
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(self.restarts):
+            todo = (~fooled).nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            result = pgd(self.model, x[todo], y[todo], eps=self.eps, step_size=self.step_size, steps=self.steps,
+                         norm=self.norm, loss=self.loss, random_start="uniform", early_stop=0, bn_mode="eval",
+                         logit_scale=self.logit_scale, generator=self.generator)
+            x_best[todo] = result.x_adv
+            fooled[todo] = result.first_wrong != -1
+        return x_best
+
+    def settings(self) -> dict[str, Any]:
+        out = {"steps": self.steps, "step_size": self.step_size, "loss": self.loss, "random_start": "uniform",
+               "restarts": self.restarts, "stop": "first misclassified iterate"}
+        if self.logit_scale != 1.0:
+            out["logit_scale"] = self.logit_scale
+        return out
+
+
+EVAL_ATTACKS.register("pgd20", lambda s: PGDEval(s, steps=20, loss="ce"))
+EVAL_ATTACKS.register("cw20", lambda s: PGDEval(s, steps=20, loss="cw"))
+EVAL_ATTACKS.register("pgd20-scaled", lambda s: PGDEval(s, steps=20, loss="ce", logit_scale=10.0))
+
+
+class _Capture(logging.Handler):
+    """Collects the records of pyautoattack's logger instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+AA_VERSIONS = ("standard", "fast", "plus", "rand")
+
+
+class AutoAttackEval:
+    """AutoAttack (Croce & Hein 2020) through the ``pyautoattack`` package, one batch at a time.
+
+    Versions: ``standard``, ``plus``, ``rand`` (pyautoattack's own) and ``fast`` (advlab's: APGD-CE then
+    APGD-T, no FAB-T or Square). The numbers of target classes are capped at num_classes - 1. Its log is
+    captured (not printed); the attacks that actually ran and any warnings are kept in ``settings()``.
+    The global torch RNG, which pyautoattack reseeds, and any ``sys.settrace`` hook (coverage, debuggers),
+    which its dynamic-defense check removes, are restored afterwards. Points it does not break come back
+    unchanged, so its ``max_perturbation`` is over the points it broke.
+    """
+
+    def __init__(self, setup: AttackSetup, *, version: str | None = None, attacks: list[str] | None = None,
+                 square_queries: int | None = None) -> None:
+        try:
+            import pyautoattack
+            from pyautoattack import AutoAttack
+        except ImportError:
+            raise AdvlabError("AutoAttack needs the pyautoattack package: pip install pyautoattack") from None
+        self.package_version = getattr(pyautoattack, "__version__", "unknown")
+        version = version or setup.autoattack_version
+        self.version = version
+        self.device = setup.device
+        norm = {"linf": "Linf", "l2": "L2"}[setup.norm]
+        targets = min(9, setup.num_classes - 1)
+        if attacks is not None:
+            aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version="custom", attacks=list(attacks),
+                            seed=setup.seed, device=setup.device)
+        elif version == "fast":
+            aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version="custom", attacks=["apgd-ce", "apgd-t"],
+                            seed=setup.seed, device=setup.device)
+            aa.apgd.n_restarts = 1
+        elif version in AA_VERSIONS:
+            aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version=version, seed=setup.seed,
+                            device=setup.device)
+        else:
+            raise AdvlabError(f"unknown AutoAttack version {version!r}; allowed: {', '.join(AA_VERSIONS)}")
+        needs_dlr = {"apgd-dlr", "apgd-t"} & set(aa.attacks_to_run)
+        if needs_dlr and setup.num_classes < 4:
+            raise AdvlabError(f"AutoAttack's {', '.join(sorted(needs_dlr))} need at least 4 classes, the model has "
+                              f"{setup.num_classes}; use the square attack or PGD")
+        aa.apgd_targeted.n_target_classes = targets
+        aa.fab.n_target_classes = targets
+        if square_queries is not None:
+            aa.square.n_queries = square_queries
+            aa.square.rescale_schedule = True  # fit the schedule of the square size to the budget
+        self.aa = aa
+        self.attacks_run: list[str] = []
+        self.warnings: list[str] = []
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logger = logging.getLogger("auto-attack")
+        capture = _Capture()
+        saved = logger.level, logger.propagate
+        logger.addHandler(capture)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        trace = sys.gettrace()  # pyautoattack's dynamic-defense check ends with sys.settrace(None)
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                x_adv, _ = self.aa.run_standard_evaluation(x, y, batch_size=len(x))
+        finally:
+            logger.removeHandler(capture)
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+            if trace is not None:
+                sys.settrace(trace)
+        for record in capture.records:
+            message = record.getMessage()
+            if message.startswith("running "):
+                name = message[len("running "):]
+                if name not in self.attacks_run:
+                    self.attacks_run.append(name)
+            elif record.levelno >= logging.WARNING and message not in self.warnings:
+                self.warnings.append(message)
+        return x_adv
+
+    def settings(self) -> dict[str, Any]:
+        aa = self.aa
+        planned = list(aa.attacks_to_run)
+        out: dict[str, Any] = {
+            "version": self.version, "package": f"pyautoattack {self.package_version}",
+            "attacks": planned, "attacks_run": [a for a in planned if a in self.attacks_run],
+            "seed": aa.seed,
+        }
+        if {"apgd-ce", "apgd-dlr"} & set(planned):
+            out["apgd"] = {"iterations": aa.apgd.n_iter, "restarts": aa.apgd.n_restarts}
+        if "apgd-t" in planned:
+            out["apgd_t"] = {"iterations": aa.apgd_targeted.n_iter, "target_classes": aa.apgd_targeted.n_target_classes}
+        if {"fab", "fab-t"} & set(planned):
+            out["fab"] = {"iterations": aa.fab.n_iter, "target_classes": aa.fab.n_target_classes}
+        if "square" in planned:
+            out["square"] = {"queries": aa.square.n_queries, "p_init": aa.square.p_init,
+                             "rescaled_schedule": bool(aa.square.rescale_schedule)}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+EVAL_ATTACKS.register("autoattack", lambda s: AutoAttackEval(s))
+EVAL_ATTACKS.register("square", lambda s: AutoAttackEval(s, version="custom", attacks=["square"],
+                                                         square_queries=s.square_queries))
+
+
+def eval_attack_names() -> list[str]:
+    """Every attack name ``evaluate`` accepts (``clean`` included)."""
+    return ["clean", *EVAL_ATTACKS.names()]

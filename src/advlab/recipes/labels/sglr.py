@@ -1,0 +1,150 @@
+"""SGLR, self-guided label refinement ("Soften to Defend", Li, Yu et al., CVPR 2024; code devicerxx/SGLS).
+
+From a start epoch on, each sample's loss target is a soft label kept in a per-sample bank and moved by
+an exponential moving average of the model's own predictions:
+
+    S_i <- m * S_i + (1 - m) * [(1 - s) * (c * p(x_i) + (1 - c) * p(x'_i)) + s * e_{y_i}]
+
+with m = 0.9, c = 0.2 (clean share) and s = 0 (one-hot share; s > 0 is the paper's form that keeps a
+permanent share of the given label). The bank is updated before the loss of the same step, which then
+uses the updated row (official order). The attack keeps aiming at the hard labels. Before the start
+epoch the target is the hard label, so the loss is plain PGD-AT's (or TRADES').
+
+With the ``adv`` view (CE/MART objectives) the logits passed in are the adversarial prediction and the
+clean prediction costs one extra no-grad forward of the clean batch; with the ``clean`` view (TRADES:
+the soft labels replace the natural term's target) the logits are the clean prediction and the
+adversarial one comes from ``step.facts["logits_adv"]`` when the objective shares it, else from one
+extra no-grad forward of ``step.x_adv``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from ..base import LabelsPart, RecipeEnv, Step, register
+from .soft_label_bank import SoftLabelBank, resolve_start_epoch
+
+CACHE_KEY = "soft_label_rows"  # step.facts key of the rows used as this step's loss target
+
+
+@dataclass
+class SGLROptions:
+    momentum: float = 0.9  # EMA momentum m of the bank
+    clean_share: float = 0.2  # share c of the clean prediction in the mix (adversarial: 1 - c)
+    one_hot_share: float = 0.0  # s: permanent share of the given label (0 = official code's form)
+    start_epoch: float | None = None  # None: one epoch before the first LR decay; <1: fraction; >=1: epoch
+    clean_bn: Literal["eval", "batch", "train"] = "eval"  # batch-norm mode of the extra no-grad forward
+
+
+def check_share(name: str, value: float) -> None:
+    """Raise ConfigError unless ``value`` is in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"labels.{name}: must be in [0, 1], got {value}")
+
+
+@contextlib.contextmanager
+def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """Run the block with batch norm in ``mode``; restore every module's flag and BN statistics after.
+
+    ``eval``: running statistics, nothing updated. ``batch``: train mode (batch statistics), running
+    statistics restored afterwards. ``train``: train mode, running statistics updated (official SGLS).
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    saved: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
+    if mode == "batch":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                saved.append((m, {k: getattr(m, k).clone() for k in ("running_mean", "running_var",
+                                                                     "num_batches_tracked")
+                                  if getattr(m, k, None) is not None}))
+    model.train(mode != "eval")
+    try:
+        yield
+    finally:
+        for m, buffers in saved:
+            for k, v in buffers.items():
+                getattr(m, k).copy_(v)
+        for m, flag in flags:
+            m.training = flag
+
+
+def predict(model: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Softmax prediction of ``model`` on ``x`` without gradients, batch norm in ``mode``."""
+    with torch.no_grad(), bn_mode(model, mode):
+        return model(x).float().softmax(1)
+
+
+@register("labels", "sglr")
+class SGLRLabels(LabelsPart):
+    """Per-sample soft labels: EMA of 0.2 clean + 0.8 adversarial predictions from the start epoch."""
+
+    Options = SGLROptions
+
+    def __init__(self, options: SGLROptions, env: RecipeEnv) -> None:
+        super().__init__(options, env)
+        for name in ("momentum", "clean_share", "one_hot_share"):
+            check_share(name, getattr(options, name))
+        self.start = resolve_start_epoch(options.start_epoch, env)
+        self.bank = SoftLabelBank(env.num_train, env.num_classes, env.device)
+
+    def active(self, epoch: int) -> bool:
+        """Whether soft labels are used in ``epoch`` (0-indexed)."""
+        return epoch >= self.start
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.bank.start_epoch()
+
+    def attack_target(self, step: Step) -> torch.Tensor:
+        """The hard labels, as in the official code."""
+        return step.y
+
+    def mix(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
+        """The prediction the bank moves toward: clean/adversarial mix, plus the one-hot share."""
+        o = self.options
+        own = logits.detach().float().softmax(1)
+        if view == "clean":
+            p_clean = own
+            shared = step.facts.get("logits_adv")
+            if shared is not None:
+                p_adv = shared.detach().float().softmax(1)
+            else:
+                p_adv = predict(step.model, step.x_adv if step.x_adv is not None else step.x, o.clean_bn)
+        elif view == "adv":
+            p_adv = own
+            p_clean = predict(step.model, step.x, o.clean_bn)
+        else:
+            raise ValueError(f"view must be 'adv' or 'clean', got {view!r}")
+        q = o.clean_share * p_clean + (1.0 - o.clean_share) * p_adv
+        if o.one_hot_share > 0:
+            q = (1.0 - o.one_hot_share) * q + o.one_hot_share * self.bank.one_hot_given(step.index)
+        return q
+
+    def loss_target(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
+        """Hard labels before the start epoch; after it, the bank row updated with this step's predictions.
+
+        The bank is updated once per step: a second call in the same step returns the same rows.
+        """
+        self.bank.record(step.index, step.y)
+        if not self.active(step.epoch):
+            return step.y
+        if CACHE_KEY not in step.facts:
+            q = self.mix(step, logits, view)
+            step.facts[CACHE_KEY] = self.bank.update(step.index, q, self.options.momentum)
+        return step.facts[CACHE_KEY]
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Soft-label drift over the rows updated this epoch (see ``SoftLabelBank.diagnostics``)."""
+        return self.bank.diagnostics()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bank": self.bank.state_dict(), "start_epoch": self.start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.bank.load_state_dict(state["bank"])
