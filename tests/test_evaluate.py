@@ -183,10 +183,12 @@ def test_bad_arguments_are_clear_errors(trained):
 
 def test_l2_evaluation_respects_the_l2_ball(trained):
     model, x, y = trained
-    result = evaluate(model, x[:32], y[:32], eps=0.5, norm="l2", attacks=["pgd20"], progress=False, sanity=False)
+    result = evaluate(model, x[:32], y[:32], eps=0.5, norm="l2", attacks=["pgd20"], progress=False)
     d = result.to_dict()
     assert 0 < d["attacks"]["pgd20"]["max_perturbation"] <= 0.5 + 1e-6
     assert d["norm"] == "l2"
+    large = {c["name"]: c for c in d["sanity"]}["large-eps"]
+    assert large["status"] == "passed" and large["details"]["eps"] == pytest.approx(0.5 * D ** 0.5)
 
 
 def test_autoattack_through_pyautoattack(trained):

@@ -269,7 +269,7 @@ def test_fat_stops_each_example_tau_steps_after_its_first_misclassification(tau)
 
 
 def test_gair_reads_k_from_fat_when_examples_stop_early():
-    x = torch.tensor([0.55, 0.4, 0.1]).view(-1, 1, 1, 1)  # first wrong at iterates 0, 3 and 9
+    x = torch.tensor([0.525, 0.375, 0.075]).view(-1, 1, 1, 1)  # first wrong at iterates 0, 3 and 9
     y = torch.zeros(3, dtype=torch.int64)
     weighting = gair(burn_in=0, lam=0.0)
     step = Step(model=Threshold(), x=x, y=y, index=torch.arange(3), epoch=0, labels=None, weighting=weighting)

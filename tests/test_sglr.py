@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from advlab.errors import AdvlabError, ConfigError
-from advlab.recipes.base import RecipeEnv, Step
+from advlab.recipes.base import RecipeEnv, Step, soft_cross_entropy
 from advlab.recipes.labels.hard import HardLabels
 from advlab.recipes.labels.self_adaptive import SelfAdaptiveLabels, SelfAdaptiveOptions
 from advlab.recipes.labels.sglr import SGLRLabels, SGLROptions
@@ -215,14 +215,34 @@ def test_clean_forward_batch_norm_modes(mode, moves):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     part = sglr(start_epoch=0, clean_bn=mode)
     s = step(model, x, y, torch.arange(N), 0, part, x_adv=x_adv)
-    with torch.no_grad():
-        logits_adv = model(x_adv)  # the objective's forward (train mode)
+    logits_adv = model(x_adv)  # the objective's forward (train mode)
     after_objective = {k: v.clone() for k, v in model.state_dict().items()}
-    part.loss_target(s, logits_adv, "adv")
+    target = part.loss_target(s, logits_adv, "adv")
     changed = any(not torch.equal(after_objective[k], v) for k, v in model.state_dict().items())
     assert changed == moves
+    soft_cross_entropy(logits_adv, target).mean().backward()  # the extra forward left the graph usable
+    assert model[0].weight.grad is not None
     assert model.training and all(m.training for m in model.modules())
     assert not torch.equal(before["1.running_mean"], after_objective["1.running_mean"])  # sanity
+
+
+def test_batch_mode_predicts_with_batch_statistics_and_eval_mode_with_running_ones():
+    from advlab.recipes.labels.sglr import predict
+
+    model = bn_net()
+    x, _, _ = data()
+    model.train()
+    with torch.no_grad():
+        model(x * 3)  # move the running statistics away from x's batch statistics
+        train_p = model(x).softmax(1)
+        model.eval()
+        eval_p = model(x).softmax(1)
+    model.train()
+    stats = model[1].running_mean.clone(), model[1].num_batches_tracked.clone()
+    assert torch.allclose(predict(model, x, "batch"), train_p, atol=1e-6)
+    assert torch.equal(model[1].running_mean, stats[0]) and torch.equal(model[1].num_batches_tracked, stats[1])
+    assert torch.allclose(predict(model, x, "eval"), eval_p, atol=1e-6)
+    assert not torch.allclose(train_p, eval_p, atol=1e-3)
 
 
 def test_epoch_metrics_report_drift_from_the_given_labels():

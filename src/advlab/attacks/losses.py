@@ -54,7 +54,7 @@ def cw_loss(output: torch.Tensor, y: torch.Tensor, confidence: float | None = No
     return m if confidence is None else m.clamp(max=confidence)
 
 
-LOSSES.register("cw", lambda output, target: cw_loss(output, target))
+LOSSES.register("cw", cw_loss)
 
 
 @LOSSES.register("kl")

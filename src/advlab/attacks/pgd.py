@@ -55,6 +55,20 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int, random_st
             raise AdvlabError("early_stop needs the labels y")
 
 
+def _check_values(eps: float | torch.Tensor, direction: int | torch.Tensor) -> None:
+    """eps finite and >= 0, direction +-1: in Python for numbers, one device sync for tensors."""
+    if torch.is_tensor(eps) or torch.is_tensor(direction):
+        e, d = torch.as_tensor(eps), torch.as_tensor(direction)
+        ok = torch.stack([((e >= 0) & torch.isfinite(e)).all().cpu(), ((d == 1) | (d == -1)).all().cpu()])
+        eps_ok, dir_ok = ok.tolist()
+    else:
+        eps_ok, dir_ok = (0 <= eps < float("inf")), direction in (1, -1)
+    if not eps_ok:
+        raise AdvlabError("eps must be finite and >= 0")
+    if not dir_ok:
+        raise AdvlabError("direction must be +1 or -1 (per sample)")
+
+
 def _start(x: torch.Tensor, eps: torch.Tensor, geometry, random_start: str | None,
            generator: torch.Generator | None) -> torch.Tensor:
     """The start point x^(0): x, or a random point of the ball (inside [0, 1]); always a fresh tensor."""
@@ -121,11 +135,8 @@ def pgd(
     loss_fn = get_loss(loss)
     x = x.detach()
     eps_t = per_sample(eps, x, "eps")
-    if not bool(((eps_t >= 0) & torch.isfinite(eps_t)).all()):
-        raise AdvlabError("eps must be finite and >= 0")
     direction_t = per_sample(direction, x, "direction")
-    if not bool(((direction_t == 1) | (direction_t == -1)).all()):
-        raise AdvlabError("direction must be +1 or -1 (per sample)")
+    _check_values(eps, direction)
     move_t = per_sample(step_size, x, "step_size") * direction_t
 
     with _bn_mode(model, bn_mode):

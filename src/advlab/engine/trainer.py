@@ -210,7 +210,7 @@ class Trainer:
             with torch.no_grad():
                 clean += (self.model(x).argmax(1) == y).sum().item()
             x_adv = pgd(self.model, x, y, eps=self.config.eps, step_size=2.5 * self.config.eps / v.steps,
-                        steps=v.steps, norm=self.config.norm, generator=generator).x_adv
+                        steps=v.steps, norm=self.config.norm, generator=generator, track_final=False).x_adv
             with torch.no_grad():
                 robust += (self.model(x_adv).argmax(1) == y).sum().item()
         self.model.train(was_training)

@@ -14,10 +14,10 @@ binomial one of the reference accuracy on the points compared (``tolerance``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
+from ..attacks.norms import l2_ball_like_linf
 from .report import AttackOutcome, accuracy, standard_error
 from .runner import EvalData, run_attack
 from .suite import AttackSetup, PGDEval
@@ -60,7 +60,7 @@ def robust_le_clean(clean: AttackOutcome, attacks: dict[str, AttackOutcome]) -> 
 def large_eps(data: EvalData, setup: AttackSetup) -> dict[str, Any]:
     """PGD-20 at a large radius must bring accuracy down to about chance."""
     sub = data.subset(SUBSET)
-    big = LARGE_EPS_LINF if setup.norm == "linf" else LARGE_EPS_LINF * math.sqrt(sub.images[0].numel())
+    big = LARGE_EPS_LINF if setup.norm == "linf" else l2_ball_like_linf(LARGE_EPS_LINF, sub.images[0].numel())
     big = max(big, setup.eps)
     attack = PGDEval(replace(setup, eps=big, seed=setup.seed + 1), steps=20)
     outcome = run_attack("large-eps", attack, sub, big, setup.norm, atol=1e-6 * (1 + big))

@@ -49,26 +49,25 @@ def check_share(name: str, value: float) -> None:
 
 @contextlib.contextmanager
 def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
-    """Run the block with batch norm in ``mode``; restore every module's flag and BN statistics after.
+    """Run the block with batch norm in ``mode``; restore every module's flags afterwards.
 
-    ``eval``: running statistics, nothing updated. ``batch``: train mode (batch statistics), running
-    statistics restored afterwards. ``train``: train mode, running statistics updated (official SGLS).
+    ``eval``: running statistics, nothing updated. ``batch``: batch statistics, running statistics not
+    updated (``track_running_stats`` off for the block, so no buffer is written). ``train``: batch
+    statistics, running statistics updated (the official SGLS code).
     """
     flags = [(m, m.training) for m in model.modules()]
-    saved: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
+    frozen = []
     if mode == "batch":
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                saved.append((m, {k: getattr(m, k).clone() for k in ("running_mean", "running_var",
-                                                                     "num_batches_tracked")
-                                  if getattr(m, k, None) is not None}))
+        frozen = [m for m in model.modules()
+                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     model.train(mode != "eval")
+    for m in frozen:
+        m.track_running_stats = False
     try:
         yield
     finally:
-        for m, buffers in saved:
-            for k, v in buffers.items():
-                getattr(m, k).copy_(v)
+        for m in frozen:
+            m.track_running_stats = True
         for m, flag in flags:
             m.training = flag
 

@@ -41,7 +41,7 @@ class PGDPerturbation(PerturbationPart):
             eps=self.env.eps, step_size=self.step_size(), steps=o.steps, norm=self.env.norm,
             loss=o.loss, target=None if o.loss == "kl" else target,
             random_start=None if o.random_start == "none" else o.random_start,
-            early_stop=self.early_stop(), bn_mode=o.bn_mode,
+            early_stop=self.early_stop(), bn_mode=o.bn_mode, track_final=False,
         )
         step.x_adv = result.x_adv
         step.attack = result
@@ -66,6 +66,7 @@ class FGSMPerturbation(PerturbationPart):
             step.model, step.x, step.y, eps=self.env.eps, step_size=o.step_size * self.env.eps, steps=1,
             norm=self.env.norm, target=step.attack_target,
             random_start=None if o.random_start == "none" else o.random_start, bn_mode=o.bn_mode,
+            track_final=False,
         )
         step.x_adv = result.x_adv
         step.attack = result
