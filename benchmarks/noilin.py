@@ -187,8 +187,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
         if c["epoch"]:
             top.plot(c["epoch"], c["val_robust"], label=label)
         if c.get("noise_rate"):
-            bottom.plot(c["epoch"], c["noise_rate"], label=f"{label}: rate")
-            bottom.plot(c["epoch"], c["noise_flipped"], linestyle=":", label=f"{label}: realised")
+            (line,) = bottom.plot(c["epoch"], c["noise_rate"], label=f"{label}: rate")
+            bottom.plot(c["epoch"], c["noise_flipped"], linestyle=":", color=line.get_color(),
+                        label=f"{label}: realised")
     top.set_ylabel("validation PGD-10 accuracy")
     bottom.set_ylabel("noise rate")
     bottom.set_xlabel("epoch")

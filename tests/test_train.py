@@ -31,7 +31,7 @@ def rows(run_dir):
 @pytest.mark.parametrize("preset", [p for p in preset_names() if p != "demo"])
 def test_every_preset_composes_and_runs_one_epoch(preset, tmp_path):
     overrides = TINY + ["epochs=1"]
-    if load_config(preset).perturbation.name != "pgd":
+    if load_config(preset).perturbation.name not in ("pgd", "fat"):
         overrides.remove("perturbation.steps=2")
     out = train(preset, tmp_path / preset, overrides=overrides, progress=False, evaluate=False)
     (row,) = out["history"]

@@ -29,6 +29,7 @@ class Trades(ObjectivePart):
     def loss(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
         logits_clean = step.model(step.x)
         logits_adv = step.model(step.x_adv)
+        step.facts["logits_adv"] = logits_adv  # lets a labels part refine from the adversarial view for free
         natural = soft_cross_entropy(logits_clean, step.loss_target(logits_clean, "clean"))
         robust = kl_per_sample(logits_clean, logits_adv)
         w = step.weights()

@@ -45,6 +45,7 @@ class PGDPerturbation(PerturbationPart):
         )
         step.x_adv = result.x_adv
         step.attack = result
+        step.facts["attack_steps"] = o.steps
 
 
 @dataclass
@@ -70,3 +71,4 @@ class FGSMPerturbation(PerturbationPart):
         )
         step.x_adv = result.x_adv
         step.attack = result
+        step.facts["attack_steps"] = 1

@@ -64,7 +64,7 @@ class GairOptions:
     lam: float = -1.0  # lambda: smaller = sharper weights; +inf = uniform (plain AT)
     lam_schedule: Literal["fixed", "linear", "piecewise"] = "fixed"
     lam_start: float = 10.0  # linear: lambda at the first active epoch (10 = nearly uniform), reaching lam at the last
-    lam_pieces: list[list[float]] | None = None  # piecewise: [[start, lambda], ...]; None = [[3/4, lam-1], [11/12, lam-1.5]]
+    lam_pieces: list[list[float]] | None = None  # [[start, lambda], ...]; None = [[3/4, lam-1], [11/12, lam-1.5]]
     burn_in: float = 0.5  # epochs of plain training first: a fraction of the run if < 1, else a number of epochs
     steps: int | None = None  # K of the formula; None = the perturbation's number of attack steps
     term: Literal["robust", "natural", "both"] = "robust"  # which objective term the weights multiply
@@ -136,7 +136,8 @@ class GairWeighting(WeightingPart):
         if "attack_steps" in step.facts:
             return int(step.facts["attack_steps"])
         taken = getattr(step.attack, "steps", None)
-        if isinstance(taken, torch.Tensor) and taken.numel() and bool((taken == taken[0]).all()):
+        uniform = isinstance(taken, torch.Tensor) and taken.numel() and bool((taken == taken[0]).all())
+        if uniform and int(taken[0]) >= 1:
             self._steps = int(taken[0])  # plain PGD: every example ran all K steps; K does not change
             return self._steps
         raise AdvlabError("weighting 'gair' cannot tell the number of attack steps K from this perturbation "
