@@ -33,6 +33,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "small-cnn"
     activation: str = "relu"
+    options: dict[str, Any] = field(default_factory=dict)  # extra arguments of the model, e.g. dropout, depth
 
 
 @dataclass
@@ -63,7 +64,7 @@ class ValidationConfig:
 class EvaluationConfig:
     n: int = 1000  # first N test images
     attacks: list[str] = field(default_factory=lambda: ["pgd20", "cw20", "autoattack"])
-    autoattack_version: Literal["standard", "fast"] = "standard"
+    autoattack_version: Literal["standard", "fast", "apgd", "apgd-ce", "plus", "rand"] = "standard"
     checkpoints: list[str] = field(default_factory=lambda: ["best", "last"])
     batch_size: int = 500
     sanity: bool = False
@@ -157,6 +158,11 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -99,7 +99,7 @@ class Trainer:
 
         self.model_spec = {
             "name": c.model.name, "num_classes": info.num_classes,
-            "in_channels": info.in_channels, "activation": c.model.activation,
+            "in_channels": info.in_channels, "activation": c.model.activation, **c.model.options,
         }
         spec = dict(self.model_spec)
         self.model = create(spec.pop("name"), **spec).to(self.device)

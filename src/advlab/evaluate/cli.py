@@ -30,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attacks", default="pgd20,cw20,autoattack",
                    help="comma-separated attacks among clean, pgd20, cw20, pgd20-scaled, autoattack, square "
                         "(default: pgd20,cw20,autoattack)")
-    p.add_argument("--autoattack-version", default="standard", choices=["standard", "fast", "plus", "rand"],
-                   help="AutoAttack version (default: standard; fast = APGD-CE + APGD-T)")
+    p.add_argument("--autoattack-version", default="standard", choices=["standard", "fast", "apgd", "apgd-ce", "plus", "rand"],
+                   help="AutoAttack version (default: standard; reduced: fast = APGD-CE + APGD-T, apgd = APGD-CE + APGD-DLR, apgd-ce)")
     p.add_argument("--square-queries", type=int, default=1000,
                    help="query budget of the standalone square attack (default: 1000)")
     p.add_argument("--batch-size", type=int, default=256, help="points per attacked batch (default: 256)")

@@ -95,14 +95,18 @@ class _Capture(logging.Handler):
         self.records.append(record)
 
 
-AA_VERSIONS = ("standard", "fast", "plus", "rand")
+# pyautoattack's own versions, and advlab's reduced ones (sub-attacks of AutoAttack with one restart each)
+AA_PACKAGE_VERSIONS = ("standard", "plus", "rand")
+AA_REDUCED_VERSIONS = {"fast": ["apgd-ce", "apgd-t"], "apgd": ["apgd-ce", "apgd-dlr"], "apgd-ce": ["apgd-ce"]}
+AA_VERSIONS = ("standard", *AA_REDUCED_VERSIONS, "plus", "rand")
 
 
 class AutoAttackEval:
     """AutoAttack (Croce & Hein 2020) through the ``pyautoattack`` package, one batch at a time.
 
-    Versions: ``standard``, ``plus``, ``rand`` (pyautoattack's own) and ``fast`` (advlab's: APGD-CE then
-    APGD-T, no FAB-T or Square). The numbers of target classes are capped at num_classes - 1. Its log is
+    Versions: ``standard``, ``plus``, ``rand`` (pyautoattack's own) and advlab's reduced ones for CPU budgets,
+    which name exactly what runs: ``fast`` (APGD-CE then APGD-T), ``apgd`` (APGD-CE then APGD-DLR) and
+    ``apgd-ce`` (APGD-CE alone), each with one restart and no FAB-T or Square. The numbers of target classes are capped at num_classes - 1. Its log is
     captured (not printed); the attacks that actually ran and any warnings are kept in ``settings()``.
     The global torch RNG, which pyautoattack reseeds, and any ``sys.settrace`` hook (coverage, debuggers),
     which its dynamic-defense check removes, are restored afterwards. Points it does not break come back
@@ -125,11 +129,11 @@ class AutoAttackEval:
         if attacks is not None:
             aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version="custom", attacks=list(attacks),
                             seed=setup.seed, device=setup.device)
-        elif version == "fast":
-            aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version="custom", attacks=["apgd-ce", "apgd-t"],
-                            seed=setup.seed, device=setup.device)
+        elif version in AA_REDUCED_VERSIONS:
+            aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version="custom",
+                            attacks=list(AA_REDUCED_VERSIONS[version]), seed=setup.seed, device=setup.device)
             aa.apgd.n_restarts = 1
-        elif version in AA_VERSIONS:
+        elif version in AA_PACKAGE_VERSIONS:
             aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version=version, seed=setup.seed,
                             device=setup.device)
         else:
