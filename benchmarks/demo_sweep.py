@@ -14,22 +14,16 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-NODROP = ["model.options.dropout=0"]
+BASE = ["schedule.name=one-cycle", "optimizer.lr=0.2", "data.train_size=30000", "model.options.dropout=0"]
 CANDIDATES = {
-    "oc0.2-30k-steps3": ["schedule.name=one-cycle", "optimizer.lr=0.2", "data.train_size=30000", "perturbation.steps=3",
-                         "perturbation.step_size=0.04", *NODROP],
-    "pw0.1-ms0.8-30k-steps3": ["optimizer.lr=0.1", "schedule.milestones=[0.8]", "data.train_size=30000",
-                               "perturbation.steps=3", "perturbation.step_size=0.04", *NODROP],
-    "pw0.1-ms0.8-30k-steps3-0.033": ["optimizer.lr=0.1", "schedule.milestones=[0.8]", "data.train_size=30000",
-                                     "perturbation.steps=3", "perturbation.step_size=0.033", *NODROP],
-    "oc0.2-step0.025": ["schedule.name=one-cycle", "optimizer.lr=0.2", "perturbation.step_size=0.025", *NODROP],
-    "pw0.1-ms0.8-4ep15k": ["optimizer.lr=0.1", "schedule.milestones=[0.8]", "perturbation.step_size=0.025",
-                           "epochs=4", "data.train_size=15000", *NODROP],
-    "oc0.2-30k-2ep": ["schedule.name=one-cycle", "optimizer.lr=0.2", "perturbation.step_size=0.025",
-                      "data.train_size=30000", "epochs=2", *NODROP],
-    "pw0.1-ms0.8-wd1e-4": ["optimizer.lr=0.1", "schedule.milestones=[0.8]", "perturbation.step_size=0.025",
-                           "optimizer.weight_decay=1e-4", *NODROP],
-    "oc0.15-ms-step0.025": ["schedule.name=one-cycle", "optimizer.lr=0.15", "perturbation.step_size=0.025", *NODROP],
+    "demo-now": [],
+    "steps2-0.06": ["perturbation.steps=2", "perturbation.step_size=0.06"],
+    "steps2-0.05": ["perturbation.steps=2", "perturbation.step_size=0.05"],
+    "steps2-0.06-36k": ["perturbation.steps=2", "perturbation.step_size=0.06", "data.train_size=36000"],
+    "steps3-27k": ["data.train_size=27000"],
+    "steps3-bs256-lr0.3": ["batch_size=256", "optimizer.lr=0.3"],
+    "steps2-0.06-seed1": ["perturbation.steps=2", "perturbation.step_size=0.06", "seed=1"],
+    "demo-now-seed1": ["seed=1"],
 }
 
 

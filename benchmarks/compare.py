@@ -1,14 +1,14 @@
-"""GAIRAT against PGD-AT on Fashion-MNIST: one training budget, best and last checkpoints, five evaluations.
+"""Presets against each other on Fashion-MNIST: one training budget, best and last checkpoints, several attacks.
 
-Trains each preset (default ``pgd-at``, ``gairat``, ``gair-fat``) once per seed through
+Trains each preset (default ``pgd-at``, ``gairat``, ``gair-fat``: the GAIRAT comparison) once per seed through
 ``advlab.engine.trainer.train``, with the same overrides for all of them, evaluates the best (validation-chosen)
 and the last checkpoint with clean, PGD-20, CW-20, logit-scaled PGD-20 and AutoAttack, and writes a markdown
 table (mean and spread over seeds) and the raw numbers as JSON.
 
     # the GPU run (full test set):
-    python benchmarks/gairat.py --device cuda --seeds 0 1 --eval-n 10000 --out runs/bench-gairat
+    python benchmarks/compare.py --device cuda --seeds 0 1 --eval-n 10000 --out runs/bench-gairat
     # a CPU smoke run:
-    python benchmarks/gairat.py --epochs 2 --train-size 500 --eval-n 50 --attacks pgd20,cw20,pgd20-scaled
+    python benchmarks/compare.py --epochs 2 --train-size 500 --eval-n 50 --attacks pgd20,cw20,pgd20-scaled
 
 Finished runs are reused (their ``summary.json``) when their resolved config equals the one asked for; an
 interrupted run is resumed from its ``last.pt``; ``--fresh`` retrains everything.
@@ -63,15 +63,15 @@ def run_one(preset: str, seed: int, args: argparse.Namespace) -> tuple[dict[str,
     same = saved.exists() and not args.fresh and read_config(saved).to_dict() == wanted
     start = time.perf_counter()
     if same and (run_dir / "summary.json").exists():
-        print(f"[gairat] {preset} seed {seed}: reusing {run_dir}", file=sys.stderr, flush=True)
+        print(f"[compare] {preset} seed {seed}: reusing {run_dir}", file=sys.stderr, flush=True)
         return json.loads((run_dir / "summary.json").read_text()), run_dir
-    print(f"[gairat] {preset} seed {seed}: {'resuming' if same else 'training'} in {run_dir}", file=sys.stderr,
+    print(f"[compare] {preset} seed {seed}: {'resuming' if same else 'training'} in {run_dir}", file=sys.stderr,
           flush=True)
     if same:
         summary = resume(run_dir, progress=args.progress)
     else:
         summary = train(preset, run_dir, overrides=overrides, overwrite=True, progress=args.progress)
-    print(f"[gairat] {preset} seed {seed}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    print(f"[compare] {preset} seed {seed}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return summary, run_dir
 
 
@@ -141,7 +141,7 @@ def report(args: argparse.Namespace, records: list[dict[str, Any]], command: str
     seeds = ", ".join(map(str, args.seeds))
     config = load_config(args.presets[0], overrides_for(args, args.seeds[0]))
     return "\n".join([
-        "# GAIRAT on Fashion-MNIST",
+        f"# {args.title}",
         "",
         f"- command: `{command}`",
         f"- machine: {machine()}",
@@ -167,14 +167,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--attacks", type=lambda s: [a.strip() for a in s.split(",") if a.strip()], default=ATTACKS,
                    help=f"comma-separated evaluation attacks (default {','.join(ATTACKS)})")
-    p.add_argument("--autoattack-version", choices=["standard", "fast"], default=None)
+    p.add_argument("--autoattack-version", choices=["standard", "fast", "apgd", "apgd-ce"], default=None)
     p.add_argument("--set", nargs="*", default=[], help="more overrides for every preset, e.g. batch_size=256")
     p.add_argument("--out", default="runs/bench-gairat")
-    p.add_argument("--md", default=None, help="markdown output (default <out>/GAIRAT.md)")
+    p.add_argument("--md", default=None, help="markdown output (default <out>/<name>.md)")
+    p.add_argument("--title", default="GAIRAT on Fashion-MNIST", help="heading of the markdown report")
+    p.add_argument("--name", default="gairat", help="base name of the JSON and markdown files")
     p.add_argument("--fresh", action="store_true", help="retrain even when a finished run is there")
     p.add_argument("--progress", action="store_true", help="show training progress bars")
     args = p.parse_args(argv)
-    command = "python benchmarks/gairat.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,13 +185,13 @@ def main(argv: list[str] | None = None) -> None:
         for preset in args.presets:
             summary, run_dir = run_one(preset, seed, args)
             records.append(record(preset, seed, summary, run_dir, args.attacks))
-            (out / "gairat.json").write_text(json.dumps({"command": command, "machine": machine(),
+            (out / f"{args.name}.json").write_text(json.dumps({"command": command, "machine": machine(),
                                                           "records": records}, indent=2))
     text = report(args, records, command)
-    md = Path(args.md) if args.md else out / "GAIRAT.md"
+    md = Path(args.md) if args.md else out / f"{args.name}.md"
     md.write_text(text)
     print(text)
-    print(f"wrote {md} and {out / 'gairat.json'}", file=sys.stderr)
+    print(f"wrote {md} and {out / (args.name + '.json')}", file=sys.stderr)
 
 
 if __name__ == "__main__":
