@@ -7,7 +7,7 @@ setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m advlab train --preset demo --out runs/demo
+	$(PY) -m advlab train --preset demo --out runs/demo --overwrite
 
 test: setup
 	$(PY) -m pytest -q

@@ -85,7 +85,7 @@ def record(preset: str, seed: int, summary: dict[str, Any], run_dir: Path, attac
     rows = history(run_dir)
     config = read_config(run_dir / "config.yaml")
     fat_steps = [r["fat_mean_steps"] for r in rows if r.get("fat_mean_steps") is not None]
-    steps = config.perturbation.options.get("steps", 10)
+    steps = {"fgsm": 1, "none": 0}.get(config.perturbation.name, config.perturbation.options.get("steps", 10))
     out: dict[str, Any] = {
         "preset": preset, "seed": seed, "run_dir": str(run_dir), "epochs": config.epochs,
         "train_minutes": sum(r.get("train_seconds", 0.0) for r in rows) / 60,

@@ -3,7 +3,8 @@
 # (under CUDA MPS where it starts), then each comparison script reruns over the finished runs to write its table.
 # Usage: ADVLAB_DATA=... OUT=results_dir bash benchmarks/gpu_suite.sh
 # Regimes: standard = 10,000 training images, each preset's 10 epochs, PGD-10;
-#          overfitting = 2,000 images, 60 epochs, step decay at 50% and 75%, PGD-10.
+#          overfitting = 1,000 images, 100 epochs, lr 0.1 with decay at 50% and 75%, no dropout, PGD-10.
+# PART=standard or PART=overfitting runs one half (default: both).
 # Evaluation: first $EVAL_N (1,000) test images, AutoAttack standard, best and last checkpoints, seed 0.
 set -u
 R=${RUNS:-/tmp/bench}
@@ -14,25 +15,26 @@ T=${BUDGET_S:-400}
 N=${EVAL_N:-1000}
 nvidia-cuda-mps-control -d 2>/dev/null && echo "MPS started" || echo "MPS not started"
 STD="--train-size 10000 --eval-n $N --device cuda --seeds 0"
-OVF="--train-size 2000 --epochs 60 --eval-n $N --device cuda --seeds 0 --quiet"
+OVF="--train-size 1000 --epochs 100 --eval-n $N --device cuda --seeds 0 --quiet --set optimizer.lr=0.1 --set model.options.dropout=0"
+PART=${PART:-all}
 run() { local log=$1; shift; timeout "$T" "$@" > "$L/$log.out" 2> "$L/$log.log" & }
-for p in pgd-at trades mart fast-at gairat gair-fat; do
+[ "$PART" = overfitting ] || for p in pgd-at trades mart fast-at gairat gair-fat; do
   run std-$p python3 benchmarks/compare.py $STD --presets $p --out $R/std --name std-$p
 done
-for p in pgd-at noilin; do run noilin-$p python3 benchmarks/noilin.py $OVF --presets $p --out $R/noilin; done
-for p in pgd-at sglr self-adaptive trades trades-sglr trades-self-adaptive; do
+[ "$PART" = standard ] || for p in pgd-at noilin; do run noilin-$p python3 benchmarks/noilin.py $OVF --presets $p --out $R/noilin; done
+[ "$PART" = standard ] || for p in pgd-at sglr self-adaptive trades trades-sglr trades-self-adaptive; do
   run lr-$p python3 benchmarks/label_refinement.py $OVF --presets $p --out $R/lr
 done
 wait
 # the tables, over the finished runs (no training)
-timeout 60 python3 benchmarks/compare.py $STD --presets pgd-at trades mart fast-at --out $R/std --name baselines \
+[ "$PART" = overfitting ] || timeout 60 python3 benchmarks/compare.py $STD --presets pgd-at trades mart fast-at --out $R/std --name baselines \
   --title "Baselines on Fashion-MNIST" --md "$L/BASELINES.md" > /dev/null 2>> "$L/combine.log"
-timeout 60 python3 benchmarks/compare.py $STD --presets pgd-at gairat gair-fat --out $R/std --md "$L/GAIRAT.md" \
+[ "$PART" = overfitting ] || timeout 60 python3 benchmarks/compare.py $STD --presets pgd-at gairat gair-fat --out $R/std --md "$L/GAIRAT.md" \
   > /dev/null 2>> "$L/combine.log"
-timeout 60 python3 benchmarks/noilin.py $OVF --out $R/noilin > /dev/null 2>> "$L/combine.log"
-timeout 60 python3 benchmarks/label_refinement.py $OVF --out $R/lr > /dev/null 2>> "$L/combine.log"
+[ "$PART" = standard ] || timeout 60 python3 benchmarks/noilin.py $OVF --out $R/noilin > /dev/null 2>> "$L/combine.log"
+[ "$PART" = standard ] || timeout 60 python3 benchmarks/label_refinement.py $OVF --out $R/lr > /dev/null 2>> "$L/combine.log"
 echo quit | nvidia-cuda-mps-control 2>/dev/null
 tar czf "$OUT/bench.tgz" -C "$R" --exclude='*.pt' . 2>/dev/null
 cat "$L"/*.md "$R"/noilin/*.md "$R"/lr/*.md 2>/dev/null
-tail -3 "$L"/*.log
+for f in "$L"/*.log; do tail -n 3 "$f"; done
 ls -la "$OUT"

@@ -193,7 +193,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                                 lr=f"{lr:.3g}")
         seconds = time.perf_counter() - start
-        return {"lr": self.rate(epoch), "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+        return {"lr": lr, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                 "train_seconds": seconds, "images_per_second": seen / seconds}
 
     def validate(self) -> dict[str, float]:
