@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Iterator, Literal
 
 import torch
 from torch import nn
 
-from ...errors import ConfigError
-from ..base import LabelsPart, RecipeEnv, Step, register
-from .soft_label_bank import SoftLabelBank, resolve_start_epoch
-
-CACHE_KEY = "soft_label_rows"  # step.facts key of the rows used as this step's loss target
+from ..base import RecipeEnv, Step, register
+from .refined import RefinedLabelsPart, check_share
 
 
 @dataclass
@@ -39,12 +36,6 @@ class SGLROptions:
     one_hot_share: float = 0.0  # s: permanent share of the given label (0 = official code's form)
     start_epoch: float | None = None  # None: one epoch before the first LR decay; <1: fraction; >=1: epoch
     clean_bn: Literal["eval", "batch", "train"] = "eval"  # batch-norm mode of the extra no-grad forward
-
-
-def check_share(name: str, value: float) -> None:
-    """Raise ConfigError unless ``value`` is in [0, 1]."""
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"labels.{name}: must be in [0, 1], got {value}")
 
 
 @contextlib.contextmanager
@@ -79,31 +70,17 @@ def predict(model: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 @register("labels", "sglr")
-class SGLRLabels(LabelsPart):
+class SGLRLabels(RefinedLabelsPart):
     """Per-sample soft labels: EMA of 0.2 clean + 0.8 adversarial predictions from the start epoch."""
 
     Options = SGLROptions
 
     def __init__(self, options: SGLROptions, env: RecipeEnv) -> None:
         super().__init__(options, env)
-        for name in ("momentum", "clean_share", "one_hot_share"):
+        for name in ("clean_share", "one_hot_share"):
             check_share(name, getattr(options, name))
-        self.start = resolve_start_epoch(options.start_epoch, env)
-        self.bank = SoftLabelBank(env.num_train, env.num_classes, env.device)
 
-    def active(self, epoch: int) -> bool:
-        """Whether soft labels are used in ``epoch`` (0-indexed)."""
-        return epoch >= self.start
-
-    def on_epoch_start(self, epoch: int) -> None:
-        super().on_epoch_start(epoch)
-        self.bank.start_epoch()
-
-    def attack_target(self, step: Step) -> torch.Tensor:
-        """The hard labels, as in the official code."""
-        return step.y
-
-    def mix(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
+    def prediction(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
         """The prediction the bank moves toward: clean/adversarial mix, plus the one-hot share."""
         o = self.options
         own = logits.detach().float().softmax(1)
@@ -123,27 +100,3 @@ class SGLRLabels(LabelsPart):
         if o.one_hot_share > 0:
             q = (1.0 - o.one_hot_share) * q + o.one_hot_share * self.bank.one_hot_given(step.index)
         return q
-
-    def loss_target(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
-        """Hard labels before the start epoch; after it, the bank row updated with this step's predictions.
-
-        The bank is updated once per step: a second call in the same step returns the same rows.
-        """
-        self.bank.record(step.index, step.y)
-        if not self.active(step.epoch):
-            return step.y
-        if CACHE_KEY not in step.facts:
-            q = self.mix(step, logits, view)
-            step.facts[CACHE_KEY] = self.bank.update(step.index, q, self.options.momentum)
-        return step.facts[CACHE_KEY]
-
-    def epoch_metrics(self) -> dict[str, Any]:
-        """Soft-label drift over the rows updated this epoch (see ``SoftLabelBank.diagnostics``)."""
-        return self.bank.diagnostics()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"bank": self.bank.state_dict(), "start_epoch": self.start}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            self.bank.load_state_dict(state["bank"])

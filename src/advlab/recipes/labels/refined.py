@@ -1,0 +1,77 @@
+"""The shared frame of label parts that refine hard labels into per-sample soft ones (SGLR, self-adaptive).
+
+Before a start epoch the loss target is the hard label. From it on, each step moves its samples' rows of a
+``SoftLabelBank`` toward a prediction chosen by the subclass (``prediction``), once per step, and the loss
+uses the updated rows. The attack always aims at the hard labels.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...errors import ConfigError
+from ..base import LabelsPart, RecipeEnv, Step
+from .soft_label_bank import SoftLabelBank, resolve_start_epoch
+
+CACHE_KEY = "soft_label_rows"  # step.facts key of the rows used as this step's loss target
+
+
+def check_share(name: str, value: float) -> None:
+    """Raise ConfigError unless ``value`` is in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"labels.{name}: must be in [0, 1], got {value}")
+
+
+class RefinedLabelsPart(LabelsPart):
+    """Soft labels kept as an EMA (``options.momentum``) of predictions, from ``options.start_epoch`` on."""
+
+    def __init__(self, options: Any, env: RecipeEnv) -> None:
+        super().__init__(options, env)
+        check_share("momentum", options.momentum)
+        self.start = resolve_start_epoch(options.start_epoch, env)
+        self.bank = SoftLabelBank(env.num_train, env.num_classes, env.device)
+
+    def prediction(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
+        """The (B, C) distribution the rows of this step move toward."""
+        raise NotImplementedError
+
+    def active(self, epoch: int) -> bool:
+        """Whether soft labels are used in ``epoch`` (0-indexed)."""
+        return epoch >= self.start
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.bank.start_epoch()
+
+    def attack_target(self, step: Step) -> torch.Tensor:
+        """The hard labels."""
+        return step.y
+
+    def loss_target(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
+        """Hard labels before the start epoch; after it, the bank rows updated with this step's prediction.
+
+        The bank is updated once per step: a second call in the same step returns the same rows.
+        """
+        self.bank.record(step.index, step.y)
+        if not self.active(step.epoch):
+            return step.y
+        if CACHE_KEY not in step.facts:
+            q = self.prediction(step, logits, view)
+            step.facts[CACHE_KEY] = self.bank.update(step.index, q, self.options.momentum)
+        return step.facts[CACHE_KEY]
+
+    def step_targets(self, step: Step) -> torch.Tensor | None:
+        """The rows this step's loss used (None before the start epoch or before ``loss_target``)."""
+        return step.facts.get(CACHE_KEY)
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Soft-label drift over the rows updated this epoch (see ``SoftLabelBank.diagnostics``)."""
+        return self.bank.diagnostics()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bank": self.bank.state_dict(), "start_epoch": self.start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.bank.load_state_dict(state["bank"])
