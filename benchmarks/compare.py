@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from advlab.config import load_config, read_config
-from advlab.engine.trainer import resume, train
+from common import history, machine, run_one
 
 ATTACKS = ["pgd20", "cw20", "pgd20-scaled", "autoattack"]
 PRESETS = ["pgd-at", "gairat", "gair-fat"]
@@ -54,30 +51,8 @@ def _is_cuda(device: str) -> bool:
     return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
-def run_one(preset: str, seed: int, args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
-    """Train and evaluate one preset and seed (or reuse / resume its run directory); its summary."""
-    run_dir = Path(args.out) / f"{preset}-seed{seed}"
-    overrides = overrides_for(args, seed)
-    wanted = load_config(preset, overrides).to_dict()
-    saved = run_dir / "config.yaml"
-    same = saved.exists() and not args.fresh and read_config(saved).to_dict() == wanted
-    start = time.perf_counter()
-    if same and (run_dir / "summary.json").exists():
-        print(f"[compare] {preset} seed {seed}: reusing {run_dir}", file=sys.stderr, flush=True)
-        return json.loads((run_dir / "summary.json").read_text()), run_dir
-    print(f"[compare] {preset} seed {seed}: {'resuming' if same else 'training'} in {run_dir}", file=sys.stderr,
-          flush=True)
-    if same:
-        summary = resume(run_dir, progress=args.progress)
-    else:
-        summary = train(preset, run_dir, overrides=overrides, overwrite=True, progress=args.progress)
-    print(f"[compare] {preset} seed {seed}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    return summary, run_dir
-
-
-def history(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def run_dir_of(preset: str, seed: int, out: Path) -> Path:
+    return out / f"{preset}-seed{seed}"
 
 
 def record(preset: str, seed: int, summary: dict[str, Any], run_dir: Path, attacks: list[str]) -> dict[str, Any]:
@@ -132,11 +107,6 @@ def table(records: list[dict[str, Any]], presets: list[str], attacks: list[str])
     return "\n".join(lines)
 
 
-def machine() -> str:
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.node()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
-
-
 def report(args: argparse.Namespace, records: list[dict[str, Any]], command: str) -> str:
     seeds = ", ".join(map(str, args.seeds))
     config = load_config(args.presets[0], overrides_for(args, args.seeds[0]))
@@ -144,7 +114,7 @@ def report(args: argparse.Namespace, records: list[dict[str, Any]], command: str
         f"# {args.title}",
         "",
         f"- command: `{command}`",
-        f"- machine: {machine()}",
+        f"- machine: {machine(args.device)}",
         f"- date: {datetime.date.today().isoformat()}",
         f"- seeds: {seeds}; cells are mean ± sample standard deviation over seeds, accuracies in %",
         f"- budget: {config.model.name}, {config.epochs} epochs, train size "
@@ -183,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     for seed in args.seeds:
         for preset in args.presets:
-            summary, run_dir = run_one(preset, seed, args)
+            run_dir = run_dir_of(preset, seed, out)
+            summary = run_one(preset, run_dir, overrides_for(args, seed), force=args.fresh, progress=args.progress)
             records.append(record(preset, seed, summary, run_dir, args.attacks))
-            (out / f"{args.name}.json").write_text(json.dumps({"command": command, "machine": machine(),
+            (out / f"{args.name}.json").write_text(json.dumps({"command": command, "machine": machine(args.device),
                                                           "records": records}, indent=2))
     text = report(args, records, command)
     md = Path(args.md) if args.md else out / f"{args.name}.md"
