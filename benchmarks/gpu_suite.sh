@@ -3,7 +3,7 @@
 # (under CUDA MPS where it starts), then each comparison script reruns over the finished runs to write its table.
 # Usage: ADVLAB_DATA=... OUT=results_dir bash benchmarks/gpu_suite.sh
 # Regimes: standard = 10,000 training images, each preset's 10 epochs, PGD-10;
-#          overfitting = benchmarks/overfitting.py's regime (500 images, no augmentation, 100 epochs, PGD-10).
+#          overfitting = benchmarks/overfitting.py's regime (500 images, no augmentation, 200 epochs, PGD-10).
 # PART=standard or PART=overfitting runs one half (default: both).
 # Evaluation: first $EVAL_N (1,000) test images, AutoAttack standard, best and last checkpoints, seed 0.
 set -u

@@ -15,13 +15,7 @@ from advlab.evaluate.sanity import autoattack_le_pgd, black_box_gap, robust_le_c
 C, D = 4, 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one thread, and the 2 CPU cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic(n, generator):

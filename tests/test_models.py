@@ -21,13 +21,7 @@ SMALL_KWARGS = {"wide-resnet": {"depth": 10, "widen_factor": 2}}  # the generic 
 SHAPES = [(1, 28), (3, 32)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two threads on two shared cores spin against other processes; one thread is faster and steadier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def check_forward_backward(model: nn.Module, in_channels: int, size: int, batch: int, num_classes: int = 10):

@@ -311,16 +311,16 @@ def metric_rows(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
-def test_resumed_run_continues_the_same_noise_schedule(tmp_path, monkeypatch):
+def test_resumed_run_continues_the_same_noise_schedule(tmp_path, monkeypatch, whole_and_resumed):
     """A real tiny run stopped after epoch 2 and resumed logs what an uninterrupted run logs.
 
     Validation is scripted (robust accuracy 0.30, 0.20, 0.10: with tau 1 the rate doubles after epochs 1
     and 2), so the schedule moves for sure and the test does not spend its time on validation attacks;
     training, noise, checkpoints and resume are the real ones.
     """
-    from advlab.config import load_config, save_config
+    from advlab.config import load_config
     from advlab.engine.checkpoint import load_checkpoint
-    from advlab.engine.trainer import Trainer, prepare_run_dir, resume, train
+    from advlab.engine.trainer import Trainer
 
     script = [0.30, 0.20, 0.10]
     monkeypatch.setattr(Trainer, "validate",
@@ -328,13 +328,11 @@ def test_resumed_run_continues_the_same_noise_schedule(tmp_path, monkeypatch):
     overrides = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50",
                  "device=cpu", "epochs=3", "labels.tau=1", "labels.gamma=1.0", "labels.half_cap_until=null"]
     config = load_config("noilin", overrides)
-    full = tmp_path / "full"
-    train(config, full, progress=False, evaluate=False)
-    part = prepare_run_dir(tmp_path / "part", overwrite=False)
-    save_config(config, part / "config.yaml")
-    Trainer(config, part, progress=False).fit(until=2)
-    assert [r["noise_rate_next"] for r in metric_rows(part)] == [0.05, 0.1]
-    resume(part, progress=False, evaluate=False)
+
+    def stopped_after_two(run_dir):
+        assert [r["noise_rate_next"] for r in metric_rows(run_dir)] == [0.05, 0.1]
+
+    full, part = whole_and_resumed(config, tmp_path, 2, stopped_after_two)
     a, b = metric_rows(full), metric_rows(part)
     assert [r["noise_rate"] for r in a] == [r["noise_rate"] for r in b] == [0.05, 0.05, 0.1]
     assert [r["noise_raised"] for r in a] == [0, 1, 1]

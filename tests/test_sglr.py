@@ -336,26 +336,12 @@ def test_bank_record_only_first_sight_sets_the_row():
 
 
 # --------------------------------------------------------------------------------------------------
-# presets and a real run (need advlab.data, advlab.models and advlab.attacks)
-
-
-def _engine_ready() -> bool:
-    try:
-        import advlab.attacks  # noqa: F401
-        from advlab.attacks import pgd  # noqa: F401
-        from advlab.data import DeviceLoader  # noqa: F401
-        from advlab.models import create  # noqa: F401
-    except ImportError:
-        return False
-    return True
+# presets and a real run
 
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_engine = pytest.mark.skipif(not (_engine_ready() and FMNIST.exists()),
-                                  reason="needs advlab.data/models/attacks and Fashion-MNIST")
 
 
-@pytest.mark.skipif(not _engine_ready(), reason="needs advlab.attacks (part registry)")
 @pytest.mark.parametrize("preset, labels, weighting, objective", [
     ("sglr", "sglr", "uniform", "ce"), ("trades-sglr", "sglr", "uniform", "trades"),
     ("self-adaptive", "self-adaptive", "self-adaptive", "ce"),
@@ -370,30 +356,15 @@ def test_presets(preset, labels, weighting, objective):
     assert load_config(preset, ["labels.start_epoch=0"]).labels.options["start_epoch"] == 0.0
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a small shared CPU, more threads only contend (several times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@needs_engine
-def test_resume_restores_the_bank_bit_for_bit(tmp_path, one_thread):
-    from advlab.config import load_config, save_config
+@pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
+def test_resume_restores_the_bank_bit_for_bit(tmp_path, one_thread, whole_and_resumed):
+    from advlab.config import load_config
     from advlab.engine.checkpoint import load_checkpoint
-    from advlab.engine.trainer import Trainer, prepare_run_dir, resume, train
 
     overrides = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50",
                  "validation.steps=2", "device=cpu", "epochs=3", "labels.start_epoch=0"]
     config = load_config("sglr", overrides)
-    full = tmp_path / "full"
-    train(config, full, progress=False, evaluate=False)
-    part = prepare_run_dir(tmp_path / "part", overwrite=False)
-    save_config(config, part / "config.yaml")
-    Trainer(config, part, progress=False).fit(until=1)
-    resume(part, progress=False, evaluate=False)
+    full, part = whole_and_resumed(config, tmp_path, 1)
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
     bank_a, bank_b = a["parts"]["labels"]["bank"], b["parts"]["labels"]["bank"]
     assert torch.equal(bank_a["targets"], bank_b["targets"])

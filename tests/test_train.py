@@ -12,7 +12,7 @@ import torch
 
 from advlab.config import load_config, preset_names
 from advlab.engine.checkpoint import load_checkpoint, load_model
-from advlab.engine.trainer import Trainer, prepare_run_dir, resume, train
+from advlab.engine.trainer import prepare_run_dir, train
 from advlab.errors import AdvlabError
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -41,17 +41,13 @@ def test_every_preset_composes_and_runs_one_epoch(preset, tmp_path):
     assert ckpt["epoch"] == 1
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path):
+def test_resumed_run_matches_uninterrupted_run(tmp_path, whole_and_resumed):
     config = load_config("pgd-at", TINY + ["epochs=3", "schedule.milestones=[0.5]"])
-    full = tmp_path / "full"
-    train(config, full, progress=False, evaluate=False)
 
-    part = prepare_run_dir(tmp_path / "part", overwrite=False)
-    from advlab.config import save_config
-    save_config(config, part / "config.yaml")
-    Trainer(config, part, progress=False).fit(until=1)
-    assert len(rows(part)) == 1
-    resume(part, progress=False, evaluate=False)
+    def stopped_after_one(run_dir):
+        assert len(rows(run_dir)) == 1
+
+    full, part = whole_and_resumed(config, tmp_path, 1, stopped_after_one)
     assert rows(part) == rows(full)
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")
     for k in a["model"]:
