@@ -62,3 +62,16 @@ def test_round_trip_through_yaml(tmp_path):
     save_config(c, tmp_path / "config.yaml")
     assert read_config(tmp_path / "config.yaml") == c
     assert from_dict(c.to_dict()) == c
+
+
+def test_presets_command_lists_every_preset_in_aligned_columns(capsys):
+    from advlab.cli import main
+
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == preset_names()
+    for line in lines:  # the description column starts at the same place on every line
+        name, parts = line.split()[:2]
+        c = load_config(name)
+        assert parts == "/".join(getattr(c, k).name for k in ("labels", "perturbation", "weighting", "objective"))
+        assert line.index(c.description) == lines[0].index(load_config(lines[0].split()[0]).description)

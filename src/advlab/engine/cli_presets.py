@@ -20,8 +20,13 @@ def run(args: argparse.Namespace) -> int:
     if args.show:
         print(yaml.safe_dump(load_config(args.show).to_dict(), sort_keys=False), end="")
         return 0
+    rows = []
     for name in preset_names():
         c = load_config(name)
         parts = "/".join(getattr(c, k).name for k in ("labels", "perturbation", "weighting", "objective"))
-        print(f"{name:<22} {parts:<32} {c.description}")
+        rows.append((name, parts, c.description))
+    name_width = max(len(r[0]) for r in rows)
+    parts_width = max(len(r[1]) for r in rows)
+    for name, parts, description in rows:
+        print(f"{name:<{name_width}}  {parts:<{parts_width}}  {description}")
     return 0
