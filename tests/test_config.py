@@ -1,7 +1,7 @@
 """Typed configs: presets by name, inheritance, overrides, and clear errors for bad keys and values."""
 import pytest
 
-from advlab.config import from_dict, load_config, parse_override, preset_names, read_config, save_config
+from advlab.config import PART_KINDS, from_dict, load_config, parse_override, preset_names, read_config, save_config
 from advlab.errors import ConfigError
 
 
@@ -70,8 +70,9 @@ def test_presets_command_lists_every_preset_in_aligned_columns(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == preset_names()
+    column = lines[0].index(load_config(lines[0].split()[0]).description)
     for line in lines:  # the description column starts at the same place on every line
         name, parts = line.split()[:2]
         c = load_config(name)
-        assert parts == "/".join(getattr(c, k).name for k in ("labels", "perturbation", "weighting", "objective"))
-        assert line.index(c.description) == lines[0].index(load_config(lines[0].split()[0]).description)
+        assert parts == "/".join(getattr(c, k).name for k in PART_KINDS)
+        assert line.index(c.description) == column

@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ..config import load_config, preset_names
+    from ..config import PART_KINDS, load_config, preset_names
 
     if args.show:
         print(yaml.safe_dump(load_config(args.show).to_dict(), sort_keys=False), end="")
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for name in preset_names():
         c = load_config(name)
-        parts = "/".join(getattr(c, k).name for k in ("labels", "perturbation", "weighting", "objective"))
+        parts = "/".join(getattr(c, k).name for k in PART_KINDS)
         rows.append((name, parts, c.description))
     name_width = max(len(r[0]) for r in rows)
     parts_width = max(len(r[1]) for r in rows)

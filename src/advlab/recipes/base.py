@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..config import PART_KINDS
 from ..registry import Registry
 
 
@@ -131,7 +132,7 @@ class ObjectivePart(Part):
 
 
 REGISTRIES: dict[str, Registry] = {
-    kind: Registry(f"{kind} part") for kind in ("labels", "perturbation", "weighting", "objective")
+    kind: Registry(f"{kind} part") for kind in PART_KINDS
 }
 
 
