@@ -10,7 +10,7 @@ import pytest
 from advlab.data import load
 from advlab.engine.checkpoint import load_model
 from advlab.engine.trainer import train
-from advlab.evaluate import evaluate
+from advlab.evaluation import evaluate
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")]

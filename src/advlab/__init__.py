@@ -19,7 +19,8 @@ _LAZY = {
     "data": ("advlab.data", None),
     "models": ("advlab.models", None),
     "attacks": ("advlab.attacks", None),
-    "evaluate": ("advlab.evaluate", "evaluate"),
+    "evaluate": ("advlab.evaluation", "evaluate"),
+    "evaluation": ("advlab.evaluation", None),
     "train": ("advlab.engine.trainer", "train"),
 }
 

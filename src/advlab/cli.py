@@ -11,7 +11,7 @@ from .errors import AdvlabError
 COMMANDS = {
     "train": "advlab.engine.cli_train",
     "presets": "advlab.engine.cli_presets",
-    "eval": "advlab.evaluate.cli",
+    "eval": "advlab.evaluation.cli",
 }
 
 

@@ -262,7 +262,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     def final_evaluation(self) -> dict[str, Any]:
         """Evaluate the configured checkpoints on the test split; write summary.json; return it."""
-        from ..evaluate import evaluate
+        from ..evaluation import evaluate
         from .checkpoint import load_model
 
         c, e = self.config, self.config.evaluation

@@ -92,7 +92,7 @@ class EvalResult:
         return self.attacks[name].acc
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready report (see the module docs of ``advlab.evaluate`` for the schema)."""
+        """The JSON-ready report (see the module docs of ``advlab.evaluation`` for the schema)."""
         robust = self.robust_correct
         attacks = {}
         for name, o in self.attacks.items():

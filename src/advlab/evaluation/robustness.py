@@ -98,7 +98,7 @@ def evaluate(
         progress: a progress bar per attack on stderr.
         num_classes: number of classes (chance level, AutoAttack's target classes); default: the logit width.
         autoattack_version: ``standard`` (default), ``plus`` or ``rand`` (pyautoattack's), or the reduced
-            ``fast``, ``apgd``, ``apgd-ce`` (see ``advlab.evaluate.suite.AA_REDUCED_VERSIONS``).
+            ``fast``, ``apgd``, ``apgd-ce`` (see ``advlab.evaluation.suite.AA_REDUCED_VERSIONS``).
         square_queries: query budget of the standalone ``square`` attack.
 
     Returns:
