@@ -24,14 +24,15 @@ def _whole_and_resumed(config, tmp_path: Path, stop_after: int,
     ``on_stop(run_dir)`` runs between the stop and the resume. Returns the two finished run directories
     (whole, resumed); neither runs the final evaluation.
     """
-    from advlab.config import save_config
-    from advlab.engine.trainer import Trainer, prepare_run_dir, resume, train
+    from advlab.engine.trainer import Trainer, resume, train
+    from advlab.runs import RunDir
 
     whole = tmp_path / "whole"
     train(config, whole, progress=False, evaluate=False)
-    part = prepare_run_dir(tmp_path / "part", overwrite=False)
-    save_config(config, part / "config.yaml")
-    Trainer(config, part, progress=False).fit(until=stop_after)
+    run = RunDir.create(tmp_path / "part", overwrite=False)
+    run.write_config(config)
+    Trainer(config, run, progress=False).fit(until=stop_after)
+    part = run.path
     if on_stop is not None:
         on_stop(part)
     resume(part, progress=False, evaluate=False)

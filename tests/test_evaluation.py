@@ -222,7 +222,7 @@ def test_autoattack_fast_version_runs_apgd_ce_and_apgd_t(trained):
 # advlab eval (the CLI)
 
 def write_checkpoint(path, model_spec, state=None, eps=0.1, norm="linf"):
-    from advlab.engine.checkpoint import save_checkpoint
+    from advlab.runs import save_checkpoint
 
     save_checkpoint(path, {"model": state or {}, "model_spec": model_spec, "data": "fashion-mnist", "eps": eps,
                            "norm": norm, "epoch": 1})

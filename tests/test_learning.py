@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from advlab.data import load
-from advlab.engine.checkpoint import load_model
+from advlab.runs import load_model
 from advlab.engine.trainer import train
 from advlab.evaluation import evaluate
 

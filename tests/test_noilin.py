@@ -319,7 +319,7 @@ def test_resumed_run_continues_the_same_noise_schedule(tmp_path, monkeypatch, wh
     training, noise, checkpoints and resume are the real ones.
     """
     from advlab.config import load_config
-    from advlab.engine.checkpoint import load_checkpoint
+    from advlab.runs import load_checkpoint
     from advlab.engine.trainer import Trainer
 
     script = [0.30, 0.20, 0.10]

@@ -359,7 +359,7 @@ def test_presets(preset, labels, weighting, objective):
 @pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
 def test_resume_restores_the_bank_bit_for_bit(tmp_path, one_thread, whole_and_resumed):
     from advlab.config import load_config
-    from advlab.engine.checkpoint import load_checkpoint
+    from advlab.runs import load_checkpoint
 
     overrides = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50",
                  "validation.steps=2", "device=cpu", "epochs=3", "labels.start_epoch=0"]

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from advlab.config import load_config, preset_names
-from advlab.engine.checkpoint import load_checkpoint, load_model
-from advlab.engine.trainer import prepare_run_dir, train
+from advlab.runs import load_checkpoint, load_model
+from advlab.engine.trainer import train
+from advlab.runs import RunDir
 from advlab.errors import AdvlabError
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -83,4 +84,4 @@ def test_run_directory_is_not_overwritten_by_accident(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "last.pt").write_bytes(b"x")
     with pytest.raises(AdvlabError, match="--resume"):
-        prepare_run_dir(tmp_path / "run", overwrite=False)
+        RunDir.create(tmp_path / "run", overwrite=False)

@@ -16,63 +16,85 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
+from .options import check_ranges, option
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
+PART_KINDS = ("labels", "perturbation", "weighting", "objective")
+"""The part kinds of a recipe, in the order a step first runs them; each is a config section."""
+
+
+@dataclass
+class LabelNoiseConfig:
+    kind: str = "symmetric"  # advlab.data.NOISE_KINDS
+    rate: float = option(0.0, low=0, high=1)  # fraction of the training labels flipped; 0 = none
+    seed: int = 0
+
+
+@dataclass
+class ImbalanceConfig:
+    ratio: float = option(1.0, low=1)  # n_max / n_min of the long-tailed profile; 1 = balanced
+    class_order: Literal["fixed", "shuffled"] = "fixed"  # which class gets which count: by index, or shuffled
+    seed: int = 0
+
+
 @dataclass
 class DataConfig:
-    name: str = "fashion-mnist"
-    train_size: int | None = None  # first N training images, class-balanced; None = all
-    crop_padding: int | None = None  # None = the dataset's default
+    name: str = "fashion-mnist"  # advlab.data.DATASETS
+    train_size: int | None = option(None, low=1)  # first N training images, class-balanced; None = all
+    crop_padding: int | None = option(None, low=0)  # None = the dataset's default
     flip: bool | None = None  # None = the dataset's default (off for digits)
     root: str | None = None
+    meta_size: int = option(0, low=0)  # clean, class-balanced meta split carved before noise and imbalance
+    label_noise: LabelNoiseConfig = field(default_factory=LabelNoiseConfig)
+    imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
 
 
 @dataclass
 class ModelConfig:
-    name: str = "small-cnn"
-    activation: str = "relu"
+    name: str = "small-cnn"  # advlab.models.list_models()
+    activation: str = "relu"  # advlab.models.list_activations()
     options: dict[str, Any] = field(default_factory=dict)  # extra arguments of the model, e.g. dropout, depth
 
 
 @dataclass
 class OptimizerConfig:
-    name: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    name: str = "sgd"  # advlab.engine.optimizers.OPTIMIZERS
+    lr: float = option(0.01, low=0, low_open=True)
+    momentum: float = option(0.9, low=0, high=1)
+    weight_decay: float = option(5e-4, low=0)
     nesterov: bool = False
 
 
 @dataclass
 class ScheduleConfig:
-    name: Literal["piecewise", "cosine", "one-cycle", "constant"] = "piecewise"
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
-    gamma: float = 0.1
-    peak: float = 0.4  # one-cycle: fraction of training at which the peak learning rate is reached
+    name: str = "piecewise"  # advlab.engine.schedule.SCHEDULES
+    milestones: list[float] = option(low=0, default_factory=lambda: [0.5, 0.75])  # fraction of the run if < 1, else epoch
+    gamma: float = option(0.1, low=0)
+    peak: float = option(0.4, low=0, high=1, low_open=True)  # one-cycle: fraction of training at the peak rate
 
 
 @dataclass
 class ValidationConfig:
-    n: int = 1000  # points of the validation split used each epoch
-    steps: int = 10  # PGD steps of the validation attack
-    batch_size: int = 500
+    n: int = option(1000, low=1)  # points of the validation split used each epoch
+    attack: str = "pgd20"  # an evaluation attack (advlab.evaluation.EVAL_ATTACKS): best is chosen by what is reported
+    batch_size: int = option(500, low=1)
 
 
 @dataclass
 class EvaluationConfig:
-    n: int = 1000  # first N test images
+    n: int = option(1000, low=1)  # first N test images
     attacks: list[str] = field(default_factory=lambda: ["pgd20", "cw20", "autoattack"])
-    autoattack_version: Literal["standard", "fast", "apgd", "apgd-ce", "plus", "rand"] = "standard"
+    autoattack_version: str = "standard"  # advlab.evaluation.AA_VERSIONS
     checkpoints: list[str] = field(default_factory=lambda: ["best", "last"])
-    batch_size: int = 500
+    batch_size: int = option(500, low=1)
     sanity: bool = False
 
 
 @dataclass
 class PartConfig:
-    """One recipe part: a registered name plus that part's options."""
+    """One recipe part: a registered name plus that part's options (checked by ``advlab.recipes``)."""
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -88,13 +110,13 @@ class TrainConfig:
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    eps: float = 0.1
-    norm: Literal["linf", "l2"] = "linf"
-    epochs: int = 10
-    batch_size: int = 128
+    eps: float = option(0.1, low=0, low_open=True)  # pixel units; linf eps must also be <= 1
+    norm: str = "linf"  # advlab.attacks.NORMS
+    epochs: int = option(10, low=1)
+    batch_size: int = option(128, low=1)
     seed: int = 0
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: str = "fp32"  # advlab.recipes.PRECISIONS
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     labels: PartConfig = _part("hard")
@@ -107,9 +129,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
-
-
-PART_KINDS = ("labels", "perturbation", "weighting", "objective")
 
 
 def _to_plain(obj: Any) -> Any:
@@ -173,7 +192,12 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """``cls(**data)`` with every key, type and range checked; ConfigError naming ``prefix.key`` otherwise.
+
+    Nested dataclass fields are built from nested mappings; :class:`PartConfig` fields keep their options
+    as given (the recipe parts check them).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -189,34 +213,33 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         hint = hints[name]
         if hint is PartConfig:
-            kwargs[name] = _build_part(name, value, key)
+            kwargs[name] = _build_part(value, key)
         elif dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key)
+            kwargs[name] = build_dataclass(hint, value, key)
         else:
             kwargs[name] = _check_value(key, value, hint)
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    check_ranges(built, prefix)
+    return built
 
 
-def _build_part(kind: str, value: Any, key: str) -> PartConfig:
-    from .recipes import part_registry
-
+def _build_part(value: Any, key: str) -> PartConfig:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict) or "name" not in value:
         raise ConfigError(f"{key}: expected a mapping with a 'name', got {value!r}")
-    registry = part_registry(kind)
-    name = value["name"]
-    if name not in registry:
-        raise ConfigError(f"{key}.name: unknown {kind} part {name!r}; allowed: {', '.join(registry.names())}")
-    part_cls = registry.get(name)
-    options = {k: v for k, v in value.items() if k != "name"}
-    checked = _build(part_cls.Options, options, key)  # validates names and types
-    return PartConfig(name, {k: getattr(checked, k) for k in options})
+    if not isinstance(value["name"], str):
+        raise ConfigError(f"{key}.name: expected a string, got {value['name']!r}")
+    return PartConfig(value["name"], {k: v for k, v in value.items() if k != "name"})
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    """A validated TrainConfig from a plain (possibly partial) mapping."""
-    return _build(TrainConfig, data or {}, "")
+    """A TrainConfig from a plain (possibly partial) mapping, keys, types and ranges checked.
+
+    Names chosen from registries (dataset, model, parts, attacks, ...) and each part's options are checked
+    by ``advlab.engine.validate.validate_config``, which every run calls before it touches the disk.
+    """
+    return build_dataclass(TrainConfig, data or {}, "")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,9 +321,14 @@ def load_config(preset: str | None = None, overrides: list[str] | dict[str, Any]
     return from_dict(data)
 
 
+def dump_config(config: TrainConfig) -> str:
+    """The config as YAML text (what ``config.yaml`` holds)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    """Write ``dump_config(config)`` to ``path`` (a run writes it atomically through ``advlab.runs``)."""
+    Path(path).write_text(dump_config(config))
 
 
 def read_config(path: str | Path) -> TrainConfig:

@@ -3,44 +3,57 @@ from __future__ import annotations
 
 import argparse
 
-# command-line flag -> dotted config key
-FLAG_KEYS = {
-    "dataset": "data.name", "model": "model.name", "activation": "model.activation", "epochs": "epochs",
-    "train_size": "data.train_size", "eval_n": "evaluation.n", "seed": "seed", "device": "device",
+from ..config import PART_KINDS
+from ..errors import AdvlabError
+from .choices import choices_text
+from .trainer import resume, train
+
+# command-line flag -> (dotted config key, type, help); the help's list of choices comes from the key's registry
+FLAGS = {
+    "dataset": ("data.name", str, "dataset"),
+    "model": ("model.name", str, "model"),
+    "activation": ("model.activation", str, "activation"),
+    "epochs": ("epochs", int, "number of epochs"),
+    "train_size": ("data.train_size", int, "train on the first N training images, class-balanced"),
+    "eval_n": ("evaluation.n", int, "number of test points of the final evaluation"),
+    "seed": ("seed", int, "random seed"),
+    "device": ("device", str, "auto (default: cuda if available, else cpu), cpu, cuda or cuda:N"),
 }
+FLAG_KEYS = {flag: key for flag, (key, _, _) in FLAGS.items()}
+
+
+def _help(key: str, text: str) -> str:
+    try:
+        return f"{text}: {choices_text(key)} (config key {key})"
+    except KeyError:
+        return f"{text} (config key {key})"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="adversarially train a model with a preset",
         description="Train with a preset (see `advlab presets`), then evaluate best and last checkpoints on the "
-                    "test split. Any config key can be overridden as key=value, e.g. perturbation.steps=5.",
+                    "test split. Any config key can be overridden as key=value, e.g. perturbation.steps=5. "
+                    "The whole run is checked before anything is written.",
     )
     p.add_argument("--preset", help="preset name or path to a YAML config (default: pgd-at)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--dataset", help="dataset name: fashion-mnist, mnist, cifar10, cifar100, svhn")
-    p.add_argument("--model", help="model name, see advlab.models.list_models()")
-    p.add_argument("--activation", help="activation: relu, softplus, silu, gelu, elu, parametric-softplus")
-    p.add_argument("--epochs", type=int, help="number of epochs")
-    p.add_argument("--train-size", type=int, help="train on the first N training images, class-balanced")
-    p.add_argument("--eval-n", type=int, help="number of test points of the final evaluation")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    for flag, (key, kind, text) in FLAGS.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=_help(key, text))
     p.add_argument("--out", help="run directory (default: runs/<preset>)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory (once the new run "
+                                                            "is checked)")
     p.add_argument("--no-eval", action="store_true", help="skip the final test-set evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted keys")
+    parts = "; ".join(f"{kind}.name: {choices_text(f'{kind}.name')}" for kind in PART_KINDS)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, dotted keys ({parts})")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import AdvlabError
-    from .trainer import resume, train
-
     progress = not args.quiet
     if args.resume:
-        given = [f for f in FLAG_KEYS if getattr(args, f) is not None] + (["preset"] if args.preset else [])
+        given = [f for f in FLAGS if getattr(args, f) is not None] + (["preset"] if args.preset else [])
         if given or args.overrides:
             raise AdvlabError(f"--resume continues a run with its saved config; drop {', '.join(given) or 'overrides'}")
         resume(args.resume, progress=progress, evaluate=not args.no_eval)

@@ -1,48 +1,35 @@
-"""The training engine: one explicit loop around the four recipe parts.
+"""The training engine: one explicit loop around the recipe's training step.
 
-Each epoch: train, validate (clean and PGD accuracy on the validation split), let the parts react,
-append a line to ``metrics.jsonl``, write ``last.pt`` (and ``best.pt`` when validation robust accuracy
-improves). At the end, evaluate best and last on the test split and write ``summary.json``.
+A run is validated and built in memory first (config, data, model, recipe), and only then writes its run
+directory (:class:`advlab.runs.RunDir`): a failed start leaves an existing run as it was. Each epoch: train,
+validate (clean and the evaluation's own attack on the validation split), let the parts react, append a line
+to ``metrics.jsonl``, write ``last.pt`` (and ``best.pt`` when validation robust accuracy improves). At the
+end, evaluate best and last on the test split and write ``summary.json``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from .. import data as datasets
-from ..config import PART_KINDS, TrainConfig, from_dict, load_config, read_config, save_config
+from ..config import PART_KINDS, TrainConfig, from_dict, load_config
+from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
-from ..recipes import RecipeEnv, Step, build_part
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..evaluation import evaluate
+from ..models import create
+from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
+from ..runs import DATA, METRICS, SUMMARY, RunDir, load_model
+from .optimizers import make_optimizer
 from .schedule import first_decay_epoch, make_schedule
+from .validate import validate_config
 
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; anything else must name a usable device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: invalid value {name!r}; allowed: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but no CUDA device is available")
-    return device
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
+VALIDATION_SEED_OFFSET = 12345  # the validation attack's random starts: seed + this, apart from the test's
 
 
 def _rng_state() -> dict[str, Any]:
@@ -58,68 +45,64 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-
-
 class Trainer:
-    """Holds the model, data, optimiser and recipe parts of one run; ``fit`` trains it."""
+    """The model, data, optimiser and recipe of one run, built in memory; ``fit`` trains it into a RunDir.
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+    Building checks everything a run needs (config values, part options, the dataset's files, the model on
+    the data's shape, the parts fitting together) and writes nothing.
+    """
+
+    def __init__(self, config: TrainConfig, run: RunDir | str | Path | None = None, progress: bool = True) -> None:
+        validate_config(config)
         self.config = c = config
-        self.run_dir = Path(run_dir)
+        self.run = RunDir(run) if isinstance(run, (str, Path)) else run
         self.progress = progress
         self.device = pick_device(c.device)
-        if c.precision == "fp16" and self.device.type != "cuda":
-            raise ConfigError("precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-        if not 0 < c.eps <= 1:
-            raise ConfigError(f"eps: must be in (0, 1] for pixels in [0, 1], got {c.eps}")
         torch.manual_seed(c.seed)
 
-        info = datasets.info(c.data.name)
-        images, labels = datasets.load(c.data.name, "train", root=c.data.root)
-        if c.data.train_size is not None:
-            keep = datasets.class_balanced_subset(labels, c.data.train_size)
-            images, labels = images[keep], labels[keep]
-        self.num_classes = info.num_classes
+        meta = datasets.info(c.data.name)
+        split = datasets.training_split(
+            c.data.name, root=c.data.root, train_size=c.data.train_size, meta_size=c.data.meta_size,
+            label_noise=c.data.label_noise if c.data.label_noise.rate > 0 else None,
+            imbalance=c.data.imbalance if c.data.imbalance.ratio > 1 else None, seed=c.seed)
+        self.data_record = split.record
+        self.num_classes = meta.num_classes
         self.loader = datasets.DeviceLoader(
-            images, labels, c.batch_size, device=self.device, shuffle=True,
-            crop_padding=info.crop_padding if c.data.crop_padding is None else c.data.crop_padding,
-            flip=info.flip if c.data.flip is None else c.data.flip, seed=c.seed,
+            split.images, split.labels, c.batch_size, device=self.device, shuffle=True,
+            crop_padding=meta.crop_padding if c.data.crop_padding is None else c.data.crop_padding,
+            flip=meta.flip if c.data.flip is None else c.data.flip, seed=c.seed,
         )
         val_x, val_y = datasets.load(c.data.name, "val", root=c.data.root)
-        self.val_x = val_x[: c.validation.n].to(self.device).float().div_(255)
-        self.val_y = val_y[: c.validation.n].to(self.device)
-
-        from ..models import create
+        self.val_x, self.val_y = val_x[: c.validation.n], val_y[: c.validation.n]
 
         self.model_spec = {
-            "name": c.model.name, "num_classes": info.num_classes,
-            "in_channels": info.in_channels, "activation": c.model.activation, **c.model.options,
+            "name": c.model.name, "num_classes": meta.num_classes,
+            "in_channels": meta.in_channels, "activation": c.model.activation, **c.model.options,
         }
         spec = dict(self.model_spec)
         self.model = create(spec.pop("name"), **spec).to(self.device)
-        o = c.optimizer
-        if o.name == "sgd":
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                             weight_decay=o.weight_decay, nesterov=o.nesterov)
-        else:
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        self.rate = make_schedule(c.schedule, o.lr, c.epochs)
+        _check_model_fits(self.model, split.images[:2], meta.num_classes, self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), c.optimizer)
+        self.rate = make_schedule(c.schedule, c.optimizer.lr, c.epochs)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
 
-        env = RecipeEnv(num_train=len(labels), num_classes=info.num_classes, epochs=c.epochs, eps=c.eps,
+        has_meta = len(split.meta_labels) > 0
+        env = RecipeEnv(num_train=len(split.labels), num_classes=meta.num_classes, epochs=c.epochs, eps=c.eps,
                         norm=c.norm, device=self.device, seed=c.seed,
-                        first_decay_epoch=first_decay_epoch(c.schedule, c.epochs))
-        self.parts = {kind: build_part(kind, getattr(c, kind).name, getattr(c, kind).options, env)
-                      for kind in PART_KINDS}
+                        first_decay_epoch=first_decay_epoch(c.schedule, c.epochs),
+                        class_counts=torch.bincount(split.labels, minlength=meta.num_classes).tolist(),
+                        meta_images=split.meta_images if has_meta else None,
+                        meta_labels=split.meta_labels if has_meta else None)
+        self.recipe: Recipe = build_recipe(
+            {kind: (getattr(c, kind).name, getattr(c, kind).options) for kind in PART_KINDS}, env)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best = {"epoch": -1, "val_robust": -1.0, "val_clean": -1.0}
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        """The recipe's parts by kind."""
+        return dict(self.recipe.parts())
 
     # ----------------------------------------------------------------------------------------------
     def payload(self, epoch: int) -> dict[str, Any]:
@@ -129,7 +112,7 @@ class Trainer:
             "eps": self.config.eps, "norm": self.config.norm, "epoch": epoch + 1,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else {},
-            "rng": _rng_state(), "parts": {k: p.state_dict() for k, p in self.parts.items()},
+            "rng": _rng_state(), "parts": {k: p.state_dict() for k, p in self.recipe.parts()},
             "history": self.history, "best": dict(self.best), "config": self.config.to_dict(),
         }
 
@@ -139,7 +122,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        for kind, part in self.parts.items():
+        for kind, part in self.recipe.parts():
             part.load_state_dict(ckpt["parts"].get(kind, {}))
         _set_rng_state(ckpt["rng"])
         self.history = list(ckpt["history"])
@@ -148,13 +131,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        from tqdm import tqdm
-
+        """One epoch of :func:`advlab.recipes.train_step` over the training split; its log numbers."""
         c = self.config
-        model, opt = self.model, self.optimizer
-        labels, perturbation = self.parts["labels"], self.parts["perturbation"]
-        weighting, objective = self.parts["weighting"], self.parts["objective"]
-        for part in self.parts.values():
+        for _, part in self.recipe.parts():
             part.on_epoch_start(epoch)
         self.loader.set_epoch(epoch)
         n_batches = len(self.loader)
@@ -164,26 +143,16 @@ class Trainer:
         bar = tqdm(self.loader, total=n_batches, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         start = time.perf_counter()
+        lr = self.rate(epoch)
+        accuracy_view = self.recipe.objective.accuracy_view
         for i, (x, y, index) in enumerate(bar):
             lr = self.rate(epoch + i / n_batches)
-            for group in opt.param_groups:
+            for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            model.train()
-            step = Step(model=model, x=x, y=y, index=index, epoch=epoch, labels=labels, weighting=weighting)
-            with _autocast(c.precision, self.device):
-                step.attack_target = labels.attack_target(step)
-                perturbation.perturb(step)
-                loss, logits = objective.loss(step)
-            opt.zero_grad(set_to_none=True)
-            if self.scaler:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(opt)
-                self.scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            step = train_step(self.model, x, y, index, epoch, self.recipe, self.optimizer,
+                              precision=c.precision, scaler=self.scaler)
+            loss_sum += step.loss.detach() * len(y)
+            correct += (step.outputs[accuracy_view].detach().argmax(1) == y).sum()
             seen += len(y)
             if i % 20 == 0 or i == n_batches - 1:  # checked every few batches: each check waits for the device
                 if not torch.isfinite(loss_sum):
@@ -197,39 +166,30 @@ class Trainer:
                 "train_seconds": seconds, "images_per_second": seen / seconds}
 
     def validate(self) -> dict[str, float]:
-        """Clean and PGD accuracy on the validation split (fixed random start, eval mode)."""
-        from ..attacks import pgd
-
-        v = self.config.validation
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 12345)
-        clean = robust = 0
-        was_training = self.model.training
-        self.model.eval()
-        for s in range(0, len(self.val_y), v.batch_size):
-            x, y = self.val_x[s:s + v.batch_size], self.val_y[s:s + v.batch_size]
-            with torch.no_grad():
-                clean += (self.model(x).argmax(1) == y).sum().item()
-            x_adv = pgd(self.model, x, y, eps=self.config.eps, step_size=2.5 * self.config.eps / v.steps,
-                        steps=v.steps, norm=self.config.norm, generator=generator, track_final=False).x_adv
-            with torch.no_grad():
-                robust += (self.model(x_adv).argmax(1) == y).sum().item()
-        self.model.train(was_training)
-        n = len(self.val_y)
-        return {"val_clean": clean / n, "val_robust": robust / n}
+        """Clean and robust accuracy on the validation split, measured by :func:`advlab.evaluate` with the
+        configured evaluation attack (``validation.attack``, default ``pgd20``: the attack that is reported);
+        robust is the per-sample AND of clean and the attack."""
+        c, v = self.config, self.config.validation
+        result = evaluate(self.model, self.val_x, self.val_y, c.eps, c.norm, attacks=(v.attack,),
+                          batch_size=v.batch_size, device=self.device, sanity=False,
+                          seed=c.seed + VALIDATION_SEED_OFFSET, progress=False, num_classes=self.num_classes,
+                          autoattack_version=c.evaluation.autoattack_version)
+        return {"val_clean": result.accuracy("clean"), "val_robust": result.accuracy("robust")}
 
     # ----------------------------------------------------------------------------------------------
     def fit(self, until: int | None = None) -> None:
         """Train from ``start_epoch`` to the last epoch (or to epoch ``until``), checkpointing every epoch."""
-        c = self.config
-        metrics_path = self.run_dir / "metrics.jsonl"
-        _write_lines(metrics_path, self.history)  # drops any line of an epoch that did not finish
+        if self.run is None:
+            raise AdvlabError("Trainer.fit needs a run directory: Trainer(config, run_dir)")
+        c, run = self.config, self.run
+        run.write_metrics(self.history)  # drops any line of an epoch that did not finish
         for epoch in range(self.start_epoch, c.epochs if until is None else min(until, c.epochs)):
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update(self.train_epoch(epoch))
             val = self.validate()
             row.update(val)
-            for part in self.parts.values():
+            for _, part in self.recipe.parts():
                 part.on_validation(epoch, val)
                 row.update(part.epoch_metrics())
             row["seconds"] = time.perf_counter() - t0
@@ -239,10 +199,10 @@ class Trainer:
             row["best_epoch"] = self.best["epoch"]
             self.history.append(row)
             payload = self.payload(epoch)
-            save_checkpoint(self.run_dir / "last.pt", payload)
+            run.save_checkpoint("last", payload)
             if improved:
-                save_checkpoint(self.run_dir / "best.pt", payload)
-            with open(metrics_path, "a") as f:
+                run.save_checkpoint("best", payload)
+            with open(run.file(METRICS), "a") as f:
                 f.write(json.dumps(row) + "\n")
             self.log(row)
 
@@ -262,18 +222,16 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     def final_evaluation(self) -> dict[str, Any]:
         """Evaluate the configured checkpoints on the test split; write summary.json; return it."""
-        from ..evaluation import evaluate
-        from .checkpoint import load_model
-
-        c, e = self.config, self.config.evaluation
+        c, e, run = self.config, self.config.evaluation, self.run
         test_x, test_y = datasets.load(c.data.name, "test", root=c.data.root)
         test_x, test_y = test_x[: e.n], test_y[: e.n]
-        summary: dict[str, Any] = {"preset": c.preset, "run_dir": str(self.run_dir),
+        summary: dict[str, Any] = {"preset": c.preset, "run_dir": str(run.path),
                                    "best_epoch": self.best["epoch"], "last_epoch": c.epochs,
-                                   "eval_n": len(test_y), "history_tail": self.history[-1:] if self.history else []}
+                                   "eval_n": len(test_y), "data": self.data_record,
+                                   "history_tail": self.history[-1:] if self.history else []}
         results: dict[int, dict[str, Any]] = {}
         for which in e.checkpoints:
-            model, ckpt = load_model(self.run_dir, which, device=self.device)
+            model, ckpt = load_model(run.path, which, device=self.device)
             epoch = int(ckpt["epoch"])
             if epoch not in results:
                 if self.progress:
@@ -281,25 +239,39 @@ class Trainer:
                           f"{', '.join(e.attacks)}", file=sys.stderr, flush=True)
                 result = evaluate(model, test_x, test_y, eps=c.eps, norm=c.norm, attacks=tuple(e.attacks),
                                   batch_size=e.batch_size, device=self.device, sanity=e.sanity, seed=c.seed,
-                                  progress=self.progress, **_aa_kwargs(e.autoattack_version))
+                                  progress=self.progress, autoattack_version=e.autoattack_version)
                 results[epoch] = {"epoch": epoch, **result.to_dict()}
                 summary.setdefault("tables", {})[which] = result.table()
             else:
                 summary.setdefault("tables", {})[which] = f"(same checkpoint as epoch {epoch}, shown above)"
             summary[which] = results[epoch]
-        tmp = self.run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, self.run_dir / "summary.json")
+        run.write_json(SUMMARY, summary)
         return summary
 
 
-def _aa_kwargs(version: str) -> dict[str, Any]:
-    return {} if version == "standard" else {"autoattack_version": version}
+def _check_model_fits(model: torch.nn.Module, images: torch.Tensor, num_classes: int, device: torch.device) -> None:
+    """ConfigError unless the model maps two training images to logits (2, num_classes)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(images.to(device).float().div(255))
+    except RuntimeError as exc:
+        raise ConfigError(f"model: cannot process the dataset's images of shape {tuple(images.shape[1:])}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+    if not torch.is_tensor(out) or tuple(out.shape) != (len(images), num_classes):
+        got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise ConfigError(f"model: must return logits of shape (B, {num_classes}) for this dataset, got {got}")
 
 
 def summary_table(summary: dict[str, Any]) -> str:
     """A plain-text table of the final evaluation of best and last."""
     lines = []
+    noise = (summary.get("data") or {}).get("label_noise")
+    if noise:
+        lines.append(f"training labels: {noise['kind']} noise, realised rate {noise['realised_rate']:.4f}")
     for which in ("best", "last"):
         if which not in summary:
             continue
@@ -308,51 +280,52 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
-    run_dir = Path(out)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise AdvlabError(f"run directory {run_dir} is not empty; continue it with `advlab train --resume "
-                              f"{run_dir}`, or pass --overwrite to start afresh")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+def _as_config(config: TrainConfig | dict | str, overrides: list[str] | None) -> TrainConfig:
+    if isinstance(config, str):
+        return load_config(config, overrides)
+    if isinstance(config, dict):
+        if overrides:
+            raise ConfigError("overrides go with a preset name; edit the mapping directly instead")
+        return from_dict(config)
+    if overrides:
+        raise ConfigError("overrides go with a preset name; edit the TrainConfig directly instead")
+    return config
 
 
 def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, overrides: list[str] | None = None,
           overwrite: bool = False, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Train a model as ``config`` says (a TrainConfig, a plain mapping, or a preset name / YAML path).
 
-    Writes the run to ``out`` (or ``config.out``, or ``runs/<preset>``) and returns the summary
-    (also in ``summary.json``); with ``evaluate=False`` it returns after training.
+    The whole run is checked and built before anything is written: a ConfigError, DataError or AdvlabError
+    leaves ``out`` as it was (also with ``overwrite``). Then writes the run to ``out`` (or ``config.out``, or
+    ``runs/<preset>``) and returns the summary (also in ``summary.json``); with ``evaluate=False`` it returns
+    after training.
     """
-    if isinstance(config, str):
-        config = load_config(config, overrides)
-    elif isinstance(config, dict):
-        config = from_dict(config)
-    elif overrides:
-        raise ConfigError("overrides go with a preset name; edit the TrainConfig directly instead")
-    run_dir = prepare_run_dir(out or config.out or f"runs/{config.preset}", overwrite)
-    save_config(config, run_dir / "config.yaml")
-    trainer = Trainer(config, run_dir, progress=progress)
+    config = _as_config(config, overrides)
+    path = out or config.out or f"runs/{config.preset}"
+    RunDir.check_new(path, overwrite)
+    trainer = Trainer(config, None, progress=progress)
+    trainer.run = RunDir.create(path, overwrite)
+    trainer.run.write_config(config)
+    trainer.run.write_json(DATA, trainer.data_record)
     return _run(trainer, evaluate)
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its ``last`` checkpoint (or from scratch if it has none)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise AdvlabError(f"{run_dir} is not an advlab run directory (no config.yaml)")
-    trainer = Trainer(read_config(run_dir / "config.yaml"), run_dir, progress=progress)
-    if (run_dir / "last.pt").exists():
-        trainer.restore(load_checkpoint(run_dir / "last.pt", map_location=trainer.device))
+    run = RunDir.open(run_dir)
+    trainer = Trainer(run.read_config(), run, progress=progress)
+    if run.has_checkpoint("last"):
+        trainer.restore(run.load_checkpoint("last", map_location=trainer.device))
+    if run.read_json(DATA) is None:
+        run.write_json(DATA, trainer.data_record)
     return _run(trainer, evaluate)
 
 
 def _run(trainer: Trainer, evaluate: bool) -> dict[str, Any]:
     trainer.fit()
     if not evaluate:
-        return {"run_dir": str(trainer.run_dir), "history": trainer.history, "best": trainer.best}
+        return {"run_dir": str(trainer.run.path), "history": trainer.history, "best": trainer.best}
     summary = trainer.final_evaluation()
     if trainer.progress:
         print(summary_table(summary), flush=True)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from .report import AttackOutcome, EvalResult
 from .robustness import DEFAULT_ATTACKS, evaluate
-from .suite import EVAL_ATTACKS, AttackSetup, eval_attack_names
+from .suite import AA_VERSIONS, EVAL_ATTACKS, AttackSetup, eval_attack_names
 from .threat import verify_threat_model
 
-__all__ = ["evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
+__all__ = ["AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
            "eval_attack_names", "verify_threat_model"]

@@ -6,7 +6,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import data
+from ..devices import pick_device
 from ..errors import AdvlabError, CheckpointError
+from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
+from .robustness import DEFAULT_ATTACKS, attack_names, evaluate
+from .threat import check_eps
+from .suite import AA_REDUCED_VERSIONS, AA_VERSIONS, eval_attack_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "Accuracies in the JSON are fractions in [0, 1].",
     )
     p.add_argument("target", metavar="TARGET", help="checkpoint file, or run directory (see --checkpoint)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+    p.add_argument("--checkpoint", choices=CHECKPOINT_NAMES, default="best",
                    help="which checkpoint of a run directory to evaluate (default: best)")
     p.add_argument("--dataset", help="dataset name (default: the dataset the checkpoint was trained on)")
     p.add_argument("--split", default="test", help="dataset split (default: test)")
@@ -27,11 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eps", type=float, help="perturbation radius, e.g. 0.1 or 8/255=0.0314 (default: the "
                                             "checkpoint's eps); linf eps must be in (0, 1]")
     p.add_argument("--norm", choices=["linf", "l2"], help="threat-model norm (default: the checkpoint's norm)")
-    p.add_argument("--attacks", default="pgd20,cw20,autoattack",
-                   help="comma-separated attacks among clean, pgd20, cw20, pgd20-scaled, autoattack, square "
-                        "(default: pgd20,cw20,autoattack)")
-    p.add_argument("--autoattack-version", default="standard", choices=["standard", "fast", "apgd", "apgd-ce", "plus", "rand"],
-                   help="AutoAttack version (default: standard; reduced: fast = APGD-CE + APGD-T, apgd = APGD-CE + APGD-DLR, apgd-ce)")
+    p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
+                   help=f"comma-separated attacks among {', '.join(eval_attack_names())} "
+                        f"(default: {','.join(DEFAULT_ATTACKS)})")
+    p.add_argument("--autoattack-version", default="standard", choices=AA_VERSIONS,
+                   help="AutoAttack version (default: standard; reduced: "
+                        + ", ".join(f"{k} = {' + '.join(v)}" for k, v in AA_REDUCED_VERSIONS.items()) + ")")
     p.add_argument("--square-queries", type=int, default=1000,
                    help="query budget of the standalone square attack (default: 1000)")
     p.add_argument("--batch-size", type=int, default=256, help="points per attacked batch (default: 256)")
@@ -53,23 +60,7 @@ def _setting(value: Any, ckpt: dict[str, Any], key: str, flag: str) -> Any:
     return ckpt[key]
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise AdvlabError(f"bad --device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AdvlabError("--device cuda: no CUDA device is available")
-    return device
-
-
 def _load_model(path: Path, device):
-    from ..engine.checkpoint import load_model
-
     try:
         return load_model(path, device=device)
     except AdvlabError:
@@ -82,18 +73,12 @@ def _load_model(path: Path, device):
 
 
 def _load_data(name: str, split: str, root: str | None, n: int):
-    from .. import data
-
     kwargs = {"root": root} if root else {}
     images, labels = data.load(name, split, **kwargs)
     return images[:n], labels[:n]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint
-    from .robustness import attack_names, evaluate
-    from .threat import check_eps
-
     path = resolve_checkpoint(args.target, args.checkpoint)
     if args.n < 1:
         raise AdvlabError(f"--n must be >= 1, got {args.n}")
@@ -104,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     norm = _setting(args.norm, ckpt, "norm", "--norm")
     eps = check_eps(_setting(args.eps, ckpt, "eps", "--eps"), norm)
     dataset = _setting(args.dataset, ckpt, "data", "--dataset")
-    device = _device(args.device)
+    device = pick_device(args.device, "--device")
 
     model, ckpt = _load_model(path, device)
     images, labels = _load_data(dataset, args.split, args.data_root, args.n)
@@ -116,9 +101,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}-eval.json")
     table = result.table()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.to_json() + "\n")
-        out.with_suffix(".txt").write_text(table + "\n")
+        write_atomic(out, result.to_json() + "\n")
+        write_atomic(out.with_suffix(".txt"), table + "\n")
     except OSError as exc:
         raise AdvlabError(f"cannot write {out}: {exc}") from None
     print(table)

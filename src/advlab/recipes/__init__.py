@@ -1,38 +1,12 @@
-"""Recipe parts (labels, perturbation, weighting, objective) and their registries."""
+"""Recipe parts (labels, perturbation, weighting, objective), their registries, and the training step."""
 from __future__ import annotations
 
-from ..registry import Registry
-from .base import (REGISTRIES, LabelsPart, ObjectivePart, Part, PerturbationPart, RecipeEnv, Step,
-                   WeightingPart, register)
+from .base import (PART_KINDS, REGISTRIES, LabelsPart, ObjectivePart, Part, PerturbationPart, RecipeEnv, Step,
+                   TermSpec, View, WeightingPart, combine, register, soft_cross_entropy, weighted_mean)
+from .recipe import Recipe, build_recipe, check_recipe, part_class, part_options, part_registry, term_names
+from .step import PRECISIONS, autocast, compute_loss, train_step
 
-_LOADED = False
-
-
-def _load_all() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    import importlib
-    import pkgutil
-
-    for kind in REGISTRIES:
-        package = importlib.import_module(f"{__name__}.{kind if kind != 'objective' else 'objectives'}")
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{info.name}")
-    _LOADED = True
-
-
-def part_registry(kind: str) -> Registry:
-    """The registry of one part kind, with every built-in part loaded."""
-    _load_all()
-    return REGISTRIES[kind]
-
-
-def build_part(kind: str, name: str, options: dict, env: RecipeEnv) -> Part:
-    """Instantiate the part ``name`` of ``kind`` with validated ``options``."""
-    cls = part_registry(kind).get(name)
-    return cls(cls.Options(**options), env)
-
-
-__all__ = ["LabelsPart", "ObjectivePart", "Part", "PerturbationPart", "RecipeEnv", "Step", "WeightingPart",
-           "register", "part_registry", "build_part"]
+__all__ = ["PART_KINDS", "REGISTRIES", "LabelsPart", "ObjectivePart", "Part", "PerturbationPart", "RecipeEnv",
+           "Step", "TermSpec", "View", "WeightingPart", "combine", "register", "soft_cross_entropy",
+           "weighted_mean", "Recipe", "build_recipe", "check_recipe", "part_class", "part_options",
+           "part_registry", "term_names", "PRECISIONS", "autocast", "compute_loss", "train_step"]

@@ -1,11 +1,23 @@
-"""The four parts of a training step and the context they share.
+"""The four parts of a training step, the typed record they fill in, and the facts of a run they share.
 
-A step runs: labels -> perturbation -> objective (which asks the labels part for its loss target and
-the weighting part for per-sample weights) -> optimizer. Each part may keep per-sample state keyed by
-dataset index, react to epoch boundaries and validation results, and report metrics for the log.
+A step is one-way; each stage fills fields of :class:`Step` that only later stages read:
+
+    labels.attack_target(step)            -> step.attack_target   (int64 labels or soft labels (B, C))
+    perturbation.perturb(step)            -> step.views           {"clean": View(x), "adv": View(x_adv, kappa, ...)}
+    objective.forward(step)               -> step.outputs         model outputs of the views the objective reads
+    labels.loss_targets(step, views)      -> step.loss_targets    one target per view the objective's terms need
+    objective.terms(step)                 -> step.terms           per-sample loss (B,) of each named term
+    weighting.term_weights(step, specs)   -> step.weights         per-term, per-sample weights (B,) or None
+    combine(...)                          -> step.loss            sum of coefficient * weighted mean per term
+
+What a part reads from another is declared on its class (``Part.needs_views``, ``needs_soft_targets``,
+``needs_meta_split``; ``PerturbationPart.views``, ``LabelsPart.soft_targets``, ``ObjectivePart.term_specs``),
+and :func:`advlab.recipes.recipe.check_recipe` refuses parts that cannot feed each other when the recipe is
+built, naming both parts.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,7 +30,11 @@ from ..registry import Registry
 
 @dataclass
 class RecipeEnv:
-    """Facts about the run that parts may need when they are built."""
+    """Facts about the run that parts may need when they are built.
+
+    ``meta_images``/``meta_labels``: the clean, class-balanced meta split (``data.meta_size``), uint8
+    N x C x H x W and int64 N, or None; ``class_counts``: training images per class (after imbalance).
+    """
 
     num_train: int  # size of the training split; per-sample state has this many rows
     num_classes: int
@@ -28,6 +44,9 @@ class RecipeEnv:
     device: torch.device
     seed: int = 0
     first_decay_epoch: int | None = None  # 0-indexed epoch at which the learning rate first drops
+    class_counts: list[int] | None = None
+    meta_images: torch.Tensor | None = None
+    meta_labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -35,11 +54,83 @@ class NoOptions:
     pass
 
 
+@dataclass
+class View:
+    """One input the objective may train on, with the per-sample facts of the attack that made it.
+
+    ``x``: (B, ...) pixels in [0, 1]. ``kappa``: (B,) int64, GAIRAT's count of attack iterates still
+    classified correctly; ``attack_steps``: K, the steps the attack was given; ``steps_taken``: (B,) int64
+    gradient steps each sample took; ``eps``: (B,) the bound of each sample in pixel units; ``direction``:
+    (B,) +1 (adversarial) or -1 (anti-adversarial). Facts an attack does not give are None.
+    """
+
+    x: torch.Tensor
+    kappa: torch.Tensor | None = None
+    attack_steps: int | None = None
+    steps_taken: torch.Tensor | None = None
+    eps: torch.Tensor | None = None
+    direction: torch.Tensor | None = None
+
+
+VIEW_FACTS = frozenset(f.name for f in dataclasses.fields(View) if f.name != "x")
+"""The per-sample facts a view can carry; what a part declares it needs or gives is checked against these."""
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """One term of an objective: its name, the views whose outputs it reads, and whether it is a loss
+    against the labels part's targets (``supervised``: cross-entropy-like) or a consistency term."""
+
+    name: str
+    views: tuple[str, ...]
+    supervised: bool
+
+
+@dataclass
+class Step:
+    """Everything one training step knows, filled in stage by stage (see the module docs).
+
+    ``x`` (B, ...) pixels in [0, 1]; ``y`` (B,) int64 given labels; ``index`` (B,) int64 dataset indices
+    (rows of per-sample state); ``epoch`` 0-indexed.
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    epoch: int
+    attack_target: torch.Tensor | None = None
+    views: dict[str, View] = field(default_factory=dict)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    loss_targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    weights: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    loss: torch.Tensor | None = None
+
+
 class Part:
-    """Base of every recipe part. Subclasses set ``Options`` (a dataclass) and register by name."""
+    """Base of every recipe part. Subclasses set ``Options`` (a dataclass) and register by name.
+
+    Declarations read by the recipe check (class attributes):
+    ``needs_views``: view name -> facts of :class:`View` this part reads (given by the perturbation);
+    ``needs_soft_targets``: reads soft (B, C) loss targets (given by a labels part with ``soft_targets``);
+    ``needs_meta_split``: needs ``RecipeEnv.meta_images`` (``data.meta_size > 0``).
+    """
 
     Options: ClassVar[type] = NoOptions
     kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    needs_views: ClassVar[dict[str, frozenset[str]]] = {}
+    needs_soft_targets: ClassVar[bool] = False
+    needs_meta_split: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for view, facts in cls.needs_views.items():
+            unknown = set(facts) - VIEW_FACTS
+            if unknown:
+                raise TypeError(f"{cls.__name__}.needs_views[{view!r}]: {sorted(unknown)} are not View facts "
+                                f"({', '.join(sorted(VIEW_FACTS))})")
 
     def __init__(self, options: Any, env: RecipeEnv) -> None:
         self.options = options
@@ -54,7 +145,7 @@ class Part:
         """Called after each epoch's validation with its results (``val_clean``, ``val_robust``)."""
 
     def epoch_metrics(self) -> dict[str, Any]:
-        """Numbers this part wants in the epoch's log line; reset per epoch by the part itself."""
+        """Numbers this part wants in the epoch's log line (JSON-serialisable); reset per epoch by the part."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -65,75 +156,97 @@ class Part:
         pass
 
 
-@dataclass
-class Step:
-    """Everything one training step knows, passed from part to part."""
-
-    model: nn.Module
-    x: torch.Tensor
-    y: torch.Tensor
-    index: torch.Tensor
-    epoch: int
-    labels: "LabelsPart"
-    weighting: "WeightingPart"
-    attack_target: torch.Tensor | None = None
-    x_adv: torch.Tensor | None = None
-    attack: Any = None  # advlab.attacks.AttackResult or None
-    facts: dict[str, Any] = field(default_factory=dict)
-    _weights: Any = None
-
-    def loss_target(self, logits: torch.Tensor, view: str) -> torch.Tensor:
-        """The loss's target for ``logits`` of the ``view`` ("adv" or "clean")."""
-        return self.labels.loss_target(self, logits, view)
-
-    def weights(self) -> torch.Tensor | None:
-        """Per-sample weights with mean 1, or None for uniform (computed once per step)."""
-        if self._weights is None:
-            self._weights = self.weighting.weights(self)
-            if self._weights is None:
-                self._weights = False
-        return self._weights if self._weights is not False else None
-
-
 class LabelsPart(Part):
+    """Which targets the attack and the loss aim at. ``soft_targets``: whether loss targets may be (B, C)."""
+
     kind = "labels"
+    soft_targets: ClassVar[bool] = False
 
     def attack_target(self, step: Step) -> torch.Tensor:
-        """Target of the attack: int64 labels or soft labels (B, C)."""
+        """Target of the attack: int64 labels (B,) or soft labels (B, C)."""
         return step.y
 
-    def loss_target(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
-        """Target of the loss for these logits: int64 labels or soft labels (B, C)."""
-        return step.y
+    def loss_targets(self, step: Step, views: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Target of the loss on each of ``views``: int64 labels (B,) or soft labels (B, C).
+
+        Runs after the objective's forward: ``step.outputs`` holds the model outputs of its views.
+        """
+        return {view: step.y for view in views}
 
 
 class PerturbationPart(Part):
+    """Which inputs are trained on. ``views``: the views it makes and the facts each carries."""
+
     kind = "perturbation"
+    views: ClassVar[dict[str, frozenset[str]]] = {"adv": frozenset()}
 
-    def perturb(self, step: Step) -> None:
-        """Set ``step.x_adv`` (and ``step.attack`` with per-sample facts such as kappa)."""
+    def perturb(self, step: Step) -> dict[str, View]:
+        """The views of this batch, by name (``step.attack_target`` is set)."""
         raise NotImplementedError
-
-
-class WeightingPart(Part):
-    kind = "weighting"
-    term: str = "robust"  # which objective term the weights apply to: robust, natural or both
-
-    def weights(self, step: Step) -> torch.Tensor | None:
-        return None
 
 
 class ObjectivePart(Part):
-    kind = "objective"
+    """What is minimised: per-sample terms and their coefficients.
 
-    def loss(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
-        """The scalar loss to minimise and the logits whose accuracy is the training accuracy."""
+    ``forward_views``: the views whose model outputs the terms read, forwarded in this order (train mode,
+    with gradients); ``target_views``: the views whose loss targets the labels part must give;
+    ``term_specs``: the terms; ``accuracy_view``: the view whose outputs give the training accuracy.
+    """
+
+    kind = "objective"
+    forward_views: ClassVar[tuple[str, ...]] = ("adv",)
+    target_views: ClassVar[tuple[str, ...]] = ("adv",)
+    term_specs: ClassVar[tuple[TermSpec, ...]] = ()
+    accuracy_view: ClassVar[str] = "adv"
+
+    def forward(self, step: Step) -> dict[str, torch.Tensor]:
+        """Model outputs of ``forward_views``, one forward each, in order."""
+        return {name: step.model(step.views[name].x) for name in self.forward_views}
+
+    def terms(self, step: Step) -> dict[str, torch.Tensor]:
+        """Per-sample loss (B,) of each term of ``term_specs``."""
         raise NotImplementedError
 
+    def coefficients(self) -> dict[str, float]:
+        """The multiplier of each term in the loss (1 unless the objective says otherwise)."""
+        return {spec.name: 1.0 for spec in self.term_specs}
 
-REGISTRIES: dict[str, Registry] = {
-    kind: Registry(f"{kind} part") for kind in PART_KINDS
-}
+
+class WeightingPart(Part):
+    """How much each sample counts in each term.
+
+    ``term`` (an option of weighting parts that have one): ``auto`` (the part's own choice, see
+    :meth:`default_terms`), ``all``, or the name of one of the objective's terms.
+    """
+
+    kind = "weighting"
+
+    def default_terms(self, specs: tuple[TermSpec, ...]) -> list[str]:
+        """The terms the weights apply to when ``term`` is ``auto``: all of them."""
+        return [s.name for s in specs]
+
+    def weighted_terms(self, specs: tuple[TermSpec, ...]) -> list[str]:
+        """The names of the terms this part weights, given the objective's terms."""
+        term = getattr(self.options, "term", "auto")
+        if term == "auto":
+            return self.default_terms(specs)
+        if term == "all":
+            return [s.name for s in specs]
+        return [term]
+
+    def weights(self, step: Step) -> torch.Tensor | None:
+        """Per-sample weights (B,) of this step, mean 1 over the batch, or None (uniform); computed once per
+        step and given to every weighted term."""
+        return None
+
+    def term_weights(self, step: Step, specs: tuple[TermSpec, ...]) -> dict[str, torch.Tensor | None]:
+        """Weights of every term: :meth:`weights` for the weighted terms, None for the others."""
+        chosen = set(self.weighted_terms(specs))
+        w = self.weights(step) if chosen else None
+        return {s.name: w if s.name in chosen else None for s in specs}
+
+
+REGISTRIES: dict[str, Registry] = {kind: Registry(f"{kind} part") for kind in PART_KINDS}
 
 
 def register(kind: str, name: str):
@@ -154,8 +267,22 @@ def weighted_mean(per_sample: torch.Tensor, weights: torch.Tensor | None) -> tor
     return (per_sample * weights.to(per_sample.dtype)).mean()
 
 
+def combine(terms: dict[str, torch.Tensor], coefficients: dict[str, float],
+            weights: dict[str, torch.Tensor | None]) -> torch.Tensor:
+    """The scalar loss: sum over terms of coefficient times the (weighted) mean of the term."""
+    total = None
+    for name, per_sample in terms.items():
+        value = weighted_mean(per_sample, weights.get(name))
+        coefficient = coefficients.get(name, 1.0)
+        value = value if coefficient == 1.0 else coefficient * value
+        total = value if total is None else total + value
+    if total is None:
+        raise ValueError("an objective gave no terms")
+    return total
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy with int64 labels or soft labels (B, C)."""
-    if target.dtype in (torch.int64, torch.int32):
-        return nn.functional.cross_entropy(logits, target, reduction="none")
+    if not target.is_floating_point():
+        return nn.functional.cross_entropy(logits, target.long(), reduction="none")
     return -(target * logits.float().log_softmax(1)).sum(1)

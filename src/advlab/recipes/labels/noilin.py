@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from ...data import flip_labels
+from ...epochs import whole_epoch_of
 from ...errors import ConfigError
+from ...options import option
 from ..base import LabelsPart, RecipeEnv, Step, register
 
-CACHE_KEY = "noisy_labels"  # step.facts key of this step's noisy labels
 SEED_OFFSET = 0x4E4F49  # the noise stream is seeded with env.seed + this, apart from the loader's stream
 
 
@@ -38,11 +40,11 @@ class NoilinOptions:
     kind: Literal["symmetric", "pair"] = "symmetric"  # noise model
     apply_to: Literal["both", "attack", "loss"] = "both"  # which targets get the noisy labels
     schedule: Literal["auto", "fixed"] = "auto"  # auto: NoiLIn's schedule; fixed: the rate stays at `rate`
-    rate: float = 0.05  # starting noise rate (official min_noise_rate)
-    max_rate: float = 0.6  # cap of the rate (official: 0.6 with PGD-AT, 0.4 with TRADES)
-    gamma: float = 0.05  # boosting rate: r <- r * (1 + gamma) when robust accuracy fell
-    tau: int = 10  # window: compare with the validation robust accuracy tau epochs earlier
-    half_cap_until: float | None = 0.75  # cap max_rate/2 after epochs <= this (<1: fraction; >=1: epoch; null: never)
+    rate: float = option(0.05, low=0, high=1)  # starting noise rate (official min_noise_rate)
+    max_rate: float = option(0.6, low=0, high=1)  # cap of the rate (official: 0.6 with PGD-AT, 0.4 with TRADES)
+    gamma: float = option(0.05, low=0)  # boosting rate: r <- r * (1 + gamma) when robust accuracy fell
+    tau: int = option(10, low=1)  # window: compare with the validation robust accuracy tau epochs earlier
+    half_cap_until: float | None = option(0.75, low=0)  # cap max_rate/2 after epochs <= this (<1: fraction; >=1: epoch; null: never)
 
 
 def resolve_half_cap_epoch(value: float | None, epochs: int) -> int:
@@ -53,28 +55,13 @@ def resolve_half_cap_epoch(value: float | None, epochs: int) -> int:
     """
     if value is None:
         return -1
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"labels.half_cap_until: must be null, a fraction in [0, 1) or an epoch >= 1, "
-                          f"got {value!r}")
-    if value < 1:
-        return int(round(value * epochs))
-    if value != int(value):
-        raise ConfigError(f"labels.half_cap_until: an epoch number must be whole, got {value!r}")
-    return int(value)
+    return whole_epoch_of(value, epochs, "labels.half_cap_until")
 
 
 def check_options(o: NoilinOptions, num_classes: int) -> None:
-    """Raise ConfigError for rates outside [0, 1], a rate above the cap, a negative gamma or tau < 1."""
-    for name in ("rate", "max_rate"):
-        value = getattr(o, name)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"labels.{name}: must be in [0, 1], got {value}")
+    """Raise ConfigError for a rate above the cap or fewer than 2 classes (ranges: see the Options fields)."""
     if o.rate > o.max_rate:
         raise ConfigError(f"labels.rate ({o.rate}) must not exceed labels.max_rate ({o.max_rate})")
-    if not (math.isfinite(o.gamma) and o.gamma >= 0):
-        raise ConfigError(f"labels.gamma: must be a number >= 0, got {o.gamma}")
-    if o.tau < 1:
-        raise ConfigError(f"labels.tau: must be at least 1, got {o.tau}")
     if num_classes < 2:
         raise ConfigError(f"labels: noisy labels need at least 2 classes, got {num_classes}")
 
@@ -108,18 +95,21 @@ class NoilinLabels(LabelsPart):
         self.raised = False
         self.flipped = torch.zeros((), dtype=torch.long, device=self.env.device)  # no host sync per step
         self.seen = 0
+        self._drawn_for: weakref.ref | None = None  # the step the noisy labels were drawn for
+        self._noisy: torch.Tensor | None = None
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         self._reset_epoch_counters()
 
     def noisy_labels(self, step: Step) -> torch.Tensor:
-        """This step's noisy labels, drawn on the first call of the step and cached in ``step.facts``."""
-        noisy = step.facts.get(CACHE_KEY)
-        if noisy is None:
+        """This step's noisy labels, drawn on the first call for this step and kept for the rest of it."""
+        if self._drawn_for is not None and self._drawn_for() is step:
+            noisy = self._noisy
+        else:
             noisy = flip_labels(step.y, self.rate, self.env.num_classes, kind=self.options.kind,
                                 generator=self.generator)
-            step.facts[CACHE_KEY] = noisy
+            self._drawn_for, self._noisy = weakref.ref(step), noisy
             self.flipped += (noisy != step.y).sum().to(self.flipped.device)
             self.seen += int(step.y.shape[0])
         return noisy
@@ -132,10 +122,11 @@ class NoilinLabels(LabelsPart):
         noisy = self.noisy_labels(step)
         return noisy if self.options.apply_to in ("both", "attack") else step.y
 
-    def loss_target(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
+    def loss_targets(self, step: Step, views: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """The same step's noisy labels when ``apply_to`` is ``both`` or ``loss``, else the given labels."""
         noisy = self.noisy_labels(step)
-        return noisy if self.options.apply_to in ("both", "loss") else step.y
+        target = noisy if self.options.apply_to in ("both", "loss") else step.y
+        return {view: target for view in views}
 
     # ----------------------------------------------------------------------------------------------
     def update_rate(self, epoch: int, robust_acc: float) -> bool:

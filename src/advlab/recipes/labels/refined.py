@@ -10,27 +10,18 @@ from typing import Any
 
 import torch
 
-from ...errors import ConfigError
 from ..base import LabelsPart, RecipeEnv, Step
 from .soft_label_bank import SoftLabelBank, resolve_start_epoch
-
-CACHE_KEY = "soft_label_rows"  # step.facts key of the rows used as this step's loss target
-
-
-def check_share(name: str, value: float) -> None:
-    """Raise ConfigError unless ``value`` is in [0, 1]."""
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"labels.{name}: must be in [0, 1], got {value}")
-
 
 class RefinedLabelsPart(LabelsPart):
     """Soft labels kept as an EMA (``options.momentum``) of predictions, from ``options.start_epoch`` on."""
 
     def __init__(self, options: Any, env: RecipeEnv) -> None:
         super().__init__(options, env)
-        check_share("momentum", options.momentum)
         self.start = resolve_start_epoch(options.start_epoch, env)
         self.bank = SoftLabelBank(env.num_train, env.num_classes, env.device)
+
+    soft_targets = True
 
     def prediction(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
         """The (B, C) distribution the rows of this step move toward."""
@@ -48,22 +39,16 @@ class RefinedLabelsPart(LabelsPart):
         """The hard labels."""
         return step.y
 
-    def loss_target(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
-        """Hard labels before the start epoch; after it, the bank rows updated with this step's prediction.
-
-        The bank is updated once per step: a second call in the same step returns the same rows.
-        """
+    def loss_targets(self, step: Step, views: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Hard labels before the start epoch; after it, the bank rows updated with this step's prediction
+        on the first of ``views`` (one update per step), the same rows for every view."""
         self.bank.record(step.index, step.y)
         if not self.active(step.epoch):
-            return step.y
-        if CACHE_KEY not in step.facts:
-            q = self.prediction(step, logits, view)
-            step.facts[CACHE_KEY] = self.bank.update(step.index, q, self.options.momentum)
-        return step.facts[CACHE_KEY]
-
-    def step_targets(self, step: Step) -> torch.Tensor | None:
-        """The rows this step's loss used (None before the start epoch or before ``loss_target``)."""
-        return step.facts.get(CACHE_KEY)
+            return {view: step.y for view in views}
+        view = views[0]
+        q = self.prediction(step, step.outputs[view], view)
+        rows = self.bank.update(step.index, q, self.options.momentum)
+        return {v: rows for v in views}
 
     def epoch_metrics(self) -> dict[str, Any]:
         """Soft-label drift over the rows updated this epoch (see ``SoftLabelBank.diagnostics``)."""

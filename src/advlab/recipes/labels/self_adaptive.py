@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ...options import option
 from ..base import Step, register
 from .refined import RefinedLabelsPart
 
 
 @dataclass
 class SelfAdaptiveOptions:
-    momentum: float = 0.9  # EMA momentum alpha of the targets
+    momentum: float = option(0.9, low=0, high=1)  # EMA momentum alpha of the targets
     start_epoch: float | None = None  # None: one epoch before the first LR decay; <1: fraction; >=1: epoch
 
 

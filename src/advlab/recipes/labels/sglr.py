@@ -13,8 +13,8 @@ epoch the target is the hard label, so the loss is plain PGD-AT's (or TRADES').
 With the ``adv`` view (CE/MART objectives) the logits passed in are the adversarial prediction and the
 clean prediction costs one extra no-grad forward of the clean batch; with the ``clean`` view (TRADES:
 the soft labels replace the natural term's target) the logits are the clean prediction and the
-adversarial one comes from ``step.facts["logits_adv"]`` when the objective shares it, else from one
-extra no-grad forward of ``step.x_adv``.
+adversarial one is the objective's own output on the ``adv`` view when it has one (TRADES), else one
+extra no-grad forward of the ``adv`` view.
 """
 from __future__ import annotations
 
@@ -25,15 +25,16 @@ from typing import Iterator, Literal
 import torch
 from torch import nn
 
-from ..base import RecipeEnv, Step, register
-from .refined import RefinedLabelsPart, check_share
+from ...options import option
+from ..base import Step, register
+from .refined import RefinedLabelsPart
 
 
 @dataclass
 class SGLROptions:
-    momentum: float = 0.9  # EMA momentum m of the bank
-    clean_share: float = 0.2  # share c of the clean prediction in the mix (adversarial: 1 - c)
-    one_hot_share: float = 0.0  # s: permanent share of the given label (0 = official code's form)
+    momentum: float = option(0.9, low=0, high=1)  # EMA momentum m of the bank
+    clean_share: float = option(0.2, low=0, high=1)  # share c of the clean prediction in the mix (adversarial: 1 - c)
+    one_hot_share: float = option(0.0, low=0, high=1)  # s: permanent share of the given label (0 = official code's form)
     start_epoch: float | None = None  # None: one epoch before the first LR decay; <1: fraction; >=1: epoch
     clean_bn: Literal["eval", "batch", "train"] = "eval"  # batch-norm mode of the extra no-grad forward
 
@@ -75,22 +76,17 @@ class SGLRLabels(RefinedLabelsPart):
 
     Options = SGLROptions
 
-    def __init__(self, options: SGLROptions, env: RecipeEnv) -> None:
-        super().__init__(options, env)
-        for name in ("clean_share", "one_hot_share"):
-            check_share(name, getattr(options, name))
-
     def prediction(self, step: Step, logits: torch.Tensor, view: str) -> torch.Tensor:
         """The prediction the bank moves toward: clean/adversarial mix, plus the one-hot share."""
         o = self.options
         own = logits.detach().float().softmax(1)
         if view == "clean":
             p_clean = own
-            shared = step.facts.get("logits_adv")
+            shared = step.outputs.get("adv")
             if shared is not None:
                 p_adv = shared.detach().float().softmax(1)
             else:
-                p_adv = predict(step.model, step.x_adv if step.x_adv is not None else step.x, o.clean_bn)
+                p_adv = predict(step.model, step.views["adv"].x, o.clean_bn)
         elif view == "adv":
             p_adv = own
             p_clean = predict(step.model, step.x, o.clean_bn)

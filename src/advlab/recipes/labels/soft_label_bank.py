@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from ...errors import AdvlabError, ConfigError
+from ...epochs import whole_epoch_of
+from ...errors import AdvlabError
 from ..base import RecipeEnv
 
 # Start of label refinement when the schedule has no step decay: the fraction of the epochs at which
@@ -31,14 +32,7 @@ def resolve_start_epoch(start_epoch: float | None, env: RecipeEnv) -> int:
         if env.first_decay_epoch is not None:
             return max(int(env.first_decay_epoch) - 1, 0)
         return int(round(FALLBACK_START_FRACTION * env.epochs))
-    if not math.isfinite(start_epoch) or start_epoch < 0:
-        raise ConfigError(f"labels.start_epoch: must be null, a fraction in [0, 1) or an epoch >= 1, "
-                          f"got {start_epoch!r}")
-    if start_epoch < 1:
-        return int(round(start_epoch * env.epochs))
-    if start_epoch != int(start_epoch):
-        raise ConfigError(f"labels.start_epoch: an epoch number must be whole, got {start_epoch!r}")
-    return int(start_epoch)
+    return whole_epoch_of(start_epoch, env.epochs, "labels.start_epoch")
 
 
 class SoftLabelBank:

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import torch
 
-from ..base import ObjectivePart, Step, register, soft_cross_entropy, weighted_mean
+from ..base import ObjectivePart, Step, TermSpec, register, soft_cross_entropy
 
 
 @register("objective", "ce")
 class CrossEntropy(ObjectivePart):
-    """Mean (or weighted) cross-entropy of the model on ``x_adv`` against the loss target."""
+    """One term, ``adversarial``: cross-entropy of the model on the ``adv`` view against the loss target."""
 
-    def loss(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = step.model(step.x_adv)
-        per_sample = soft_cross_entropy(logits, step.loss_target(logits, "adv"))
-        return weighted_mean(per_sample, step.weights()), logits
+    forward_views = ("adv",)
+    target_views = ("adv",)
+    term_specs = (TermSpec("adversarial", ("adv",), supervised=True),)
+
+    def terms(self, step: Step) -> dict[str, torch.Tensor]:
+        return {"adversarial": soft_cross_entropy(step.outputs["adv"], step.loss_targets["adv"])}

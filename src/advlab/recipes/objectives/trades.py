@@ -5,16 +5,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import ObjectivePart, Step, register, soft_cross_entropy, weighted_mean
+from ...options import option
+from ..base import ObjectivePart, Step, TermSpec, register, soft_cross_entropy
 
 
 @dataclass
 class TradesOptions:
-    beta: float = 6.0
+    beta: float = option(6.0, low=0)  # weight of the boundary term
 
 
 def kl_per_sample(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-    """KL(p_clean || p_adv) per sample; gradients flow through both, as in the official code."""
+    """KL(p_clean || p_adv) per sample, (B,); gradients flow through both, as in the official code."""
     log_p = logits_clean.float().log_softmax(1)
     log_q = logits_adv.float().log_softmax(1)
     return (log_p.exp() * (log_p - log_q)).sum(1)
@@ -22,19 +23,18 @@ def kl_per_sample(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch
 
 @register("objective", "trades")
 class Trades(ObjectivePart):
-    """CE(f(x), target) + beta * KL(p(x) || p(x_adv)); weights go to the term the weighting names."""
+    """``natural`` CE(f(x), target) + beta * ``boundary`` KL(p(x) || p(x_adv)) (yaodongyu/TRADES trades.py)."""
 
     Options = TradesOptions
+    forward_views = ("clean", "adv")
+    target_views = ("clean",)
+    term_specs = (TermSpec("natural", ("clean",), supervised=True),
+                  TermSpec("boundary", ("clean", "adv"), supervised=False))
 
-    def loss(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
-        logits_clean = step.model(step.x)
-        logits_adv = step.model(step.x_adv)
-        step.facts["logits_adv"] = logits_adv  # lets a labels part refine from the adversarial view for free
-        natural = soft_cross_entropy(logits_clean, step.loss_target(logits_clean, "clean"))
-        robust = kl_per_sample(logits_clean, logits_adv)
-        w = step.weights()
-        term = step.weighting.term
-        loss = weighted_mean(natural, w if term in ("natural", "both") else None) + self.options.beta * (
-            weighted_mean(robust, w if term in ("robust", "both") else None)
-        )
-        return loss, logits_adv
+    def terms(self, step: Step) -> dict[str, torch.Tensor]:
+        clean, adv = step.outputs["clean"], step.outputs["adv"]
+        return {"natural": soft_cross_entropy(clean, step.loss_targets["clean"]),
+                "boundary": kl_per_sample(clean, adv)}
+
+    def coefficients(self) -> dict[str, float]:
+        return {"natural": 1.0, "boundary": self.options.beta}

@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 import torch
 
+from ...epochs import epoch_of
 from ...errors import ConfigError
-from ..base import RecipeEnv, Step, register
+from ...options import option
+from ..base import RecipeEnv, Step, View, register
 from .pgd import PGDOptions, PGDPerturbation
 
 # The official dynamic tau schedules as [start, tau] with start a fraction of the run; a 1-indexed epoch t
@@ -30,13 +32,9 @@ OFFICIAL_TAU = {
 
 @dataclass
 class FATOptions(PGDOptions):
-    tau: int = 0  # tau of the whole run without a schedule, and before a schedule's first start
+    tau: int = option(0, low=0)  # tau of the whole run without a schedule, and before a schedule's first start
     tau_schedule: list[list[float]] | None = None  # [[start, tau], ...]; start: fraction of the run if < 1, else epoch
     dynamic_tau: Literal["none", "fat", "fat-trades", "fat-mart", "gair-fat"] = "none"  # an official schedule
-
-
-def _epoch_of(value: float, epochs: int) -> float:
-    return value * epochs if value < 1 else value
 
 
 @register("perturbation", "fat")
@@ -48,8 +46,6 @@ class FATPerturbation(PGDPerturbation):
     def __init__(self, options: FATOptions, env: RecipeEnv) -> None:
         super().__init__(options, env)
         o = options
-        if o.tau < 0:
-            raise ConfigError(f"perturbation.tau: must be >= 0, got {o.tau}")
         if o.tau_schedule is not None and o.dynamic_tau != "none":
             raise ConfigError("perturbation: give tau_schedule or dynamic_tau, not both")
         pairs = o.tau_schedule if o.tau_schedule is not None else OFFICIAL_TAU.get(o.dynamic_tau, [])
@@ -57,7 +53,7 @@ class FATPerturbation(PGDPerturbation):
             if len(pair) != 2 or pair[0] < 0 or pair[1] < 0 or math.isnan(pair[1]) or pair[1] != int(pair[1]):
                 raise ConfigError(f"perturbation.tau_schedule[{i}]: expected [start >= 0, integer tau >= 0], "
                                   f"got {pair}")
-        self.schedule = sorted((_epoch_of(start, env.epochs), int(tau)) for start, tau in pairs)
+        self.schedule = sorted((epoch_of(start, env.epochs), int(tau)) for start, tau in pairs)
         self._reset()
 
     def tau(self, epoch: int | None = None) -> int:
@@ -72,13 +68,13 @@ class FATPerturbation(PGDPerturbation):
     def early_stop(self) -> int | None:
         return self.tau()
 
-    def perturb(self, step: Step) -> None:
-        """Early-stopped PGD; also records K in ``step.facts["attack_steps"]`` for kappa-based weights."""
-        super().perturb(step)
-        step.facts["attack_steps"] = self.options.steps
-        taken = step.attack.steps.detach().sum()
+    def perturb(self, step: Step) -> dict[str, View]:
+        """Early-stopped PGD; the ``adv`` view carries K (the steps given) beside each sample's steps taken."""
+        views = super().perturb(step)
+        taken = views["adv"].steps_taken.detach().sum()
         self._taken = taken if self._taken is None else self._taken + taken
         self._n += len(step.x)
+        return views
 
     def _reset(self) -> None:
         self._taken: torch.Tensor | None = None

@@ -7,13 +7,16 @@ from typing import Literal
 import torch
 
 from ...attacks import pgd
-from ..base import PerturbationPart, Step, register
+from ...options import option
+from ..base import PerturbationPart, Step, View, register
+
+ATTACK_FACTS = frozenset({"kappa", "attack_steps", "steps_taken"})
 
 
 @dataclass
 class PGDOptions:
-    steps: int = 10
-    step_size: float | None = None  # absolute step; None = 2.5 * eps / steps (Madry et al.)
+    steps: int = option(10, low=1)
+    step_size: float | None = option(None, low=0, low_open=True)  # pixel units; None = 2.5 * eps / steps (Madry)
     random_start: Literal["uniform", "normal", "none"] = "uniform"
     loss: Literal["ce", "kl", "cw"] = "ce"  # kl is TRADES' label-free attack
     bn_mode: Literal["eval", "train"] = "eval"
@@ -21,9 +24,11 @@ class PGDOptions:
 
 @register("perturbation", "pgd")
 class PGDPerturbation(PerturbationPart):
-    """K-step projected gradient ascent from a random start (PGD-AT, TRADES, MART)."""
+    """K-step projected gradient ascent from a random start (PGD-AT, TRADES, MART); the ``adv`` view carries
+    kappa (GAIRAT), the steps K and the steps each sample took."""
 
     Options = PGDOptions
+    views = {"adv": ATTACK_FACTS}
 
     def step_size(self) -> float:
         o = self.options
@@ -32,7 +37,7 @@ class PGDPerturbation(PerturbationPart):
     def early_stop(self) -> int | None:
         return None
 
-    def perturb(self, step: Step) -> None:
+    def perturb(self, step: Step) -> dict[str, View]:
         o = self.options
         target = step.attack_target
         kappa_labels = target if target is not None and target.dtype == torch.int64 else step.y
@@ -43,25 +48,24 @@ class PGDPerturbation(PerturbationPart):
             random_start=None if o.random_start == "none" else o.random_start,
             early_stop=self.early_stop(), bn_mode=o.bn_mode, track_final=False,
         )
-        step.x_adv = result.x_adv
-        step.attack = result
-        step.facts["attack_steps"] = o.steps
+        return {"adv": View(x=result.x_adv, kappa=result.kappa, attack_steps=o.steps, steps_taken=result.steps)}
 
 
 @dataclass
 class FGSMOptions:
-    step_size: float = 1.25  # in units of eps (Wong et al. 2020)
+    step_size: float = option(1.25, low=0, low_open=True)  # in units of eps (Wong et al. 2020)
     random_start: Literal["uniform", "none"] = "uniform"
     bn_mode: Literal["eval", "train"] = "train"
 
 
 @register("perturbation", "fgsm")
 class FGSMPerturbation(PerturbationPart):
-    """One signed-gradient step from a uniform random start: fast adversarial training."""
+    """One signed-gradient step from a uniform random start: fast adversarial training (Wong et al. 2020)."""
 
     Options = FGSMOptions
+    views = {"adv": ATTACK_FACTS}
 
-    def perturb(self, step: Step) -> None:
+    def perturb(self, step: Step) -> dict[str, View]:
         o = self.options
         result = pgd(
             step.model, step.x, step.y, eps=self.env.eps, step_size=o.step_size * self.env.eps, steps=1,
@@ -69,6 +73,4 @@ class FGSMPerturbation(PerturbationPart):
             random_start=None if o.random_start == "none" else o.random_start, bn_mode=o.bn_mode,
             track_final=False,
         )
-        step.x_adv = result.x_adv
-        step.attack = result
-        step.facts["attack_steps"] = 1
+        return {"adv": View(x=result.x_adv, kappa=result.kappa, attack_steps=1, steps_taken=result.steps)}

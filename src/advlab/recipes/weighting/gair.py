@@ -20,8 +20,10 @@ from typing import Any, Literal
 
 import torch
 
+from ...epochs import epoch_of
 from ...errors import AdvlabError, ConfigError
-from ..base import RecipeEnv, Step, WeightingPart, register
+from ...options import option
+from ..base import RecipeEnv, Step, TermSpec, WeightingPart, register
 
 LAM_LIMIT = 1.0e6  # |lam| beyond this changes nothing in float64; clamping makes +-inf safe
 
@@ -53,11 +55,6 @@ def gair_weights(kappa: torch.Tensor, steps: int, lam: float, form: str = "tanh"
     return log_w.softmax(0) * len(log_w)
 
 
-def _epoch_of(value: float, epochs: int) -> float:
-    """A schedule point: a fraction of the run when < 1, else a number of epochs (0-indexed start epoch)."""
-    return value * epochs if value < 1 else value
-
-
 @dataclass
 class GairOptions:
     form: Literal["tanh", "sigmoid", "discrete"] = "tanh"
@@ -65,9 +62,9 @@ class GairOptions:
     lam_schedule: Literal["fixed", "linear", "piecewise"] = "fixed"
     lam_start: float = 10.0  # linear: lambda at the first active epoch (10 = nearly uniform), reaching lam at the last
     lam_pieces: list[list[float]] | None = None  # [[start, lambda], ...]; None = [[3/4, lam-1], [11/12, lam-1.5]]
-    burn_in: float = 0.5  # epochs of plain training first: a fraction of the run if < 1, else a number of epochs
-    steps: int | None = None  # K of the formula; None = the perturbation's number of attack steps
-    term: Literal["robust", "natural", "both"] = "robust"  # which objective term the weights multiply
+    burn_in: float = option(0.5, low=0)  # epochs of plain training first: a fraction of the run if < 1, else a number of epochs
+    steps: int | None = option(None, low=1)  # K of the formula; None = the perturbation's number of attack steps
+    term: str = "auto"  # the objective's term the weights multiply: auto (the terms on the adv view), all, or a name
 
 
 @register("weighting", "gair")
@@ -75,33 +72,29 @@ class GairWeighting(WeightingPart):
     """Geometry-aware instance reweighting: weights from kappa after a burn-in, with a lambda schedule."""
 
     Options = GairOptions
+    needs_views = {"adv": frozenset({"kappa"})}
 
     def __init__(self, options: GairOptions, env: RecipeEnv) -> None:
         super().__init__(options, env)
         o = options
-        self.term = o.term
         for name in ("lam", "lam_start", "burn_in"):
             if math.isnan(getattr(o, name)):
                 raise ConfigError(f"weighting.{name}: must be a number, got NaN")
-        if o.burn_in < 0:
-            raise ConfigError(f"weighting.burn_in: must be >= 0, got {o.burn_in}")
         if o.lam_schedule == "linear" and not math.isfinite(o.lam_start):
             raise ConfigError("weighting.lam_start: the linear schedule needs a finite start value "
                               f"(got {o.lam_start}); 10 gives nearly uniform weights")
-        if o.steps is not None and o.steps < 1:
-            raise ConfigError(f"weighting.steps: must be >= 1 or null, got {o.steps}")
         pieces = o.lam_pieces if o.lam_pieces is not None else [[0.75, o.lam - 1.0], [11 / 12, o.lam - 1.5]]
         for i, piece in enumerate(pieces):
             if len(piece) != 2 or piece[0] < 0 or math.isnan(piece[1]):
                 raise ConfigError(f"weighting.lam_pieces[{i}]: expected [start >= 0, lambda], got {piece}")
-        self.pieces = sorted((_epoch_of(start, env.epochs), value) for start, value in pieces)
+        self.pieces = sorted((epoch_of(start, env.epochs), value) for start, value in pieces)
         self._steps = o.steps
         self._reset()
 
     # -- schedules (pure functions of the 0-indexed epoch) -------------------------------------------
     def burn_in_epoch(self) -> float:
         """The first 0-indexed epoch at which the weights apply."""
-        return _epoch_of(self.options.burn_in, self.env.epochs)
+        return epoch_of(self.options.burn_in, self.env.epochs)
 
     def active(self, epoch: int | None = None) -> bool:
         """Whether the weights apply in ``epoch`` (default: the current one)."""
@@ -128,28 +121,24 @@ class GairWeighting(WeightingPart):
         return value
 
     # -- the weights ---------------------------------------------------------------------------------
+    def default_terms(self, specs: tuple[TermSpec, ...]) -> list[str]:
+        """``term: auto`` weights the terms that read the adversarial view (CE's whole loss, TRADES' boundary
+        term as GAIR-TRADES, both MART terms)."""
+        return [s.name for s in specs if "adv" in s.views]
+
     def attack_steps(self, step: Step) -> int:
-        """K: the ``steps`` option, else the perturbation's step count (``step.facts["attack_steps"]``,
-        else the attack's own step count when every example took the same number of steps)."""
+        """K: the ``steps`` option, else the steps the perturbation gave its attack."""
         if self._steps is not None:
             return self._steps
-        if "attack_steps" in step.facts:
-            return int(step.facts["attack_steps"])
-        taken = getattr(step.attack, "steps", None)
-        uniform = isinstance(taken, torch.Tensor) and taken.numel() and bool((taken == taken[0]).all())
-        if uniform and int(taken[0]) >= 1:
-            self._steps = int(taken[0])  # plain PGD: every example ran all K steps; K does not change
-            return self._steps
-        raise AdvlabError("weighting 'gair' cannot tell the number of attack steps K from this perturbation "
-                          "(examples stopped early); set weighting.steps")
+        steps = step.views["adv"].attack_steps
+        if steps is None:
+            raise AdvlabError("weighting 'gair' cannot tell the number of attack steps K from this perturbation; "
+                              "set weighting.steps")
+        return int(steps)
 
     def kappa(self, step: Step) -> torch.Tensor:
-        """kappa of this batch from the attack, with a clear error when the perturbation gives none."""
-        kappa = getattr(step.attack, "kappa", None)
-        if kappa is None:
-            raise AdvlabError("weighting 'gair' needs kappa from the perturbation part (step.attack.kappa); "
-                              "use perturbation 'pgd' or 'fat'")
-        return kappa
+        """kappa (B,) of the ``adv`` view (the recipe check guarantees the perturbation gives it)."""
+        return step.views["adv"].kappa
 
     def weights(self, step: Step) -> torch.Tensor | None:
         """Mean-1 GAIR weights of the batch once the burn-in is over; None (uniform) before."""

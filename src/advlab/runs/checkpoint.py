@@ -7,34 +7,25 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts:
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
+from ..models import create
+from .atomic import write_atomic
 
 FORMAT = "advlab-checkpoint-1"
 CHECKPOINT_NAMES = ("best", "last")
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``payload`` (tagged with :data:`FORMAT`) to ``path`` atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def resolve_checkpoint(target: str | Path, which: str = "best") -> Path:
@@ -75,8 +66,6 @@ def load_model(target: str | Path, which: str = "best", device: str | torch.devi
 
     Returns ``(model, checkpoint)``; a state dict that does not fit the model raises CheckpointError.
     """
-    from ..models import create
-
     path = resolve_checkpoint(target, which)
     ckpt = load_checkpoint(path)
     spec = dict(ckpt["model_spec"])

@@ -1,0 +1,63 @@
+"""Every config key whose value is chosen from a registry, and the registry it comes from.
+
+The one source of the allowed values for config validation, CLI help and ``advlab presets``: a new model,
+activation, optimizer, schedule, dataset, part or attack is registered once and appears everywhere.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..attacks import NORMS
+from ..config import PART_KINDS, TrainConfig
+from ..data import DATASETS
+from ..data.scenarios import NOISE_KINDS
+from ..errors import ConfigError
+from ..evaluation import AA_VERSIONS, EVAL_ATTACKS, eval_attack_names
+from ..models import list_activations, list_models
+from ..recipes import PRECISIONS, part_registry
+from ..runs import CHECKPOINT_NAMES
+from .optimizers import OPTIMIZERS
+from .schedule import SCHEDULES
+
+CHOICES: dict[str, Callable[[], list[str]]] = {
+    "data.name": lambda: DATASETS.names(),
+    "data.label_noise.kind": lambda: list(NOISE_KINDS),
+    "model.name": list_models,
+    "model.activation": list_activations,
+    "norm": lambda: list(NORMS),
+    "precision": lambda: list(PRECISIONS),
+    "optimizer.name": lambda: OPTIMIZERS.names(),
+    "schedule.name": lambda: SCHEDULES.names(),
+    "validation.attack": lambda: EVAL_ATTACKS.names(),
+    "evaluation.attacks": eval_attack_names,
+    "evaluation.autoattack_version": lambda: list(AA_VERSIONS),
+    "evaluation.checkpoints": lambda: list(CHECKPOINT_NAMES),
+    **{f"{kind}.name": (lambda kind=kind: part_registry(kind).names()) for kind in PART_KINDS},
+}
+
+
+def choices(key: str) -> list[str]:
+    """The allowed values of the dotted config ``key`` (KeyError if the key is not a choice)."""
+    return list(CHOICES[key]())
+
+
+def choices_text(key: str) -> str:
+    """``a, b, c``: the allowed values of ``key`` for help texts."""
+    return ", ".join(choices(key))
+
+
+def _get(config: TrainConfig, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_choices(config: TrainConfig) -> None:
+    """ConfigError naming the key and the allowed values for the first value not in its registry."""
+    for key, allowed_of in CHOICES.items():
+        value = _get(config, key)
+        allowed = allowed_of()
+        for item in value if isinstance(value, list) else [value]:
+            if item not in allowed:
+                raise ConfigError(f"{key}: invalid value {item!r}; allowed: {', '.join(allowed)}")

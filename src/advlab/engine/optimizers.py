@@ -1,0 +1,29 @@
+"""Optimisers by name: ``optimizer.name`` in config, built from the ``optimizer`` section."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+
+from ..config import OptimizerConfig
+from ..registry import Registry
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], OptimizerConfig], torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: Iterable[torch.nn.Parameter], c: OptimizerConfig) -> torch.optim.Optimizer:
+    """SGD with momentum, weight decay and optional Nesterov momentum (every official AT code)."""
+    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params: Iterable[torch.nn.Parameter], c: OptimizerConfig) -> torch.optim.Optimizer:
+    """Adam with L2 weight decay (``momentum`` and ``nesterov`` unused)."""
+    return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config.name`` over ``params``; AdvlabError naming the allowed names otherwise."""
+    return OPTIMIZERS.get(config.name)(params, config)

@@ -1,0 +1,40 @@
+"""Checks of a whole training config that need no data: choices, ranges, part options, cross-field rules.
+
+A run calls :func:`validate_config`, then builds its data, model and recipe in memory (which checks that the
+dataset is there, the model fits its images and the parts fit together), and only then writes anything.
+"""
+from __future__ import annotations
+
+from ..config import PART_KINDS, TrainConfig
+from ..data import info
+from ..data.training_split import check_scenarios
+from ..devices import pick_device
+from ..errors import AdvlabError, ConfigError
+from ..evaluation.threat import check_eps
+from ..recipes import part_options
+from .choices import check_choices
+
+
+def validate_config(config: TrainConfig) -> None:
+    """ConfigError naming the key for the first value a run with ``config`` cannot use.
+
+    Keys, types and ranges are checked when the config is built (``advlab.config``); here: every value
+    chosen from a registry, each part's options (names, types, ranges), eps for the norm, the device and
+    the precision it allows, and the data scenarios (label noise, imbalance, meta split) for the dataset.
+    """
+    check_choices(config)
+    for kind in PART_KINDS:
+        section = getattr(config, kind)
+        part_options(kind, section.name, section.options)
+    try:
+        check_eps(config.eps, config.norm)
+    except AdvlabError as exc:
+        raise ConfigError(f"eps: {exc}") from None
+    device = pick_device(config.device)
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    d = config.data
+    try:
+        check_scenarios(info(d.name).num_classes, d.meta_size, d.label_noise, d.imbalance)
+    except AdvlabError as exc:
+        raise ConfigError(f"data: {exc}") from None

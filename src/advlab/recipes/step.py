@@ -1,0 +1,67 @@
+"""The training step as two plain functions, usable without the trainer (like torchvision's
+``train_one_epoch``): :func:`compute_loss` runs the one-way pipeline of a recipe on a batch, and
+:func:`train_step` adds the backward pass and the optimiser step.
+
+>>> step = train_step(model, x, y, index, epoch=0, recipe=recipe, optimizer=opt)   # doctest: +SKIP
+>>> step.loss, step.outputs["adv"], step.views["adv"].kappa, step.weights          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .base import Step, View, combine
+from .recipe import Recipe
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Training precisions: the autocast dtype of each (None: no autocast)."""
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of ``precision`` on ``device`` (a null context for fp32)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def compute_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int,
+                 recipe: Recipe) -> Step:
+    """Run the recipe's one-way pipeline on one batch; the returned Step holds every stage's output.
+
+    ``x``: (B, ...) float pixels in [0, 1]; ``y``: (B,) int64 labels; ``index``: (B,) int64 dataset indices
+    (rows of per-sample state); ``epoch``: 0-indexed. The model is used as it is (call ``model.train()``
+    first to train); ``step.loss`` is the scalar to minimise, with its graph.
+    """
+    step = Step(model=model, x=x, y=y, index=index, epoch=epoch)
+    step.attack_target = recipe.labels.attack_target(step)
+    step.views = {"clean": View(x=x), **recipe.perturbation.perturb(step)}
+    objective = recipe.objective
+    step.outputs = objective.forward(step)
+    step.loss_targets = recipe.labels.loss_targets(step, objective.target_views)
+    step.terms = objective.terms(step)
+    step.weights = recipe.weighting.term_weights(step, objective.term_specs)
+    step.loss = combine(step.terms, objective.coefficients(), step.weights)
+    return step
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int,
+               recipe: Recipe, optimizer: torch.optim.Optimizer, *, precision: str = "fp32",
+               scaler: torch.amp.GradScaler | None = None) -> Step:
+    """One optimisation step: model in train mode, :func:`compute_loss` under ``precision``'s autocast,
+    backward, optimiser step (through ``scaler`` for fp16). Returns the Step (loss and outputs detached
+    from nothing: call ``.detach()`` before keeping them)."""
+    model.train()
+    with autocast(precision, x.device):
+        step = compute_loss(model, x, y, index, epoch, recipe)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(step.loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        step.loss.backward()
+        optimizer.step()
+    return step
