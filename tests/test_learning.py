@@ -16,7 +16,7 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")]
 
 COMMON = ["device=cpu", "batch_size=32", "data.train_size=6000", "schedule.name=one-cycle", "schedule.peak=0.4",
-          "optimizer.lr=0.05", "model.options.dropout=0", "validation.n=100", "validation.steps=3"]
+          "optimizer.lr=0.05", "model.options.dropout=0", "validation.n=100"]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from advlab.errors import AdvlabError
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
 
-TINY = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50", "validation.steps=2",
+TINY = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50",
         "device=cpu"]
 TIMING = {"seconds", "train_seconds", "images_per_second"}
 
@@ -85,3 +85,33 @@ def test_run_directory_is_not_overwritten_by_accident(tmp_path):
     (tmp_path / "run" / "last.pt").write_bytes(b"x")
     with pytest.raises(AdvlabError, match="--resume"):
         RunDir.create(tmp_path / "run", overwrite=False)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_bad_option_with_overwrite_leaves_the_run_untouched_and_resumable(tmp_path, capsys):
+    from advlab.cli import main
+
+    from advlab.config import load_config
+    from advlab.engine.trainer import Trainer
+
+    config = load_config("pgd-at", TINY + ["epochs=2"])
+    run = RunDir.create(tmp_path / "D", overwrite=False)
+    run.write_config(config)
+    Trainer(config, run, progress=False).fit(until=1)  # an interrupted run: one epoch of two finished
+    run_dir = run.path
+    before = _snapshot(run_dir)
+    code = main(["train", "--preset", "noilin", "--out", str(run_dir), "--overwrite", "--quiet", "labels.rate=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == ["advlab train: error: labels.rate: must be in [0, 1], got 2"]
+    assert _snapshot(run_dir) == before
+    # the same for a bad dataset, model or part combination: checked before anything is removed
+    for bad in (["--dataset", "nosuch"], ["weighting.name=self-adaptive"], ["model.name=nosuch"]):
+        assert main(["train", "--preset", "pgd-at", "--out", str(run_dir), "--overwrite", "--quiet", *bad]) == 2
+        assert _snapshot(run_dir) == before
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--no-eval", "--quiet"]) == 0
+    assert [r["epoch"] for r in rows(run_dir)] == [1, 2]

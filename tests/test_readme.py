@@ -1,0 +1,70 @@
+"""Every code block of the README runs, as a newcomer would run it (small sizes through arguments)."""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README.read_text(), flags=re.S)
+# appended to each `advlab` command of the README: argparse keeps the last value, so these shrink the runs
+SMALL = {
+    "train": ["--epochs", "1", "--train-size", "300", "--eval-n", "40", "--quiet", "--device", "cpu",
+              "batch_size=100", "validation.n=40", "evaluation.attacks=[pgd20]", "data.meta_size=0"],
+    "eval": ["--n", "40", "--attacks", "pgd20", "--no-sanity", "--quiet", "--device", "cpu"],
+    "presets": [],
+}
+
+
+def python_blocks() -> list[str]:
+    return [code for lang, code in BLOCKS if lang == "python"]
+
+
+def advlab_lines() -> list[list[str]]:
+    lines = []
+    for lang, code in BLOCKS:
+        if lang != "bash":
+            continue
+        for line in code.splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] == "advlab":
+                lines.append(words[1:])
+    return lines
+
+
+def test_the_readme_has_the_blocks_this_test_runs():
+    assert len(python_blocks()) >= 2 and len(advlab_lines()) >= 5
+
+
+def test_every_advlab_command_of_the_readme_runs(tmp_path):
+    for words in advlab_lines():
+        command = words[0]
+        args = list(words)
+        if command == "train" and "--resume" in args:
+            args += ["--quiet"]
+        else:
+            args += SMALL[command]
+        done = subprocess.run([sys.executable, "-m", "advlab", *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, f"advlab {' '.join(words)}\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_every_python_block_of_the_readme_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = python_blocks()[index]
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_advlab_evaluate_is_a_function_in_every_import_order():
+    for first in ("import advlab.evaluation", "import advlab.evaluation.cli", "from advlab import data",
+                  "import advlab.engine.trainer", "import advlab"):
+        code = f"{first}\nimport advlab\nassert callable(advlab.evaluate), type(advlab.evaluate)\n" \
+               "assert advlab.evaluate.__name__ == 'evaluate'"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{first}: {done.stderr[-2000:]}"
