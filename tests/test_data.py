@@ -72,6 +72,20 @@ def test_info_and_registry():
         data.info("cifar-10")
 
 
+def test_every_published_file_has_a_download_source():
+    for name in data.DATASETS.names():
+        record = data.info(name)
+        for part in ("train", "test"):
+            for filename in record.source.published(part):
+                remote = record.remote(filename)
+                assert remote.urls and all(u.startswith("http") and u.endswith(filename) for u in remote.urls)
+                assert len(remote.md5) == 32 and int(remote.md5, 16) >= 0
+    assert data.info("mnist").remote("t10k-images-idx3-ubyte.gz").md5 == "9fb629c4189551a2d022fa330f9573f3"
+    assert data.info("cifar100").source.published("test") == ("cifar-100-python.tar.gz",)
+    with pytest.raises(DataError, match="no download source for train_32x32.mat"):
+        data.info("mnist").remote("train_32x32.mat")
+
+
 # ---------------------------------------------------------------- class_balanced_subset
 def test_class_balanced_subset_takes_the_first_per_class():
     labels = torch.tensor([0, 1, 1, 2, 0, 2, 1, 0, 2, 0])
@@ -107,17 +121,73 @@ def test_label_noise_realised_rate_is_exact_and_never_self():
 
 def test_label_noise_pair_and_symmetric_spread():
     labels = torch.arange(5000) % 10
-    noisy, rec = data.label_noise(labels, 0.4, 10, kind="pair", seed=0)
+    noisy, rec = data.label_noise(labels, 0.4, 10, kind="pair-flip", seed=0)
     changed = noisy != labels
     assert torch.equal(noisy[changed], (labels[changed] + 1) % 10)
+    alias, rec_alias = data.label_noise(labels, 0.4, 10, kind="pair", seed=0)  # NoiLIn's name for it
+    assert torch.equal(alias, noisy) and rec_alias.kind == rec.kind == "pair-flip" and rec.targets is None
     noisy, rec = data.label_noise(labels, 0.4, 10, kind="symmetric", seed=0)
     t = torch.tensor(rec.transitions)
     off = t - torch.diag(t.diag())
     assert (off.sum(1) > 0).all() and (off > 0).sum() > 80  # flips reach (almost) every other class
     with pytest.raises(DataError):
         data.label_noise(labels, 1.5, 10)
-    with pytest.raises(DataError, match="allowed: symmetric, pair"):
+    with pytest.raises(DataError, match="allowed: symmetric, pair-flip, two-class"):
         data.label_noise(labels, 0.1, 10, kind="asymmetric")
+
+
+def test_label_noise_record_per_class():
+    labels = torch.cat([torch.zeros(100), torch.ones(300), torch.full((600,), 2)]).long()[
+        torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+    noisy, rec = data.label_noise(labels, 0.3, 4, seed=1)  # class 3 has no sample
+    changed = noisy != labels
+    assert rec.counts_before == [100, 300, 600, 0] and rec.counts_after == torch.bincount(noisy, minlength=4).tolist()
+    expected = [changed[labels == c].float().mean().item() for c in range(3)]
+    assert rec.realised_rate_per_class[:3] == pytest.approx(expected) and rec.realised_rate_per_class[3] is None
+    assert len(set(rec.realised_rate_per_class[:3])) == 3  # per class, not the overall rate repeated
+    d = rec.to_dict(indices=False)
+    assert "flipped_indices" not in d and json.loads(json.dumps(d)) == d
+
+
+@pytest.mark.parametrize("kind", list(data.NOISE_KINDS) + ["pair"])
+def test_every_kind_always_changes_a_flipped_label(kind):
+    labels = torch.arange(3000) % 10
+    noisy, rec = data.label_noise(labels, 1.0, 10, kind=kind, seed=2)
+    assert (noisy != labels).all() and rec.realised_rate_per_class == [1.0] * 10
+    targets = data.two_class_targets(10, 2) if kind == "two-class" else None
+    flipped = data.flip_labels(labels, 1.0, 10, kind=kind, generator=torch.Generator().manual_seed(2),
+                               targets=targets)
+    assert (flipped != labels).all()
+
+
+def test_two_class_noise():
+    table = data.two_class_targets(10, 7)
+    assert table.shape == (10, 2) and table.dtype == torch.int64
+    assert (table != torch.arange(10)[:, None]).all() and (table[:, 0] != table[:, 1]).all()
+    assert torch.equal(table, data.two_class_targets(10, 7))
+    assert not torch.equal(table, data.two_class_targets(10, 8))
+    assert len({tuple(sorted(r)) for r in table.tolist()}) > 5  # drawn per class, not one shared pair
+    labels = torch.arange(20_000) % 10
+    noisy, rec = data.label_noise(labels, 0.5, 10, kind="two-class", seed=7)
+    assert rec.targets == table.tolist()
+    t = torch.tensor(rec.transitions)
+    for c in range(10):
+        row = t[c].clone()
+        row[c] = 0
+        assert row.nonzero().flatten().tolist() == sorted(table[c].tolist())
+        assert 0.44 < row[table[c, 0]] / row.sum() < 0.56  # ~1,000 flips: half to each target
+    # per batch: the table is passed in, and flips land on it
+    g = torch.Generator().manual_seed(0)
+    flipped = data.flip_labels(labels, 0.5, 10, kind="two-class", generator=g, targets=table)
+    changed = flipped != labels
+    assert abs(changed.float().mean().item() - 0.5) < 0.02
+    assert ((flipped[changed][:, None] == table[labels[changed]]).any(1)).all()
+    with pytest.raises(DataError, match="needs targets"):
+        data.flip_labels(labels, 0.5, 10, kind="two-class")
+    with pytest.raises(DataError, match="two distinct classes other than c"):
+        data.flip_labels(labels, 0.5, 10, kind="two-class", targets=torch.arange(10)[:, None].repeat(1, 2))
+    with pytest.raises(DataError, match="at least 3 classes"):
+        data.two_class_targets(2, 0)
 
 
 def test_flip_labels_rate_and_generator():
@@ -154,6 +224,21 @@ def test_long_tail_follows_the_profile():
     assert data.long_tail(images, labels, 1.0, 10)[2].counts_after == [500] * 10
     with pytest.raises(DataError):
         data.long_tail(images, labels, 0.5, 10)
+    with pytest.raises(DataError, match="allowed: fixed, shuffled"):
+        data.long_tail(images, labels, 2.0, 10, class_order="random")
+
+
+def test_long_tail_shuffled_order_permutes_the_counts():
+    labels = torch.arange(5000) % 10
+    images = labels.view(-1, 1, 1, 1)
+    profile = long_tail_counts(500, 50.0, 10)
+    _, y, rec = data.long_tail(images, labels, 50.0, 10, seed=3, class_order="shuffled")
+    counts = torch.bincount(y).tolist()
+    assert counts == rec.counts_after == [profile[r] for r in rec.ranks] and rec.profile == profile
+    assert sorted(rec.ranks) == list(range(10)) and rec.ranks != list(range(10))
+    assert data.long_tail(images, labels, 50.0, 10, seed=3, class_order="shuffled")[2] == rec
+    assert data.long_tail(images, labels, 50.0, 10, seed=4, class_order="shuffled")[2].ranks != rec.ranks
+    assert data.long_tail(images, labels, 50.0, 10, seed=3)[2].ranks == list(range(10))
 
 
 def test_long_tail_keeps_image_label_pairs_in_order():

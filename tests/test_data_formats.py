@@ -2,6 +2,7 @@
 
 Every test runs with HOME and $ADVLAB_DATA pointed into tmp_path, so nothing outside it is read or written.
 """
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -340,35 +341,45 @@ def test_bad_mat(tmp_path):
 
 
 # ---------------------------------------------------------------- download
-def _serve(monkeypatch, name, files: dict[str, Path], wrong_md5=False):
-    remotes = {}
-    for published, path in files.items():
-        md5 = hashlib.md5(path.read_bytes()).hexdigest()
-        remotes[published] = download.Remote(published, (path.as_uri(),), "0" * 32 if wrong_md5 else md5)
-    monkeypatch.setitem(download.REMOTES, name, remotes)
+@pytest.fixture
+def serve():
+    """``serve(name, {published name: local file})``: the dataset's record downloads those files instead."""
+    originals = {}
+
+    def serve_(name, files: dict[str, Path], wrong_md5=False):
+        remotes = []
+        for published, path in files.items():
+            md5 = hashlib.md5(path.read_bytes()).hexdigest()
+            remotes.append(download.Remote(published, (path.as_uri(),), "0" * 32 if wrong_md5 else md5))
+        originals.setdefault(name, data.info(name))
+        data.DATASETS.register(name, dataclasses.replace(originals[name], remotes=tuple(remotes)), overwrite=True)
+
+    yield serve_
+    for name, record in originals.items():
+        data.DATASETS.register(name, record, overwrite=True)
 
 
-def test_download_idx_into_root(tmp_path, monkeypatch):
+def test_download_idx_into_root(tmp_path, serve):
     write_idx(tmp_path / "server")
-    _serve(monkeypatch, "mnist", {p.name: p for p in (tmp_path / "server").iterdir()})
+    serve("mnist", {p.name: p for p in (tmp_path / "server").iterdir()})
     x, y = data.load("mnist", "val", root=tmp_path / "data", download=True, val_per_class=1)
     assert x.shape == (10, 1, 28, 28)
     assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == [
         "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]  # only what the split needs
 
 
-def test_download_cifar_archive_into_cache(tmp_path, monkeypatch):
+def test_download_cifar_archive_into_cache(tmp_path, serve):
     expected = write_cifar(tmp_path / "src")
     make_tar(tmp_path / "cifar-10-python.tar.gz", tmp_path / "src" / "cifar-10-batches-py", "cifar-10-batches-py")
-    _serve(monkeypatch, "cifar10", {"cifar-10-python.tar.gz": tmp_path / "cifar-10-python.tar.gz"})
+    serve("cifar10", {"cifar-10-python.tar.gz": tmp_path / "cifar-10-python.tar.gz"})
     x, _ = data.load("cifar10", "test", download=True)
     assert np.array_equal(x.numpy(), expected["test"][0])
     assert (tmp_path / "home" / ".cache" / "advlab" / "cifar10" / "cifar-10-batches-py" / "test_batch").is_file()
 
 
-def test_download_checksum_mismatch(tmp_path, monkeypatch):
+def test_download_checksum_mismatch(tmp_path, serve):
     write_svhn(tmp_path / "server")
-    _serve(monkeypatch, "svhn", {"test_32x32.mat": tmp_path / "server" / "test_32x32.mat"}, wrong_md5=True)
+    serve("svhn", {"test_32x32.mat": tmp_path / "server" / "test_32x32.mat"}, wrong_md5=True)
     msg = str(load_error("svhn", "test", root=tmp_path / "data", download=True))
     actual = hashlib.md5((tmp_path / "server" / "test_32x32.mat").read_bytes()).hexdigest()
     assert "checksum mismatch for test_32x32.mat" in msg and "0" * 32 in msg and actual in msg

@@ -23,19 +23,30 @@ In a folder, MNIST-style sets are the four IDX files; CIFAR is the extracted fol
 are refused); SVHN is the two ``.mat`` files. So ``$ADVLAB_DATA/cifar10/cifar-10-batches-py/`` and
 ``$ADVLAB_DATA/cifar-10-batches-py/`` both work.
 
-``download=True`` downloads only what is found nowhere, into ``<root or ~/.cache/advlab>/<name>/``, checking
-each file's md5 before it is renamed into place. Parsed files are cached in memory per process (keyed by
-resolved path, modification time and size; the last 4 kept); every ``load`` returns fresh tensors.
+Scenarios (:mod:`advlab.data.scenarios`): label noise (``symmetric``, ``pair-flip``, ``two-class``; per
+dataset with :func:`label_noise`, per batch with :func:`flip_labels`) and long-tailed profiles
+(:func:`long_tail`). :func:`training_split` builds what a run trains on from the ``train`` split, in a fixed
+order: a clean class-balanced meta split, ``train_size``, imbalance, then label noise (training labels only);
+:func:`check_scenarios` checks its options without loading data.
+
+Each dataset is one record (:class:`DatasetInfo`: classes, shape, augmentation defaults, channel stats,
+file layout, published files with URLs and md5s). ``download=True`` downloads only what is found nowhere,
+into ``<root or ~/.cache/advlab>/<name>/``, checking each file's md5 before it is renamed into place. Parsed
+files are cached in memory per process (keyed by resolved path, modification time and size; the last 4
+kept); every ``load`` returns fresh tensors.
 """
 from __future__ import annotations
 
 from .catalog import DATASETS, DatasetInfo, info
 from .loader import Batch, DeviceLoader
 from .loading import SPLITS, clear_cache, load
-from .scenarios import (LabelNoiseRecord, LongTailRecord, flip_labels, label_noise, long_tail)
+from .scenarios import (CLASS_ORDERS, NOISE_KINDS, LabelNoiseRecord, LongTailRecord, flip_labels, label_noise,
+                        long_tail, two_class_targets)
 from .splits import class_balanced_subset
+from .training_split import TrainingSplit, check_scenarios, training_split
 
 __all__ = [
     "DATASETS", "DatasetInfo", "info", "load", "SPLITS", "clear_cache", "class_balanced_subset",
     "Batch", "DeviceLoader", "flip_labels", "label_noise", "long_tail", "LabelNoiseRecord", "LongTailRecord",
+    "NOISE_KINDS", "CLASS_ORDERS", "two_class_targets", "TrainingSplit", "training_split", "check_scenarios",
 ]

@@ -1,10 +1,18 @@
-"""What advlab knows about each dataset: classes, image shape, default augmentation, channel stats."""
+"""One record per dataset (:class:`DatasetInfo`) and the registry of them (:data:`DATASETS`).
+
+A record holds everything advlab knows about a dataset: classes, image shape, default augmentation,
+channel statistics, the size of the validation split, the file layout (:mod:`advlab.data.sources`), the
+published files with their URLs and md5 checksums (downloaded by :mod:`advlab.data.download`), and how a
+user gets the files.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..errors import AdvlabError, DataError
 from ..registry import Registry
+from .download import Remote
+from .sources import CifarSource, IdxSource, MatSource, Source
 
 
 @dataclass(frozen=True)
@@ -14,7 +22,8 @@ class DatasetInfo:
     ``flip`` and ``crop_padding`` are the default training augmentation (the config may override them);
     ``mean``/``std`` are per-channel statistics of the training files, in [0, 1] pixel units, for users who
     want a normalisation layer (advlab models see pixels in [0, 1]); ``val_per_class`` is how many training
-    images of each class form the validation split (1,000 images in all).
+    images of each class form the validation split (1,000 images in all). ``source`` is the file layout,
+    ``remotes`` the published files (URLs tried in order, md5), ``hint`` how to get the files.
     """
 
     name: str
@@ -26,21 +35,79 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     val_per_class: int
+    source: Source
+    remotes: tuple[Remote, ...]
+    hint: str
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image."""
         return (self.in_channels, self.image_size, self.image_size)
 
+    def remote(self, filename: str) -> Remote:
+        """The published file ``filename``; a DataError when the record lists no such file."""
+        for r in self.remotes:
+            if r.filename == filename:
+                return r
+        raise DataError(f"{self.name}: no download source for {filename}; known: "
+                        f"{', '.join(r.filename for r in self.remotes)}")
 
+
+def _mirrored(bases: tuple[str, ...], md5s: dict[str, str]) -> tuple[Remote, ...]:
+    """One Remote per file, each tried at every base URL in order."""
+    return tuple(Remote(n, tuple(b + n for b in bases), h) for n, h in md5s.items())
+
+
+_FASHION = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+_MNIST = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
+_CIFAR = ("https://www.cs.toronto.edu/~kriz/",)
+_SVHN = ("http://ufldl.stanford.edu/housenumbers/",)
+_DOWNLOAD = "call advlab.data.load(name, split, download=True) to download the files"
+_IDX_HINT = "put the four IDX files (.gz or not) in one of the folders above"
+
+# The MNIST and Fashion-MNIST md5s are the ones torchvision lists (quoted from memory; a wrong one shows up
+# as a checksum error naming both hashes).
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
-
 for _info in (
-    DatasetInfo("fashion-mnist", 10, 1, 28, False, 0, (0.2860,), (0.3530,), 100),
-    DatasetInfo("mnist", 10, 1, 28, False, 0, (0.1307,), (0.3081,), 100),
-    DatasetInfo("cifar10", 10, 3, 32, True, 4, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 100),
-    DatasetInfo("cifar100", 100, 3, 32, True, 4, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 10),
-    DatasetInfo("svhn", 10, 3, 32, False, 0, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 100),
+    DatasetInfo(
+        "fashion-mnist", num_classes=10, in_channels=1, image_size=28, flip=False, crop_padding=0,
+        mean=(0.2860,), std=(0.3530,), val_per_class=100, source=IdxSource(),
+        remotes=_mirrored(_FASHION, {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}),
+        hint=f"install Debian's package (apt-get install dataset-fashion-mnist), {_DOWNLOAD}, or {_IDX_HINT}"),
+    DatasetInfo(
+        "mnist", num_classes=10, in_channels=1, image_size=28, flip=False, crop_padding=0,
+        mean=(0.1307,), std=(0.3081,), val_per_class=100, source=IdxSource(),
+        remotes=_mirrored(_MNIST, {
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}),
+        hint=f"{_DOWNLOAD}, or {_IDX_HINT}"),
+    DatasetInfo(
+        "cifar10", num_classes=10, in_channels=3, image_size=32, flip=True, crop_padding=4,
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), val_per_class=100,
+        source=CifarSource("cifar-10-python.tar.gz", "cifar-10-batches-py",
+                           tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels"),
+        remotes=_mirrored(_CIFAR, {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"}),
+        hint=f"{_DOWNLOAD}, or put cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/ folder) "
+             "in one of the folders above"),
+    DatasetInfo(
+        "cifar100", num_classes=100, in_channels=3, image_size=32, flip=True, crop_padding=4,
+        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), val_per_class=10,
+        source=CifarSource("cifar-100-python.tar.gz", "cifar-100-python", ("train",), ("test",), "fine_labels"),
+        remotes=_mirrored(_CIFAR, {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"}),
+        hint=f"{_DOWNLOAD}, or put cifar-100-python.tar.gz (or its extracted cifar-100-python/ folder) "
+             "in one of the folders above"),
+    DatasetInfo(
+        "svhn", num_classes=10, in_channels=3, image_size=32, flip=False, crop_padding=0,
+        mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970), val_per_class=100, source=MatSource(),
+        remotes=_mirrored(_SVHN, {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+                                  "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3"}),
+        hint=f"{_DOWNLOAD}, or put train_32x32.mat and test_32x32.mat in one of the folders above"),
 ):
     DATASETS.register(_info.name, _info)
 

@@ -1,4 +1,7 @@
-"""Downloading dataset files from their published sources, with checksum verification."""
+"""Downloading dataset files from their published sources, with checksum verification.
+
+Which files a dataset publishes, where and with which md5, is in its record (:mod:`advlab.data.catalog`).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -22,42 +25,6 @@ class Remote:
     filename: str
     urls: tuple[str, ...]
     md5: str
-
-
-def _idx(bases: tuple[str, ...], md5s: dict[str, str]) -> dict[str, Remote]:
-    return {n: Remote(n, tuple(b + n for b in bases), h) for n, h in md5s.items()}
-
-
-_FASHION = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
-_MNIST = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
-_CIFAR = "https://www.cs.toronto.edu/~kriz/"
-_SVHN = "http://ufldl.stanford.edu/housenumbers/"
-
-# dataset -> published file name -> Remote. The MNIST and Fashion-MNIST md5s are the ones torchvision
-# lists (quoted from memory; a wrong one shows up as a checksum error naming both hashes).
-REMOTES: dict[str, dict[str, Remote]] = {
-    "fashion-mnist": _idx(_FASHION, {
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-    }),
-    "mnist": _idx(_MNIST, {
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-    }),
-    "cifar10": {"cifar-10-python.tar.gz": Remote(
-        "cifar-10-python.tar.gz", (_CIFAR + "cifar-10-python.tar.gz",), "c58f30108f718f92721af3b95e74349a")},
-    "cifar100": {"cifar-100-python.tar.gz": Remote(
-        "cifar-100-python.tar.gz", (_CIFAR + "cifar-100-python.tar.gz",), "eb9058c3a382ffc7106e4002c42a8d85")},
-    "svhn": {
-        "train_32x32.mat": Remote("train_32x32.mat", (_SVHN + "train_32x32.mat",),
-                                  "e26dedcc434d2e4c54c9b2d4a06d8373"),
-        "test_32x32.mat": Remote("test_32x32.mat", (_SVHN + "test_32x32.mat",), "eb5a983be6a315427106f1b164d9cef3"),
-    },
-}
 
 
 def md5sum(path: Path) -> str:

@@ -12,7 +12,7 @@ from ..errors import DataError
 from .catalog import DatasetInfo, info
 from .files import BadFile
 from .paths import cache_dir, search_folders
-from .sources import SOURCES
+from .download import fetch
 from .splits import train_indices, validation_indices
 
 SPLITS = ("train", "val", "test")
@@ -30,7 +30,7 @@ def clear_cache() -> None:
 def _message(meta: DatasetInfo, part: str, problem: str, folders: list[Path]) -> str:
     return (f"{meta.name} ({part} files): {problem}\n"
             "Folders searched, in order:\n" + "".join(f"  {f}\n" for f in folders)
-            + f"To get the data: {SOURCES[meta.name].hint}.")
+            + f"To get the data: {meta.hint}.")
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:
@@ -56,13 +56,14 @@ def _as_tensor(a: np.ndarray) -> torch.Tensor:
 def _read_part(meta: DatasetInfo, part: str, root: str | os.PathLike | None,
                download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The cached ``(images, labels)`` of one part (train or test files); callers must not modify them."""
-    source = SOURCES[meta.name]
+    source = meta.source
     folders = search_folders(meta.name, root)
     files = next((f for f in (source.locate(d, part) for d in folders) if f), None)
     if files is None and download:
         target = (Path(root).expanduser() if root is not None else cache_dir()) / meta.name
         try:
-            source.download(target, part)
+            for filename in source.published(part):
+                fetch(meta.remote(filename), target)
         except DataError as e:
             raise DataError(f"{meta.name} ({part} files): {e}") from None
         files = source.locate(target, part)

@@ -1,30 +1,44 @@
-"""Per-dataset file layout: which files make a part (train/test), how to find, read and download them.
+"""File layouts: which files make a part (train/test) of a dataset, how to find them in a folder and read them.
 
 A *part* is one set of published files: ``train`` (the training files, from which the ``train`` and
-``val`` splits are carved) or ``test``.
+``val`` splits are carved) or ``test``. A layout knows file names only; where the published files are
+downloaded from, and their checksums, are in the dataset's record (:mod:`advlab.data.catalog`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from .archive import safe_extract
 from .cifar import read_batches
-from .download import REMOTES, fetch
 from .idx import read_idx
 from .svhn import read_mat
 
 PARTS = ("train", "test")
 
 
+class Source(Protocol):
+    """What :func:`advlab.data.load` needs from a file layout."""
+
+    def wanted(self, part: str) -> str:
+        """The files of ``part``, as told to a user who lacks them."""
+
+    def locate(self, folder: Path, part: str) -> list[Path] | None:
+        """The files of ``part`` in ``folder``, or None when the set is incomplete there."""
+
+    def read(self, files: list[Path], part: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``N x C x H x W`` uint8 and labels ``N`` from the files :meth:`locate` found."""
+
+    def published(self, part: str) -> tuple[str, ...]:
+        """The published file names to download for ``part``."""
+
+
 @dataclass(frozen=True)
 class IdxSource:
     """MNIST-style IDX files, gzipped (``.gz``) or not, all four in one folder."""
-
-    name: str
-    hint: str
 
     def _names(self, part: str) -> tuple[str, str]:
         prefix = "train" if part == "train" else "t10k"
@@ -47,22 +61,19 @@ class IdxSource:
     def read(self, files: list[Path], part: str) -> tuple[np.ndarray, np.ndarray]:
         return read_idx(files[0], files[1])
 
-    def download(self, folder: Path, part: str) -> None:
-        for n in self._names(part):
-            fetch(REMOTES[self.name][n + ".gz"], folder)
+    def published(self, part: str) -> tuple[str, ...]:
+        return tuple(n + ".gz" for n in self._names(part))
 
 
 @dataclass(frozen=True)
 class CifarSource:
     """CIFAR python batches in ``<extracted>/``, or the ``.tar.gz`` archive that contains that folder."""
 
-    name: str
     archive: str
     extracted: str
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     label_key: str
-    hint: str
 
     def _names(self, part: str) -> tuple[str, ...]:
         return self.train_files if part == "train" else self.test_files
@@ -84,16 +95,13 @@ class CifarSource:
             files = [target / n for n in self._names(part)]
         return read_batches(files, self.label_key)
 
-    def download(self, folder: Path, part: str) -> None:
-        fetch(REMOTES[self.name][self.archive], folder)
+    def published(self, part: str) -> tuple[str, ...]:
+        return (self.archive,)
 
 
 @dataclass(frozen=True)
 class MatSource:
     """SVHN's ``train_32x32.mat`` / ``test_32x32.mat``."""
-
-    name: str
-    hint: str
 
     def _file(self, part: str) -> str:
         return f"{part}_32x32.mat"
@@ -108,24 +116,5 @@ class MatSource:
     def read(self, files: list[Path], part: str) -> tuple[np.ndarray, np.ndarray]:
         return read_mat(files[0])
 
-    def download(self, folder: Path, part: str) -> None:
-        fetch(REMOTES[self.name][self._file(part)], folder)
-
-
-_DOWNLOAD = "call advlab.data.load(name, split, download=True) to download the files"
-SOURCES = {
-    "fashion-mnist": IdxSource("fashion-mnist", "install Debian's package (apt-get install dataset-fashion-mnist), "
-                               f"{_DOWNLOAD}, or put the four IDX files (.gz or not) in one of the folders above"),
-    "mnist": IdxSource("mnist", f"{_DOWNLOAD}, or put the four IDX files (.gz or not) in one of the folders above"),
-    "cifar10": CifarSource(
-        "cifar10", "cifar-10-python.tar.gz", "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels",
-        f"{_DOWNLOAD}, or put cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/ folder) "
-        "in one of the folders above"),
-    "cifar100": CifarSource(
-        "cifar100", "cifar-100-python.tar.gz", "cifar-100-python", ("train",), ("test",), "fine_labels",
-        f"{_DOWNLOAD}, or put cifar-100-python.tar.gz (or its extracted cifar-100-python/ folder) "
-        "in one of the folders above"),
-    "svhn": MatSource("svhn", f"{_DOWNLOAD}, or put train_32x32.mat and test_32x32.mat in one of the folders "
-                              "above"),
-}
+    def published(self, part: str) -> tuple[str, ...]:
+        return (self._file(part),)
