@@ -1,6 +1,10 @@
 """Typed configs: presets by name, inheritance, overrides, and clear errors for bad keys and values."""
 import pytest
 
+from advlab.engine.choices import choices
+from advlab.engine.optimizers import OPTIMIZERS
+from advlab.engine.schedule import SCHEDULES
+from advlab.engine.validate import validate_config
 from advlab.config import PART_KINDS, from_dict, load_config, parse_override, preset_names, read_config, save_config
 from advlab.errors import ConfigError
 
@@ -47,9 +51,53 @@ def test_overrides_are_typed():
 ])
 def test_bad_keys_and_values_name_the_key_and_the_allowed(override, words):
     with pytest.raises(ConfigError) as err:
-        load_config("pgd-at", [override])
+        validate_config(load_config("pgd-at", [override]))
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eps=0", "eps: must be > 0, got 0"),
+    ("eps=2", "eps: eps must be in (0, 1] for linf"),
+    ("optimizer.lr=-1", "optimizer.lr: must be > 0, got -1"),
+    ("data.label_noise.rate=1.5", "data.label_noise.rate: must be in [0, 1], got 1.5"),
+    ("data.imbalance.ratio=0.5", "data.imbalance.ratio: must be >= 1, got 0.5"),
+    ("labels.name=noilin", None),
+    ("perturbation.steps=0", "perturbation.steps: must be >= 1, got 0"),
+    ("weighting.name=gair", None),
+    ("weighting.lam_pieces=[[0.5, 1]]", "unknown key weighting.lam_pieces"),
+    ("data.label_noise.kind=nosuch", "data.label_noise.kind: invalid value 'nosuch'"),
+    ("validation.attack=nosuch", "validation.attack: invalid value 'nosuch'"),
+])
+def test_ranges_and_choices_are_checked_before_a_run(override, message):
+    if message is None:
+        validate_config(load_config("pgd-at", [override]))
+        return
+    with pytest.raises(ConfigError) as err:
+        validate_config(load_config("pgd-at", [override]))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("key, registry", [
+    ("model.activation", lambda: __import__("advlab.models", fromlist=["x"]).list_activations()),
+    ("model.name", lambda: __import__("advlab.models", fromlist=["x"]).list_models()),
+    ("data.name", lambda: __import__("advlab.data", fromlist=["x"]).DATASETS.names()),
+    ("optimizer.name", lambda: OPTIMIZERS.names()),
+    ("schedule.name", lambda: SCHEDULES.names()),
+    ("evaluation.autoattack_version", lambda: list(__import__("advlab.evaluation", fromlist=["x"]).AA_VERSIONS)),
+])
+def test_choices_come_from_their_registry_into_config_checks_and_cli_help(key, registry, capsys):
+    from advlab.cli import build_parser
+
+    allowed = registry()
+    assert choices(key) == allowed
+    with pytest.raises(ConfigError) as err:
+        validate_config(load_config("pgd-at", [f"{key}=nosuch"]))
+    assert str(err.value).endswith("allowed: " + ", ".join(allowed))
+    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    flat = "".join(train_help.split())  # argparse wraps lines, also at hyphens
+    if key in ("model.activation", "model.name", "data.name"):
+        assert ",".join(allowed) in flat, f"--help of advlab train lacks the {key} choices"
 
 
 def test_unknown_preset_lists_presets():

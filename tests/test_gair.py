@@ -2,13 +2,12 @@
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from advlab.errors import AdvlabError, ConfigError
-from advlab.recipes.base import RecipeEnv, Step
+from advlab.recipes import RecipeEnv, Step, View, build_recipe, combine, part_options
 from advlab.recipes.weighting.gair import GairOptions, GairWeighting, gair_weights
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -29,12 +28,13 @@ def gair(epochs=10, **options):
     return GairWeighting(GairOptions(**options), env(epochs))
 
 
-def step_with(kappa, steps_taken=None, facts=None, weighting=None):
+def step_with(kappa, steps_taken=None, attack_steps=10):
+    """A step whose ``adv`` view carries ``kappa``, K = ``attack_steps`` and the steps each sample took."""
     kappa = torch.as_tensor(kappa, dtype=torch.int64)
     taken = torch.full_like(kappa, 10) if steps_taken is None else torch.as_tensor(steps_taken)
-    attack = SimpleNamespace(kappa=kappa, steps=taken, x_adv=None, first_wrong=None)
-    step = Step(model=None, x=None, y=None, index=None, epoch=0, labels=None, weighting=weighting, attack=attack)
-    step.facts.update(facts or {})
+    x = torch.zeros(len(kappa), 1)
+    step = Step(model=None, x=x, y=torch.zeros_like(kappa), index=torch.arange(len(kappa)), epoch=0)
+    step.views = {"clean": View(x=x), "adv": View(x=x, kappa=kappa, attack_steps=attack_steps, steps_taken=taken)}
     return step
 
 
@@ -122,34 +122,49 @@ def test_lambda_schedules_give_what_their_names_say():
 
 
 def test_bad_options_are_config_errors():
-    with pytest.raises(ConfigError):
-        gair(burn_in=-1)
-    with pytest.raises(ConfigError):
-        gair(steps=0)
-    with pytest.raises(ConfigError):
+    # ranges are declared on the Options fields and checked where options are built (config, build_recipe)
+    with pytest.raises(ConfigError, match=r"^weighting\.burn_in: must be >= 0, got -1"):
+        part_options("weighting", "gair", {"burn_in": -1})
+    with pytest.raises(ConfigError, match=r"^weighting\.steps: must be >= 1, got 0"):
+        part_options("weighting", "gair", {"steps": 0})
+    assert part_options("weighting", "gair", {"burn_in": 0, "steps": 1}) == GairOptions(burn_in=0, steps=1)
+    # checks across fields or inside list values stay in the part
+    with pytest.raises(ConfigError, match=r"weighting\.lam_pieces\[0\]"):
         gair(lam_schedule="piecewise", lam_pieces=[[0.5]])
+    with pytest.raises(ConfigError, match=r"weighting\.lam"):
+        gair(lam=math.nan)
 
 
 # -- kappa and K from the perturbation ---------------------------------------------------------------
 
-def test_without_kappa_gair_raises_a_clear_error():
-    part = gair(burn_in=0.5)  # even during burn-in: a wrong recipe fails at its first step
-    step = step_with([1, 2])
-    step.attack = None
-    with pytest.raises(AdvlabError, match="kappa"):
-        part.weights(step)
-    step.attack = SimpleNamespace(kappa=None, steps=torch.tensor([1, 1]))
-    with pytest.raises(AdvlabError, match="pgd"):
-        part.weights(step)
+def recipe_spec(**parts):
+    spec = {"labels": ("hard", {}), "perturbation": ("pgd", {}), "weighting": ("gair", {}), "objective": ("ce", {})}
+    spec.update(parts)
+    return spec
 
 
-def test_number_of_steps_from_option_fact_or_attack():
+def test_without_kappa_gair_is_refused_when_the_recipe_is_built():
+    # the old design failed at the first step (even in the burn-in); now the recipe check refuses it before
+    # any step, naming both parts, the missing fact and the perturbations that give it
+    with pytest.raises(ConfigError) as info:
+        build_recipe(recipe_spec(perturbation=("none", {})), env())
+    message = str(info.value)
+    assert "weighting 'gair'" in message and "perturbation 'none'" in message
+    assert "kappa" in message and "pgd" in message
+    for perturbation in ("pgd", "fat", "fgsm"):  # every attack gives kappa
+        build_recipe(recipe_spec(perturbation=(perturbation, {})), env())
+
+
+def test_number_of_steps_from_option_or_the_adv_view():
     kappa = [0, 3, 5]
-    assert gair(steps=5).attack_steps(step_with(kappa)) == 5
-    assert gair().attack_steps(step_with(kappa, facts={"attack_steps": 7})) == 7
-    assert gair().attack_steps(step_with(kappa, steps_taken=[6, 6, 6])) == 6
+    assert gair(steps=5).attack_steps(step_with(kappa, attack_steps=7)) == 5  # the option wins
+    assert gair().attack_steps(step_with(kappa, attack_steps=7)) == 7
+    # K is the steps the attack was given, not the steps the samples took (early-stopped or not)
+    assert gair().attack_steps(step_with(kappa, steps_taken=[6, 6, 6], attack_steps=7)) == 7
+    assert gair().attack_steps(step_with(kappa, steps_taken=[2, 6, 6], attack_steps=7)) == 7
     with pytest.raises(AdvlabError, match="weighting.steps"):
-        gair().attack_steps(step_with(kappa, steps_taken=[2, 6, 6]))  # early-stopped, no fact: ambiguous
+        gair().attack_steps(step_with(kappa, attack_steps=None))  # a view with kappa but no K
+    assert gair(steps=7).attack_steps(step_with(kappa, attack_steps=None)) == 7
     with pytest.raises(AdvlabError, match="kappa outside"):
         gair(burn_in=0, steps=4).weights(step_with(kappa))
 
@@ -178,22 +193,47 @@ def test_epoch_metrics_report_histogram_weights_and_ess():
     assert m["gair_raw_weight_mean"] == pytest.approx(raw.mean().item(), rel=1e-6)
 
 
-def test_trades_weights_go_on_the_kl_term_only():
-    from advlab.recipes.objectives.trades import Trades, TradesOptions, kl_per_sample
+@pytest.mark.parametrize("term, weighted", [
+    ("auto", {"boundary"}), ("boundary", {"boundary"}), ("natural", {"natural"}), ("all", {"natural", "boundary"})])
+def test_trades_weights_go_on_the_kl_term_by_default(term, weighted):
     from advlab.recipes.labels.hard import HardLabels
+    from advlab.recipes.objectives.trades import Trades, TradesOptions, kl_per_sample
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     x, x_adv = torch.rand(5, 4), torch.rand(5, 4)
     y = torch.tensor([0, 1, 2, 0, 1])
-    part = gair(burn_in=0, lam=0.0)
-    labels = HardLabels(None, env())
-    step = step_with([0, 2, 5, 8, 10], weighting=part)
-    step.model, step.x, step.y, step.x_adv, step.labels = model, x, y, x_adv, labels
-    loss, _ = Trades(TradesOptions(beta=6.0), env()).loss(step)
-    w = gair_weights(torch.tensor([0, 2, 5, 8, 10]), 10, 0.0).float()
-    expected = torch.nn.functional.cross_entropy(model(x), y) + 6.0 * (kl_per_sample(model(x), model(x_adv)) * w).mean()
+    kappa = torch.tensor([0, 2, 5, 8, 10])
+    part = gair(burn_in=0, lam=0.0, term=term)
+    labels, objective = HardLabels(None, env()), Trades(TradesOptions(beta=6.0), env())
+    step = Step(model=model, x=x, y=y, index=torch.arange(5), epoch=0)  # the stages after the perturbation
+    step.views = {"clean": View(x=x), "adv": View(x=x_adv, kappa=kappa, attack_steps=10, steps_taken=kappa)}
+    step.outputs = objective.forward(step)
+    step.loss_targets = labels.loss_targets(step, objective.target_views)
+    step.terms = objective.terms(step)
+    step.weights = part.term_weights(step, objective.term_specs)
+    loss = combine(step.terms, objective.coefficients(), step.weights)
+    assert {name for name, w in step.weights.items() if w is not None} == weighted
+    w = gair_weights(kappa, 10, 0.0).float()
+    ce = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    kl = kl_per_sample(model(x), model(x_adv))
+    natural = (ce * w) if "natural" in weighted else ce
+    boundary = (kl * w) if "boundary" in weighted else kl
+    expected = natural.mean() + 6.0 * boundary.mean()
     assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def test_gair_terms_auto_follow_the_adversarial_view_and_old_names_are_refused():
+    from advlab.recipes import part_class
+
+    specs = {name: part_class("objective", name).term_specs for name in ("ce", "trades", "mart")}
+    auto = gair()
+    assert auto.weighted_terms(specs["ce"]) == ["adversarial"]
+    assert auto.weighted_terms(specs["trades"]) == ["boundary"]  # GAIR-TRADES
+    assert auto.weighted_terms(specs["mart"]) == ["adversarial", "boundary"]
+    for old in ("robust", "both"):  # the values of the old design name no term
+        with pytest.raises(ConfigError, match=f"weights term '{old}', which objective 'trades' does not have"):
+            build_recipe(recipe_spec(weighting=("gair", {"term": old}), objective=("trades", {})), env())
 
 
 # -- presets ----------------------------------------------------------------------------------------
@@ -257,14 +297,16 @@ def test_fat_stops_each_example_tau_steps_after_its_first_misclassification(tau)
     x = (0.5 - alpha / 2 - alpha * (first_wrong - 1).double()).float().clamp(0, 1).view(-1, 1, 1, 1)
     y = torch.zeros(len(x), dtype=torch.int64)
     part = fat(tau=tau, steps=K, step_size=alpha, random_start="none")
-    step = Step(model=Threshold(), x=x, y=y, index=torch.arange(len(x)), epoch=0, labels=None, weighting=None)
+    step = Step(model=Threshold(), x=x, y=y, index=torch.arange(len(x)), epoch=0)
     step.attack_target = y
-    part.perturb(step)
+    views = part.perturb(step)
+    assert set(views) == {"adv"}
+    adv = views["adv"]
     taken = torch.clamp(first_wrong + tau, max=K)
-    assert step.attack.steps.tolist() == taken.tolist()
-    assert torch.allclose(step.x_adv.flatten(), (x.flatten() + alpha * taken).clamp(0, 1), atol=1e-5)
-    assert step.attack.kappa.tolist() == first_wrong.clamp(max=K).tolist()
-    assert step.facts["attack_steps"] == K
+    assert adv.steps_taken.tolist() == taken.tolist()
+    assert torch.allclose(adv.x.flatten(), (x.flatten() + alpha * taken).clamp(0, 1), atol=1e-5)
+    assert adv.kappa.tolist() == first_wrong.clamp(max=K).tolist()
+    assert adv.attack_steps == K
     assert part.epoch_metrics() == {"fat_tau": tau, "fat_mean_steps": pytest.approx(taken.double().mean().item())}
 
 
@@ -272,11 +314,11 @@ def test_gair_reads_k_from_fat_when_examples_stop_early():
     x = torch.tensor([0.525, 0.375, 0.075]).view(-1, 1, 1, 1)  # first wrong at iterates 0, 3 and 9
     y = torch.zeros(3, dtype=torch.int64)
     weighting = gair(burn_in=0, lam=0.0)
-    step = Step(model=Threshold(), x=x, y=y, index=torch.arange(3), epoch=0, labels=None, weighting=weighting)
+    step = Step(model=Threshold(), x=x, y=y, index=torch.arange(3), epoch=0)
     step.attack_target = y
-    fat(tau=0, steps=10, step_size=0.05, random_start="none").perturb(step)
-    assert step.attack.steps.tolist() == [0, 3, 9]
-    w = step.weights()
+    step.views = {"clean": View(x=x), **fat(tau=0, steps=10, step_size=0.05, random_start="none").perturb(step)}
+    assert step.views["adv"].steps_taken.tolist() == [0, 3, 9]  # none took all K = 10 steps
+    w = weighting.weights(step)
     assert torch.allclose(w.double(), gair_weights(torch.tensor([0, 3, 9]), 10, 0.0), rtol=1e-6)
 
 
@@ -287,7 +329,7 @@ def test_gairat_trains_and_logs_its_diagnostics(tmp_path):
     from advlab.engine.trainer import train
 
     overrides = ["data.train_size=100", "batch_size=50", "perturbation.steps=2", "validation.n=20",
-                 "validation.steps=2", "device=cpu", "epochs=2", "weighting.burn_in=1"]
+                 "device=cpu", "epochs=2", "weighting.burn_in=1"]
     train("gairat", tmp_path / "gairat", overrides=overrides, progress=False, evaluate=False)
     rows = [json.loads(line) for line in (tmp_path / "gairat" / "metrics.jsonl").read_text().splitlines()]
     assert [r["gair_active"] for r in rows] == [False, True]

@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from advlab.errors import ConfigError
-from advlab.recipes.base import RecipeEnv, Step
+from advlab.recipes import RecipeEnv, Step, build_recipe, compute_loss
 from advlab.recipes.labels.noilin import NoilinLabels, NoilinOptions, resolve_half_cap_epoch
-from advlab.recipes.objectives.trades import Trades, TradesOptions, kl_per_sample
-from advlab.recipes.weighting.uniform import UniformWeighting
+from advlab.recipes.objectives.trades import kl_per_sample
 
 C = 10
 
@@ -29,8 +28,7 @@ def noilin(env_kw: dict | None = None, **kw) -> NoilinLabels:
 
 
 def make_step(labels: NoilinLabels, y: torch.Tensor, model: nn.Module | None = None, x=None) -> Step:
-    return Step(model=model, x=x, y=y, index=torch.arange(len(y)), epoch=0, labels=labels,
-                weighting=UniformWeighting(None, env()))
+    return Step(model=model, x=x, y=y, index=torch.arange(len(y)), epoch=0)
 
 
 def draw(labels: NoilinLabels, y: torch.Tensor) -> torch.Tensor:
@@ -101,9 +99,10 @@ def test_attack_and_loss_share_one_draw_per_step_and_steps_differ():
     part = noilin(rate=0.5)
     s = make_step(part, y)
     attack = part.attack_target(s)
-    logits = torch.zeros(len(y), C)
-    assert torch.equal(part.loss_target(s, logits, "adv"), attack)
-    assert torch.equal(part.loss_target(s, logits, "clean"), attack)
+    targets = part.loss_targets(s, ("adv", "clean"))
+    assert set(targets) == {"adv", "clean"}
+    assert torch.equal(targets["adv"], attack) and torch.equal(targets["clean"], attack)
+    assert torch.equal(part.loss_targets(s, ("clean",))["clean"], attack)  # still the same Step: no new draw
     assert part.seen == len(y)  # drawn once
     assert not torch.equal(draw(part, y), attack)  # the next step draws afresh
 
@@ -117,33 +116,35 @@ def test_apply_to_picks_the_targets_and_keeps_the_stream(apply_to, attack_noisy,
     for _ in range(3):
         want = draw(reference, y)
         s = make_step(part, y)
-        a, l = part.attack_target(s), part.loss_target(s, torch.zeros(len(y), C), "adv")
+        a, l = part.attack_target(s), part.loss_targets(s, ("adv",))["adv"]
         assert torch.equal(a, want if attack_noisy else y)
         assert torch.equal(l, want if loss_noisy else y)
 
 
-def test_loss_target_alone_draws_the_noise():
+def test_loss_targets_alone_draw_the_noise():
     y = batches(1)[0]
     a, b = noilin(rate=0.5), noilin(rate=0.5)
-    assert torch.equal(b.loss_target(make_step(b, y), torch.zeros(len(y), C), "adv"), draw(a, y))
+    assert torch.equal(b.loss_targets(make_step(b, y), ("adv",))["adv"], draw(a, y))
 
 
 def test_trades_noise_reaches_only_the_clean_cross_entropy():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, C))
     x = torch.rand(64, 6)
-    x_adv = (x + 0.05 * torch.randn(64, 6)).clamp(0, 1)
     y = torch.randint(0, C, (64,))
-    part = noilin(rate=0.5, max_rate=0.5, apply_to="loss")
-    s = make_step(part, y, model, x)
-    s.attack_target = part.attack_target(s)
-    s.x_adv = x_adv
+    recipe = build_recipe({"labels": ("noilin", {"rate": 0.5, "max_rate": 0.5, "apply_to": "loss"}),
+                           "perturbation": ("pgd", {"steps": 2, "loss": "kl"}), "weighting": ("uniform", {}),
+                           "objective": ("trades", {"beta": 6.0})}, env())
+    s = compute_loss(model, x, y, torch.arange(64), 0, recipe)
     assert torch.equal(s.attack_target, y)
-    loss, _ = Trades(TradesOptions(beta=6.0), env()).loss(s)
-    noisy = s.facts["noisy_labels"]
-    assert (noisy != y).any()
+    assert set(s.loss_targets) == {"clean"}
+    noisy = s.loss_targets["clean"]
+    assert torch.equal(noisy, draw(noilin(rate=0.5, max_rate=0.5), y))  # the step's one draw of the stream
+    assert (noisy != y).any() and recipe.labels.seen == 64
+    x_adv = s.views["adv"].x
+    assert not torch.equal(x_adv, x)
     want = nn.functional.cross_entropy(model(x), noisy) + 6.0 * kl_per_sample(model(x), model(x_adv)).mean()
-    assert torch.allclose(loss, want, atol=1e-6)
+    assert torch.allclose(s.loss, want, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,8 +241,11 @@ def test_half_cap_epoch_resolution(value, epochs, expected):
     ({"gamma": -1.0}, "gamma"), ({"tau": 0}, "tau"), ({"half_cap_until": 2.5}, "half_cap_until"),
     ({"half_cap_until": -1.0}, "half_cap_until")])
 def test_bad_options_are_config_errors(kw, key):
-    with pytest.raises(ConfigError, match=f"labels.{key}"):
-        noilin(**kw)
+    # ranges are checked on the Options fields, cross-field checks by the part: both when the recipe is built
+    spec = {"labels": ("noilin", kw), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
+            "objective": ("ce", {})}
+    with pytest.raises(ConfigError, match=rf"^labels\.{key}\b"):
+        build_recipe(spec, env())
 
 
 # --------------------------------------------------------------------------------------------------

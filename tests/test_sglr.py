@@ -8,14 +8,16 @@ import torch
 from torch import nn
 
 from advlab.errors import AdvlabError, ConfigError
-from advlab.recipes.base import RecipeEnv, Step, soft_cross_entropy
+from advlab.recipes import (PerturbationPart, Recipe, RecipeEnv, Step, View, build_recipe, check_recipe,
+                            compute_loss, part_options, soft_cross_entropy)
 from advlab.recipes.labels.hard import HardLabels
 from advlab.recipes.labels.self_adaptive import SelfAdaptiveLabels, SelfAdaptiveOptions
 from advlab.recipes.labels.sglr import SGLRLabels, SGLROptions
 from advlab.recipes.labels.soft_label_bank import SoftLabelBank, resolve_start_epoch
 from advlab.recipes.objectives.ce import CrossEntropy
+from advlab.recipes.objectives.mart import Mart
 from advlab.recipes.objectives.trades import Trades, TradesOptions
-from advlab.recipes.weighting.self_adaptive import SelfAdaptiveWeighting
+from advlab.recipes.weighting.self_adaptive import SelfAdaptiveWeighting, SelfAdaptiveWeightingOptions
 from advlab.recipes.weighting.uniform import UniformWeighting
 
 N, C, D = 12, 3, 5
@@ -57,12 +59,34 @@ def data(seed: int = 1):
     return x, y, x_adv
 
 
-def step(model, x, y, index, epoch, labels, weighting=None, x_adv=None) -> Step:
-    s = Step(model=model, x=x, y=y, index=index, epoch=epoch, labels=labels,
-             weighting=weighting or UniformWeighting(None, env()))
+def step(model, x, y, index, epoch, labels, x_adv=None, outputs=None) -> Step:
+    """A hand-made step up to the objective's forward: views clean/adv (``x_adv`` given, not attacked) and
+    the model ``outputs`` the labels part reads; for calling ``labels.loss_targets`` directly."""
+    s = Step(model=model, x=x, y=y, index=index, epoch=epoch)
     s.attack_target = labels.attack_target(s)
-    s.x_adv = x if x_adv is None else x_adv
+    s.views = {"clean": View(x=x), "adv": View(x=x if x_adv is None else x_adv)}
+    s.outputs = dict(outputs or {})
     return s
+
+
+class GivenAdv(PerturbationPart):
+    """A perturbation whose ``adv`` view is the inputs it was given (the losses stay closed-form)."""
+
+    def __init__(self, x_adv: torch.Tensor) -> None:
+        super().__init__(None, env())
+        self.x_adv = x_adv
+
+    def perturb(self, step: Step) -> dict[str, View]:
+        return {"adv": View(x=self.x_adv)}
+
+
+def loss_step(model, x, y, index, epoch, labels, objective=None, weighting=None, x_adv=None) -> Step:
+    """One step of the real pipeline (``compute_loss``) with ``x_adv`` given instead of attacked."""
+    recipe = Recipe(labels=labels, perturbation=GivenAdv(x if x_adv is None else x_adv),
+                    weighting=weighting or UniformWeighting(None, env()),
+                    objective=objective or CrossEntropy(None, env()))
+    check_recipe(recipe)
+    return compute_loss(model, x, y, index, epoch, recipe)
 
 
 def sglr(**kw) -> SGLRLabels:
@@ -87,9 +111,16 @@ def test_bad_start_epoch_is_a_config_error(option):
         resolve_start_epoch(option, env())
 
 
-def test_bad_share_is_a_config_error():
-    with pytest.raises(ConfigError, match="clean_share"):
-        sglr(clean_share=1.5)
+@pytest.mark.parametrize("name, key", [
+    ("sglr", "clean_share"), ("sglr", "one_hot_share"), ("sglr", "momentum"), ("self-adaptive", "momentum")])
+def test_bad_share_is_a_config_error(name, key):
+    # ranges are declared on the Options fields and checked where options are built (config, build_recipe)
+    with pytest.raises(ConfigError, match=rf"^labels\.{key}: must be in \[0, 1\], got 1.5"):
+        part_options("labels", name, {key: 1.5})
+    spec = {"labels": (name, {key: 1.5}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
+            "objective": ("ce", {})}
+    with pytest.raises(ConfigError, match=rf"labels\.{key}"):
+        build_recipe(spec, env())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,11 +134,10 @@ def test_before_start_the_loss_is_plain_pgd_at():
     hard, soft = HardLabels(None, env()), sglr()
     assert soft.start == 4
     for epoch in (0, 3):
-        a = CrossEntropy(None, env()).loss(step(model, x, y, index, epoch, hard, x_adv=x_adv))[0]
-        s = step(model, x, y, index, epoch, soft, x_adv=x_adv)
-        b = CrossEntropy(None, env()).loss(s)[0]
-        assert torch.equal(a, b)
-        assert torch.equal(s.attack_target, y)
+        a = loss_step(model, x, y, index, epoch, hard, x_adv=x_adv).loss
+        s = loss_step(model, x, y, index, epoch, soft, x_adv=x_adv)
+        assert torch.equal(a, s.loss)
+        assert torch.equal(s.attack_target, y) and torch.equal(s.loss_targets["adv"], y)
     # rows were recorded as one-hot of the given labels and never moved
     assert torch.equal(soft.bank.targets, nn.functional.one_hot(y, C).float())
     assert torch.equal(soft.bank.given, y)
@@ -124,29 +154,31 @@ def test_after_start_the_bank_moves_by_the_ema_rule():
     part = sglr(start_epoch=0)
     expected = [[0.945, 0.03, 0.025], [0.8955, 0.057, 0.0475]]  # 0.9 S + 0.1 (0.2 q_clean + 0.8 q_adv)
     for want in expected:
-        s = step(model, x, y, index, 0, part)
-        target = part.loss_target(s, q_adv.log(), "adv")
+        s = step(model, x, y, index, 0, part, outputs={"adv": q_adv.log()})
+        # one call gives every view its target from one update (the prediction on the first view)
+        targets = part.loss_targets(s, ("adv", "clean"))
+        target = targets["adv"]
         assert torch.allclose(target, torch.tensor([want]), atol=1e-6)
+        assert torch.equal(targets["clean"], target)
         assert torch.allclose(part.bank.targets[7], torch.tensor(want), atol=1e-6)
-        # a second call in the same step does not update again
-        assert torch.equal(part.loss_target(s, q_adv.log(), "adv"), target)
     assert part.bank.targets[[0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11]].abs().sum() == 0  # other rows untouched
 
-    # the loss uses the updated row: -(S * log_softmax(z_adv)).sum(1).mean()
+    # the loss uses the updated row: -(S * log_softmax(z_adv)).sum(1).mean(); the step updates the bank once
     part2 = sglr(start_epoch=0)
     table = Table(torch.cat([q_clean, q_adv]).log())  # id 0: clean prediction, id 1: adversarial
-    s = step(table, x, y, index, 0, part2, x_adv=torch.ones(1, D))
-    loss, _ = CrossEntropy(None, env()).loss(s)
+    s = loss_step(table, x, y, index, 0, part2, x_adv=torch.ones(1, D))
     want = -(torch.tensor(expected[0]) * q_adv.log()).sum()
-    assert torch.allclose(loss, want, atol=1e-6)
+    assert torch.allclose(s.loss, want, atol=1e-6)
+    assert torch.allclose(part2.bank.targets[7], torch.tensor(expected[0]), atol=1e-6)
 
 
 def test_paper_form_keeps_a_share_of_the_one_hot_label():
     q_adv = torch.tensor([[0.5, 0.25, 0.25]])
     q_clean = torch.tensor([[0.25, 0.5, 0.25]])
     part = sglr(start_epoch=0, one_hot_share=0.5)
-    s = step(Table(q_clean.log()), torch.zeros(1, D), torch.tensor([0]), torch.tensor([2]), 0, part)
-    target = part.loss_target(s, q_adv.log(), "adv")
+    s = step(Table(q_clean.log()), torch.zeros(1, D), torch.tensor([0]), torch.tensor([2]), 0, part,
+             outputs={"adv": q_adv.log()})
+    target = part.loss_targets(s, ("adv",))["adv"]
     # q = 0.5 (0.45, 0.3, 0.25) + 0.5 (1, 0, 0) = (0.725, 0.15, 0.125); S = 0.9 e_0 + 0.1 q
     assert torch.allclose(target, torch.tensor([[0.9725, 0.015, 0.0125]]), atol=1e-6)
 
@@ -156,29 +188,31 @@ def test_trades_view_uses_the_clean_logits_and_an_adversarial_forward():
     q_adv = torch.tensor([[0.2, 0.2, 0.6]])
     part = sglr(start_epoch=0)
     x_adv = torch.zeros(1, D)
-    s = step(Table(q_adv.log()), torch.ones(1, D) * 5, torch.tensor([1]), torch.tensor([4]), 0, part, x_adv=x_adv)
-    target = part.loss_target(s, q_clean.log(), "clean")
+    # an objective that forwards only the clean view: the adversarial prediction is one extra forward of x_adv
+    s = step(Table(q_adv.log()), torch.ones(1, D) * 5, torch.tensor([1]), torch.tensor([4]), 0, part, x_adv=x_adv,
+             outputs={"clean": q_clean.log()})
+    target = part.loss_targets(s, ("clean",))["clean"]
     q = 0.2 * q_clean + 0.8 * q_adv
     assert torch.allclose(target, 0.9 * torch.tensor([[0.0, 1.0, 0.0]]) + 0.1 * q, atol=1e-6)
-    # with the adversarial logits shared by the objective there is no extra forward
+    # with the adversarial outputs of the objective's own forward (TRADES) there is no extra forward
     part2 = sglr(start_epoch=0)
 
     class NoForward(nn.Module):
         def forward(self, inp):
             raise AssertionError("no forward expected")
 
-    s2 = step(NoForward(), x_adv, torch.tensor([1]), torch.tensor([4]), 0, part2, x_adv=x_adv)
-    s2.facts["logits_adv"] = q_adv.log()
-    assert torch.allclose(part2.loss_target(s2, q_clean.log(), "clean"), target, atol=1e-7)
+    s2 = step(NoForward(), x_adv, torch.tensor([1]), torch.tensor([4]), 0, part2, x_adv=x_adv,
+              outputs={"clean": q_clean.log(), "adv": q_adv.log()})
+    assert torch.allclose(part2.loss_targets(s2, ("clean",))["clean"], target, atol=1e-7)
 
 
 def test_trades_sglr_runs_through_the_trades_objective():
     model = bn_net()
     x, y, x_adv = data()
     part = sglr(start_epoch=0)
-    s = step(model, x, y, torch.arange(N), 0, part, x_adv=x_adv)
-    loss, logits = Trades(TradesOptions(), env()).loss(s)
-    assert torch.isfinite(loss) and logits.shape == (N, C)
+    s = loss_step(model, x, y, torch.arange(N), 0, part, Trades(TradesOptions(), env()), x_adv=x_adv)
+    assert torch.isfinite(s.loss) and s.outputs["adv"].shape == (N, C)
+    assert set(s.loss_targets) == {"clean"} and s.loss_targets["clean"].shape == (N, C)  # the natural term's
     assert part.epoch_metrics()["labels_updated"] == N
 
 
@@ -190,7 +224,7 @@ def test_indices_are_honoured_under_shuffling():
         part = sglr(start_epoch=0)
         for epoch in range(epochs):
             for chunk in order.split(batch):
-                CrossEntropy(None, env()).loss(step(model, x[chunk], y[chunk], chunk, epoch, part, x_adv=x_adv[chunk]))
+                loss_step(model, x[chunk], y[chunk], chunk, epoch, part, x_adv=x_adv[chunk])
         return part
 
     alone = run(torch.arange(N), 1, 1)  # each row from its own sample, one at a time
@@ -214,10 +248,10 @@ def test_clean_forward_batch_norm_modes(mode, moves):
     x, y, x_adv = data()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     part = sglr(start_epoch=0, clean_bn=mode)
-    s = step(model, x, y, torch.arange(N), 0, part, x_adv=x_adv)
     logits_adv = model(x_adv)  # the objective's forward (train mode)
+    s = step(model, x, y, torch.arange(N), 0, part, x_adv=x_adv, outputs={"adv": logits_adv})
     after_objective = {k: v.clone() for k, v in model.state_dict().items()}
-    target = part.loss_target(s, logits_adv, "adv")
+    target = part.loss_targets(s, ("adv",))["adv"]
     changed = any(not torch.equal(after_objective[k], v) for k, v in model.state_dict().items())
     assert changed == moves
     soft_cross_entropy(logits_adv, target).mean().backward()  # the extra forward left the graph usable
@@ -263,15 +297,15 @@ def test_state_dict_round_trip_is_bit_exact():
     model = plain_net()
     x, y, x_adv = data()
     part = sglr(start_epoch=0)
-    CrossEntropy(None, env()).loss(step(model, x, y, torch.arange(N), 0, part, x_adv=x_adv))
+    loss_step(model, x, y, torch.arange(N), 0, part, x_adv=x_adv)
     state = part.state_dict()
     saved = state["bank"]["targets"].clone()
-    CrossEntropy(None, env()).loss(step(model, x, y, torch.arange(N), 1, part, x_adv=x_adv))
+    loss_step(model, x, y, torch.arange(N), 1, part, x_adv=x_adv)
     assert torch.equal(state["bank"]["targets"], saved)  # the state is a copy, not live
     fresh = sglr(start_epoch=0)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.bank.targets, saved) and torch.equal(fresh.bank.given, y)
-    CrossEntropy(None, env()).loss(step(model, x, y, torch.arange(N), 1, fresh, x_adv=x_adv))
+    loss_step(model, x, y, torch.arange(N), 1, fresh, x_adv=x_adv)
     assert torch.equal(fresh.bank.targets, part.bank.targets)
     with pytest.raises(AdvlabError, match="train_size"):
         sglr(env=env(num_train=N + 1)).load_state_dict(state)
@@ -285,45 +319,69 @@ def sat(**kw) -> SelfAdaptiveLabels:
     return SelfAdaptiveLabels(SelfAdaptiveOptions(**kw), env())
 
 
+def sat_weights(**kw) -> SelfAdaptiveWeighting:
+    return SelfAdaptiveWeighting(SelfAdaptiveWeightingOptions(**kw), env())
+
+
 def test_self_adaptive_target_uses_the_view_of_the_loss():
     model = bn_net()
     x, y, x_adv = data()
     index = torch.arange(N)
     for objective, source in ((CrossEntropy(None, env()), x_adv), (Trades(TradesOptions(), env()), x)):
-        labels, weighting = sat(start_epoch=0), SelfAdaptiveWeighting(None, env())
-        s = step(model, x, y, index, 0, labels, weighting, x_adv=x_adv)
-        objective.loss(s)
+        labels, weighting = sat(start_epoch=0), sat_weights()
+        loss_step(model, x, y, index, 0, labels, objective, weighting, x_adv=x_adv)
         with torch.no_grad():  # BN batch statistics are the same for the same batch
             p = model(source).softmax(1)
         want = 0.9 * nn.functional.one_hot(y, C).float() + 0.1 * p
         assert torch.allclose(labels.bank.targets, want, atol=1e-6)
 
 
+def test_self_adaptive_weights_go_on_the_natural_term():
+    weighting = sat_weights()  # term: auto, the supervised terms
+    assert weighting.weighted_terms(CrossEntropy.term_specs) == ["adversarial"]  # the whole CE loss
+    assert weighting.weighted_terms(Trades.term_specs) == ["natural"]  # TRADES_SAT: the clean CE, not the KL
+    assert weighting.weighted_terms(Mart.term_specs) == ["adversarial"]  # the boosted CE
+
+
 def test_self_adaptive_weights_average_one():
     model = bn_net()
     x, y, x_adv = data()
-    labels, weighting = sat(), SelfAdaptiveWeighting(None, env())
-    assert weighting.term == "natural"
-    s = step(model, x, y, torch.arange(N), 2, labels, weighting, x_adv=x_adv)
-    CrossEntropy(None, env()).loss(s)
-    assert s.weights() is None  # before the start epoch: uniform
+    labels, weighting = sat(), sat_weights()
+    s = loss_step(model, x, y, torch.arange(N), 2, labels, weighting=weighting, x_adv=x_adv)
+    assert s.weights == {"adversarial": None}  # before the start epoch the targets are hard: uniform
     labels.bank.targets[:4] = torch.tensor([0.4, 0.3, 0.3])  # make the confidences differ
-    s = step(model, x, y, torch.arange(N), 4, labels, weighting, x_adv=x_adv)
-    loss, logits = CrossEntropy(None, env()).loss(s)
-    w = s.weights()
+    s = loss_step(model, x, y, torch.arange(N), 4, labels, weighting=weighting, x_adv=x_adv)
+    w = s.weights["adversarial"]
     assert w.shape == (N,) and w.mean().item() == pytest.approx(1.0, abs=1e-6)
-    t = s.facts["soft_label_rows"]
+    t = s.loss_targets["adv"]
+    assert torch.equal(t, labels.bank.targets)  # the rows after this step's update
     assert torch.allclose(w, t.max(1).values * N / t.max(1).values.sum())
     assert w[:4].max() < w[4:].min()
-    manual = (w * -(t * logits.log_softmax(1)).sum(1)).mean()
-    assert torch.allclose(loss, manual)
+    manual = (w * -(t * s.outputs["adv"].log_softmax(1)).sum(1)).mean()
+    assert torch.allclose(s.loss, manual)
 
 
-def test_self_adaptive_weighting_needs_self_adaptive_labels():
-    x, y, x_adv = data()
-    s = step(plain_net(), x, y, torch.arange(N), 0, sglr(), SelfAdaptiveWeighting(None, env()), x_adv=x_adv)
-    with pytest.raises(AdvlabError, match="labels.name=self-adaptive"):
-        CrossEntropy(None, env()).loss(s)
+@pytest.mark.parametrize("labels", ["hard", "noilin"])
+def test_self_adaptive_weighting_needs_soft_targets(labels):
+    # the old design raised at the first step unless labels was self-adaptive; now the recipe check refuses
+    # any labels part without soft targets when the recipe is built, naming both parts
+    spec = {"labels": (labels, {}), "perturbation": ("pgd", {}), "weighting": ("self-adaptive", {}),
+            "objective": ("ce", {})}
+    with pytest.raises(ConfigError) as info:
+        build_recipe(spec, env())
+    assert (f"weighting 'self-adaptive' reads soft loss targets, which labels '{labels}' does not give"
+            in str(info.value))
+
+
+def test_self_adaptive_weighting_also_reads_sglr_targets():
+    spec = {"labels": ("sglr", {"start_epoch": 0}), "perturbation": ("none", {}),
+            "weighting": ("self-adaptive", {}), "objective": ("ce", {})}
+    recipe = build_recipe(spec, env())
+    x, y, _ = data()
+    s = compute_loss(plain_net(), x, y, torch.arange(N), 0, recipe)
+    t = s.loss_targets["adv"]
+    assert t.is_floating_point()
+    assert torch.allclose(s.weights["adversarial"], t.max(1).values * N / t.max(1).values.sum())
 
 
 def test_bank_record_only_first_sight_sets_the_row():
@@ -362,7 +420,7 @@ def test_resume_restores_the_bank_bit_for_bit(tmp_path, one_thread, whole_and_re
     from advlab.runs import load_checkpoint
 
     overrides = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50",
-                 "validation.steps=2", "device=cpu", "epochs=3", "labels.start_epoch=0"]
+                 "device=cpu", "epochs=3", "labels.start_epoch=0"]
     config = load_config("sglr", overrides)
     full, part = whole_and_resumed(config, tmp_path, 1)
     a, b = load_checkpoint(full / "last.pt"), load_checkpoint(part / "last.pt")

@@ -62,4 +62,5 @@ def check_ranges(options: Any, prefix: str) -> None:
                 continue
             if not _inside(v, *bounds):
                 key = f"{prefix}.{f.name}" if prefix else f.name
-                raise ConfigError(f"{key}: must be {describe_range(*bounds)}, got {value!r}")
+                shown = f"{value:g}" if isinstance(value, float) else repr(value)
+                raise ConfigError(f"{key}: must be {describe_range(*bounds)}, got {shown}")
