@@ -237,7 +237,8 @@ def test_half_cap_epoch_resolution(value, epochs, expected):
 
 
 @pytest.mark.parametrize("kw, key", [
-    ({"rate": 1.5}, "rate"), ({"max_rate": -0.1}, "max_rate"), ({"rate": 0.5, "max_rate": 0.4}, "rate"),
+    ({"rate": 1.5}, "rate"), ({"rate": -0.1}, "rate"), ({"max_rate": -0.1}, "max_rate"),
+    ({"rate": 0.5, "max_rate": 0.4}, "rate"),
     ({"gamma": -1.0}, "gamma"), ({"tau": 0}, "tau"), ({"half_cap_until": 2.5}, "half_cap_until"),
     ({"half_cap_until": -1.0}, "half_cap_until")])
 def test_bad_options_are_config_errors(kw, key):

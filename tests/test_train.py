@@ -115,3 +115,29 @@ def test_a_bad_option_with_overwrite_leaves_the_run_untouched_and_resumable(tmp_
     capsys.readouterr()
     assert main(["train", "--resume", str(run_dir), "--no-eval", "--quiet"]) == 0
     assert [r["epoch"] for r in rows(run_dir)] == [1, 2]
+
+
+def test_training_with_label_noise_and_a_long_tail_records_what_was_applied(tmp_path):
+    from advlab import data
+
+    val_before = data.load("fashion-mnist", "val")[1]
+    test_before = data.load("fashion-mnist", "test")[1]
+    out = tmp_path / "noisy"
+    train("pgd-at", out, overrides=TINY + ["epochs=1", "data.train_size=2000", "data.label_noise.rate=0.4",
+                                           "data.label_noise.seed=3", "evaluation.n=50", "evaluation.attacks=[pgd20]"],
+          progress=False, evaluate=True)
+    record = json.loads((out / "data.json").read_text())
+    noise = record["label_noise"]
+    assert noise["kind"] == "symmetric" and abs(noise["realised_rate"] - 0.4) <= 0.01
+    assert len(noise["realised_rate_per_class"]) == 10
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["label_noise"]["realised_rate"] == noise["realised_rate"]
+    assert torch.equal(data.load("fashion-mnist", "val")[1], val_before)
+    assert torch.equal(data.load("fashion-mnist", "test")[1], test_before)
+
+    tail = tmp_path / "tail"
+    train("pgd-at", tail, overrides=TINY + ["epochs=1", "data.train_size=2000", "data.imbalance.ratio=10"],
+          progress=False, evaluate=False)
+    counts = json.loads((tail / "data.json").read_text())["class_counts"]
+    expected = [round(200 * 10 ** (-c / 9)) for c in range(10)]
+    assert counts == expected

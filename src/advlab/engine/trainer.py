@@ -8,7 +8,6 @@ end, evaluate best and last on the test split and write ``summary.json``.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..errors import AdvlabError, ConfigError
 from ..evaluation import evaluate
 from ..models import create
 from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
-from ..runs import DATA, METRICS, SUMMARY, RunDir, load_model
+from ..runs import DATA, SUMMARY, RunDir, load_model
 from .optimizers import make_optimizer
 from .schedule import first_decay_epoch, make_schedule
 from .validate import validate_config
@@ -202,8 +201,7 @@ class Trainer:
             run.save_checkpoint("last", payload)
             if improved:
                 run.save_checkpoint("best", payload)
-            with open(run.file(METRICS), "a") as f:
-                f.write(json.dumps(row) + "\n")
+            run.append_metrics(row)
             self.log(row)
 
     def log(self, row: dict[str, Any]) -> None:
@@ -269,9 +267,14 @@ def _check_model_fits(model: torch.nn.Module, images: torch.Tensor, num_classes:
 def summary_table(summary: dict[str, Any]) -> str:
     """A plain-text table of the final evaluation of best and last."""
     lines = []
-    noise = (summary.get("data") or {}).get("label_noise")
+    record = summary.get("data") or {}
+    if record.get("imbalance") or record.get("label_noise") or record.get("meta_size"):
+        lines.append(f"training split: {record.get('size')} images, per class {record.get('class_counts')}"
+                     + (f"; meta split {record['meta_size']} images" if record.get("meta_size") else ""))
+    noise = record.get("label_noise")
     if noise:
-        lines.append(f"training labels: {noise['kind']} noise, realised rate {noise['realised_rate']:.4f}")
+        per_class = ", ".join(f"{r:.3f}" for r in noise["realised_rate_per_class"])
+        lines.append(f"label noise: {noise['kind']}, realised rate {noise['realised_rate']:.4f} (per class {per_class})")
     for which in ("best", "last"):
         if which not in summary:
             continue
