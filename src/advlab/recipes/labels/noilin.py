@@ -18,7 +18,6 @@ resumed run continues the same noise stream and schedule.
 """
 from __future__ import annotations
 
-import math
 import warnings
 import weakref
 from dataclasses import dataclass

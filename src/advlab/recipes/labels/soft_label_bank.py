@@ -7,7 +7,6 @@ how far the soft labels have drifted from them.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch

@@ -1,0 +1,67 @@
+"""Dependencies point one way: a module never imports a layer above its own, at the top or in a function."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "advlab"
+# layer -> the advlab packages/modules it must never import
+FORBIDDEN = {
+    "config": {"recipes", "engine", "evaluation", "runs", "data", "models", "attacks"},
+    "options": {"recipes", "engine", "evaluation", "runs", "config"},
+    "epochs": {"recipes", "engine", "evaluation", "runs", "config"},
+    "attacks": {"recipes", "engine", "evaluation", "runs", "data"},
+    "data": {"recipes", "engine", "evaluation", "runs", "models", "attacks", "config"},
+    "models": {"recipes", "engine", "evaluation", "runs", "data", "attacks"},
+    "recipes": {"engine", "evaluation", "runs"},
+    "runs": {"engine", "evaluation", "recipes"},
+    "evaluation": {"engine", "recipes"},
+}
+
+
+def advlab_imports(path: Path) -> set[str]:
+    """The advlab top-level names a module imports (absolute or relative), anywhere in the file."""
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(SRC.parent).with_suffix("").parts[:-1]  # e.g. ("advlab", "recipes", "labels")
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "advlab" and len(parts) > 1:
+                    found.add(parts[1])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                parts = base + (node.module.split(".") if node.module else [])
+            else:
+                parts = (node.module or "").split(".")
+            if parts and parts[0] == "advlab":
+                if len(parts) > 1:
+                    found.add(parts[1])
+                else:
+                    found.update(alias.name for alias in node.names)
+    return found
+
+
+MODULES = sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(SRC)) for p in MODULES])
+def test_no_module_imports_a_layer_above_it(path):
+    layer = path.relative_to(SRC).parts[0].removesuffix(".py")
+    if layer not in FORBIDDEN:
+        return
+    wrong = advlab_imports(path) & FORBIDDEN[layer]
+    assert not wrong, f"{path.relative_to(SRC)} ({layer}) imports {sorted(wrong)}"
+
+
+def test_the_check_sees_relative_and_function_level_imports(tmp_path):
+    fake = SRC / "evaluation" / "_probe_for_test.py"
+    fake.write_text("def f():\n    from ..engine import trainer\n    import advlab.recipes\n")
+    try:
+        assert {"engine", "recipes"} <= advlab_imports(fake)
+    finally:
+        fake.unlink()
