@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks import (LOSSES, AttackResult, bn_mode, ce_loss, cw_loss, dlr_loss, eval_mode, fgsm, get_loss,
-                            kl_loss, no_param_grad, pgd, train_mode)
+from advlab.attacks import (LOSSES, AttackResult, bn_mode, ce_loss, cw_loss, dlr_loss, eval_mode, fgsm,
+                            forward_logits, get_loss, get_norm, kl_loss, logits_of, no_param_grad, pgd, train_mode)
 from advlab.errors import AdvlabError
 
 C, D = 4, 20
@@ -312,3 +312,330 @@ def test_bad_arguments_are_clear_errors():
             pgd(model, x, y, **args)
     with pytest.raises(AdvlabError):
         pgd(model, (x * 255).to(torch.uint8), y, eps=0.1, step_size=0.01, steps=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# L2 steps of full length however small the gradient (a confident model), in every float dtype
+
+def confident_linear(n=9, seed=0, scale=200 / 28, dtype=torch.float32):
+    """A linear 10-class model on 1x28x28 inputs in [0.25, 0.75] whose softmax saturates (logits of a few
+    hundred), so its CE input gradients are tiny: max-abs 1e-40..1e-13, the norm torch computes 0 or < 1e-12."""
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(784, 10)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(10, 784, generator=g) * scale)
+        lin.bias.zero_()
+    model = nn.Sequential(nn.Flatten(), lin).to(dtype)
+    x = (0.25 + 0.5 * torch.rand(n, 1, 28, 28, generator=g)).to(dtype)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def ce_input_grad(model, x, y):
+    """The CE input gradient the attack sees (one forward of the whole batch, as in pgd)."""
+    xa = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(xa), y, reduction="none").sum(), xa)
+    return grad
+
+
+def test_confident_model_has_the_tiny_gradients_the_l2_test_needs():
+    model, x, y = confident_linear()
+    grad = ce_input_grad(model, x, y).flatten(1)
+    top = grad.abs().amax(1)
+    assert (top > 0).all()
+    assert (grad.norm(dim=1) < 1e-12).all()  # below the old clamp: the old L2 step barely moved
+    assert (grad.norm(dim=1) == 0).sum() >= 3  # squares underflow: a naive v / ||v|| is 0/0
+
+
+@pytest.mark.parametrize("per_sample_sizes", [False, True])
+def test_l2_step_has_full_length_for_a_confident_model(per_sample_sizes):
+    model, x, y = confident_linear()
+    n = len(x)
+    step = torch.linspace(0.25, 1.5, n) if per_sample_sizes else torch.full((n,), 0.5)
+    g64 = ce_input_grad(model, x, y).double().flatten(1)
+    expected = x.double().flatten(1) + step.double()[:, None] * g64 / g64.norm(dim=1, keepdim=True)
+    assert expected.min() > 0 and expected.max() < 1  # the box [0, 1] does not bind
+    r = pgd(model, x, y, eps=100.0, step_size=step if per_sample_sizes else 0.5, steps=1, norm="l2",
+            random_start=None)
+    moved = (r.x_adv.double() - x.double()).flatten(1).norm(dim=1)
+    torch.testing.assert_close(moved, step.double(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(r.x_adv.double().flatten(1), expected, rtol=0, atol=1e-6)  # along the gradient
+
+
+def test_l2_projection_of_a_long_step_from_a_confident_model_lands_on_the_sphere():
+    model, x, y = confident_linear()
+    eps = torch.linspace(0.1, 0.4, len(x))
+    r = pgd(model, x, y, eps=eps, step_size=0.5, steps=2, norm="l2", random_start=None)
+    moved = (r.x_adv.double() - x.double()).flatten(1).norm(dim=1)
+    torch.testing.assert_close(moved, eps.double(), rtol=1e-5, atol=0)
+
+
+def norms64(t, scale=1.0):
+    """Per-sample L2 norms in float64 of ``t / scale`` times ``scale`` (no underflow for tiny rows)."""
+    return (t.double() / scale).flatten(1).norm(dim=1) * scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_l2_step_and_projection_of_tiny_and_zero_rows_in_every_float_dtype(dtype):
+    l2 = get_norm("l2")
+    tiny = {torch.float16: 1e-5, torch.bfloat16: 1e-35, torch.float32: 1e-30, torch.float64: 1e-300}[dtype]
+    rtol = 1e-2 if dtype.itemsize == 2 else 1e-6
+    v = torch.zeros(3, 1, 10, 10, dtype=dtype)
+    v[0, 0, 0, :3] = torch.tensor([3.0, -4.0, 0.0]).to(dtype) * tiny  # norm 5 * tiny (squares underflow)
+    v[1] = torch.linspace(-1, 1, 100).reshape(1, 10, 10).to(dtype)
+    assert (v[0] != 0).sum() == 2  # representable in this dtype
+    size = torch.tensor([0.5, 2.0, 1.0], dtype=dtype)
+    move = l2.step(v, size)
+    assert move.dtype == dtype and torch.isfinite(move).all()
+    torch.testing.assert_close(norms64(move[:2]), size[:2].double(), rtol=rtol, atol=0)
+    v64 = v.double() / tiny  # the direction of the stored (rounded) tiny row
+    expected = 0.5 * v64[0] / v64[0].norm()
+    torch.testing.assert_close(move[0].double(), expected, rtol=rtol, atol=0)
+    assert torch.equal(move[2], torch.zeros_like(move[2]))  # zero gradient: no move
+    assert torch.equal(l2.step(v, -size)[2], torch.zeros_like(move[2]))
+    # projection: a tiny row longer than a tinier eps lands on its sphere; a zero row and eps 0 stay finite
+    eps = torch.tensor([2.5 * tiny, 1.0, 0.0], dtype=dtype)
+    p = l2.project(v, eps)
+    assert torch.isfinite(p).all() and torch.equal(p[2], torch.zeros_like(p[2]))
+    torch.testing.assert_close(norms64(p[:1], tiny), eps[:1].double(), rtol=rtol, atol=0)
+    torch.testing.assert_close(norms64(p[1:2]), eps[1:2].double(), rtol=rtol, atol=0)
+    assert torch.equal(l2.project(v, torch.zeros(3, dtype=dtype)), torch.zeros_like(v))
+    torch.testing.assert_close(norms64(l2.size(v)[:1, None], tiny), norms64(v[:1], tiny), rtol=rtol, atol=0)
+    torch.testing.assert_close(l2.size(v)[1:].double(), norms64(v[1:]), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_l2_random_start_is_inside_the_ball_and_finite_in_every_float_dtype(dtype):
+    l2 = get_norm("l2")
+    x = torch.full((4, 3, 160, 160), 0.5, dtype=dtype)  # 76800 dims: a sum of squares in float16 overflows
+    eps = torch.tensor([0.0, 0.5, 1.0, 4.0], dtype=dtype)
+    delta = l2.random(x, eps, torch.Generator().manual_seed(0))
+    assert delta.dtype == dtype and torch.isfinite(delta).all()
+    sizes = delta.double().flatten(1).norm(dim=1)
+    assert sizes[0] == 0 and (sizes[1:] <= eps[1:].double() * 1.01).all() and (sizes[1:] > 0.5 * eps[1:]).all()
+
+
+def test_l2_step_in_bfloat16_for_a_confident_model_and_zero_gradients_never_nan():
+    model, x, y = confident_linear(n=6, dtype=torch.bfloat16)
+    grad = ce_input_grad(model, x, y).float().flatten(1)
+    live = grad.abs().amax(1) > 0
+    assert (grad[live].norm(dim=1) < 1e-12).sum() >= 2 and (~live).sum() >= 2
+    r = pgd(model, x, y, eps=100.0, step_size=0.5, steps=1, norm="l2", random_start=None)
+    moved = (r.x_adv.double() - x.double()).flatten(1).norm(dim=1)
+    torch.testing.assert_close(moved[live], torch.full((int(live.sum()),), 0.5, dtype=torch.float64), rtol=3e-2,
+                               atol=0)
+    assert torch.equal(r.x_adv[~live], x[~live])  # zero gradients: no move
+    half = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).half()
+    with torch.no_grad():
+        half[1].weight.zero_()  # the output depends on x through autograd, with a zero gradient
+    xh = x.half()
+    for start in (None, "uniform"):
+        r = pgd(half, xh, y, eps=1.0, step_size=0.5, steps=2, norm="l2", random_start=start,
+                generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(r.x_adv).all()
+        if start is None:
+            assert torch.equal(r.x_adv, xh)
+
+
+def test_l2_step_of_an_infinite_gradient_points_along_its_infinities():
+    inf = float("inf")
+    grad = torch.tensor([[inf, -inf, 1.0, 0.0], [3.0, -4.0, 0.0, 0.0]]).reshape(2, 1, 2, 2)
+    move = get_norm("l2").step(grad, torch.tensor([2.0, 1.0]))
+    r = 2 ** 0.5
+    torch.testing.assert_close(move.flatten(1), torch.tensor([[r, -r, 0.0, 0.0], [0.6, -0.8, 0.0, 0.0]]))
+
+
+def test_zero_gradient_leaves_the_point_where_it_is():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, C))
+    with torch.no_grad():
+        model[1].weight.zero_()
+    x = torch.rand(5, 1, 4, 5)
+    y = torch.arange(5) % C
+    for norm in ("l2", "linf"):
+        r = pgd(model, x, y, eps=0.3, step_size=0.1, steps=3, norm=norm, random_start=None)
+        assert torch.equal(r.x_adv, x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# labels of any integer dtype
+
+INT_DTYPES = [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8]
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+@pytest.mark.parametrize("loss", ["ce", "cw", "dlr"])
+def test_labels_of_every_integer_dtype_give_the_int64_result(dtype, loss):
+    model, _, x, y, _, _ = linear_setup(n=12)
+    kwargs = dict(eps=0.1, step_size=0.03, steps=3, loss=loss, early_stop=1)
+    ref = pgd(model, x, y, generator=torch.Generator().manual_seed(0), **kwargs)
+    got = pgd(model, x, y.to(dtype), generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(got.x_adv, ref.x_adv)
+    assert torch.equal(got.kappa, ref.kappa) and torch.equal(got.first_wrong, ref.first_wrong)
+    assert got.kappa.dtype == got.first_wrong.dtype == torch.int64
+    f_ref = fgsm(model, x, y, eps=0.1, generator=torch.Generator().manual_seed(1))
+    f_got = fgsm(model, x, y.to(dtype), eps=0.1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(f_got.x_adv, f_ref.x_adv)
+    # integer labels given as the loss target
+    t_ref = pgd(model, x, target=y, eps=0.1, step_size=0.03, steps=2, loss=loss, random_start=None)
+    t_got = pgd(model, x, target=y.to(dtype), eps=0.1, step_size=0.03, steps=2, loss=loss, random_start=None)
+    assert torch.equal(t_got.x_adv, t_ref.x_adv)
+    z = model(x).detach()
+    assert torch.equal(get_loss(loss)(z, y.to(dtype)), get_loss(loss)(z, y))
+    # a user loss receives the labels as int64 (torch's cross_entropy refuses int32 targets)
+    def user_loss(out, t):
+        return nn.functional.cross_entropy(out, t, reduction="none")
+    u_ref = pgd(model, x, y, eps=0.1, step_size=0.03, steps=2, loss=user_loss, random_start=None)
+    u_got = pgd(model, x, y.to(dtype), eps=0.1, step_size=0.03, steps=2, loss=user_loss, random_start=None)
+    assert torch.equal(u_got.x_adv, u_ref.x_adv)
+
+
+@pytest.mark.parametrize("bad", [torch.bool, torch.float32, torch.float64], ids=str)
+def test_bool_and_float_labels_are_clear_errors(bad):
+    model, _, x, y, _, _ = linear_setup(n=4)
+    with pytest.raises(AdvlabError, match="labels y must be an integer"):
+        pgd(model, x, (y % 2).to(bad), eps=0.1, step_size=0.03, steps=1)
+    with pytest.raises(AdvlabError, match="labels y must be an integer"):
+        fgsm(model, x, (y % 2).to(bad), eps=0.1)
+    if bad == torch.bool:
+        with pytest.raises(AdvlabError, match="integer"):
+            pgd(model, x, target=y > 0, eps=0.1, step_size=0.03, steps=1)
+        with pytest.raises(AdvlabError, match="integer"):
+            ce_loss(model(x), y > 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# models that do not return a logits tensor (B, C)
+
+class Returns(nn.Module):
+    """Wraps a model; returns its logits in another form: "tuple", "dict", "vector" (B,), "labels" (int),
+    "image" (B, C, 1, 1) or "one-row" (1, C)."""
+
+    def __init__(self, net, kind):
+        super().__init__()
+        self.net, self.kind = net, kind
+
+    def forward(self, x):
+        z = self.net(x)
+        return {"tuple": lambda: (z, z.detach()), "dict": lambda: {"logits": z}, "vector": lambda: z[:, 0],
+                "labels": lambda: z.argmax(1, keepdim=True), "image": lambda: z[:, :, None, None],
+                "one-row": lambda: z[:1]}[self.kind]()
+
+
+BAD_OUTPUTS = {"tuple": "tuple", "dict": "dict", "vector": r"shape \(8,\)", "labels": "int64",
+               "image": r"shape \(8, 4, 1, 1\)", "one-row": r"shape \(1, 4\)"}
+
+
+@pytest.mark.parametrize("kind", list(BAD_OUTPUTS))
+def test_a_model_that_does_not_return_logits_is_a_clear_error(kind):
+    model = Returns(small_cnn(), kind)
+    x = torch.rand(8, 1, 4, 5)
+    y = torch.arange(8) % C
+    for call in (lambda: pgd(model, x, y, eps=0.1, step_size=0.02, steps=2),
+                 lambda: pgd(model, x, y, eps=0.1, step_size=0.02, steps=0),  # only the final forward
+                 lambda: pgd(model, x, eps=0.1, step_size=0.02, steps=2, loss="kl"),  # the clean forward
+                 lambda: fgsm(model, x, y, eps=0.1)):
+        with pytest.raises(AdvlabError, match=BAD_OUTPUTS[kind]) as info:
+            call()
+        assert "returns the logits tensor" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_logits_of_and_forward_logits():
+    z = torch.randn(3, 5)
+    assert logits_of(z, "here") is z and logits_of(z, "here", batch=3) is z
+    assert torch.equal(forward_logits(nn.Identity(), z, "here"), z)
+    with pytest.raises(AdvlabError, match=r"^here: .*tuple of 2 \(a float32 tensor of shape \(3, 5\), str\)"):
+        logits_of((z, "aux"), "here")
+    with pytest.raises(AdvlabError, match=r"dict with keys \['logits'\]"):
+        logits_of({"logits": z}, "here")
+    with pytest.raises(AdvlabError, match="a NoneType"):
+        logits_of(None, "here")
+    with pytest.raises(AdvlabError, match="with B = 4"):
+        logits_of(z, "here", batch=4)
+    with pytest.raises(AdvlabError, match="int64"):
+        forward_logits(nn.Identity(), torch.ones(3, 5, dtype=torch.long), "here")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# attacks under torch.no_grad(), torch.inference_mode() and with frozen parameters
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("loss", ["ce", "kl"])
+def test_attacks_under_no_grad_inference_mode_and_frozen_parameters_match(norm, loss):
+    model = bn_model()
+    x = torch.rand(8, 1, 4, 5, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % C
+    eps = torch.linspace(0.05, 0.2, 8)
+
+    def attack(xx, yy, ee):
+        kwargs = dict(eps=ee, norm=norm, loss=loss, generator=torch.Generator().manual_seed(0))
+        r = pgd(model, xx, yy, step_size=ee / 4, steps=4, early_stop=1, **kwargs)
+        return r.x_adv, r.kappa, r.first_wrong, fgsm(model, xx, yy, **kwargs).x_adv
+
+    ref = attack(x, y, eps)
+    with torch.no_grad():
+        outs = {"no_grad": attack(x, y, eps)}
+    with torch.inference_mode():
+        xi, yi, ei = x.clone(), y.clone(), eps.clone()  # inference tensors
+        outs["inference_mode"] = attack(xi, yi, ei)
+    with no_param_grad(model):
+        outs["frozen"] = attack(x, y, eps)
+        with torch.no_grad():
+            outs["frozen+no_grad"] = attack(x, y, eps)
+    for name, out in outs.items():
+        for a, b in zip(out, ref):
+            assert torch.equal(a, b), name
+        assert not out[0].is_inference() and not out[0].requires_grad
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+def test_grad_mode_of_the_caller_is_restored():
+    model = small_cnn()
+    x = torch.rand(4, 1, 4, 5)
+    y = torch.arange(4) % C
+    with torch.no_grad():
+        pgd(model, x, y, eps=0.1, step_size=0.02, steps=2)
+        assert not torch.is_grad_enabled()
+    with torch.inference_mode():
+        pgd(model, x, y, eps=0.1, step_size=0.02, steps=2)
+        assert torch.is_inference_mode_enabled()
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+class NotDifferentiable(nn.Module):
+    """Wraps a model so that its output does not depend on its input through autograd."""
+
+    def __init__(self, net, how):
+        super().__init__()
+        self.net, self.how = net, how
+
+    def forward(self, x):
+        if self.how == "argmax":
+            return nn.functional.one_hot(self.net(x).argmax(1), C).float()
+        if self.how == "detach":
+            return self.net(x.detach())
+        with torch.no_grad():
+            return self.net(x)
+
+
+@pytest.mark.parametrize("how", ["argmax", "detach", "no_grad"])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_model_without_input_gradients_is_a_clear_error(how, frozen):
+    model = NotDifferentiable(small_cnn(), how)
+    x = torch.rand(4, 1, 4, 5)
+    y = torch.arange(4) % C
+    with no_param_grad(model) if frozen else torch.enable_grad():
+        for call in (lambda: pgd(model, x, y, eps=0.1, step_size=0.02, steps=2),
+                     lambda: fgsm(model, x, y, eps=0.1)):
+            with pytest.raises(AdvlabError, match="does not depend on its input through autograd"):
+                call()
+            with torch.no_grad(), pytest.raises(AdvlabError, match="does not depend on its input"):
+                call()
+
+
+def test_a_model_made_under_inference_mode_is_a_clear_error():
+    with torch.inference_mode():
+        model = small_cnn()
+    x = torch.rand(4, 1, 4, 5)
+    with pytest.raises(AdvlabError, match="inference_mode"):
+        pgd(model, x, torch.arange(4) % C, eps=0.1, step_size=0.02, steps=1)

@@ -306,3 +306,90 @@ def test_cli_evaluates_a_run_directory_and_writes_json_and_table(tmp_path, capsy
                             "--no-sanity", "--quiet", "--device", "cpu", "--out", out_path], capsys)
     assert code == 0, err
     assert json.loads(out_path.read_text())["eps"] == 0.05 and out_path.with_suffix(".txt").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# labels of any integer dtype, models that do not return logits, evaluation under no_grad / inference_mode
+
+def comparable(result):
+    """The report without its timings."""
+    d = result.to_dict()
+    d.pop("seconds")
+    for entry in [d["clean"], *d["attacks"].values()]:
+        entry.pop("seconds")
+    for check in d["sanity"]:
+        check["details"].pop("seconds", None)
+    return d
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.uint8], ids=str)
+def test_labels_of_every_integer_dtype_give_the_int64_report(trained, dtype):
+    model, x, y = trained
+    kwargs = dict(eps=0.1, attacks=["pgd20", "cw20"], progress=False, sanity=False)
+    ref = evaluate(model, x[:16], y[:16], **kwargs)
+    got = evaluate(model, x[:16], y[:16].to(dtype), **kwargs)
+    assert comparable(got) == comparable(ref)
+    assert 0 < ref.accuracy("pgd20") < 1
+
+
+@pytest.mark.parametrize("bad", [torch.bool, torch.float32], ids=str)
+def test_bool_and_float_labels_are_refused(trained, bad):
+    model, x, y = trained
+    with pytest.raises(AdvlabError, match="integer"):
+        evaluate(model, x[:8], (y[:8] % 2).to(bad), eps=0.1, attacks=["pgd20"], progress=False)
+
+
+class Wrapped(nn.Module):
+    """Returns the wrapped model's logits as a tuple, a dict, the first logit only (B,), or the logits of the
+    first image only (1, C) whatever the batch (right for one image, silently broadcast against the labels
+    of a batch if not caught)."""
+
+    def __init__(self, net, kind):
+        super().__init__()
+        self.net, self.kind = net, kind
+
+    def forward(self, x):
+        z = self.net(x)
+        return {"tuple": (z, None), "dict": {"logits": z}, "vector": z[:, 0], "one-row": z[:1]}[self.kind]
+
+
+@pytest.mark.parametrize("kind, named", [("tuple", "tuple"), ("dict", "dict"), ("vector", r"shape \(1,\)"),
+                                         ("one-row", r"with B = 8, got a float32 tensor of shape \(1, 4\)")],
+                         ids=["tuple", "dict", "vector", "one-row"])
+def test_a_model_that_does_not_return_logits_is_one_clear_error(trained, kind, named):
+    model, x, y = trained
+    for attacks, sanity in (([], False), ([], True), (["pgd20"], False), (["autoattack"], False),
+                            (["square"], False)):
+        with pytest.raises(AdvlabError, match=named) as info:
+            evaluate(Wrapped(model, kind), x[:8], y[:8], eps=0.1, attacks=attacks, progress=False, sanity=sanity,
+                     autoattack_version="apgd-ce", square_queries=10)
+        assert "returns the logits tensor" in str(info.value)
+
+
+def test_evaluation_under_no_grad_and_inference_mode_matches(trained):
+    model, x, y = trained
+    kwargs = dict(eps=0.1, attacks=["pgd20", "autoattack"], autoattack_version="apgd-ce", progress=False,
+                  batch_size=8)
+    ref = comparable(evaluate(model, x[:16], y[:16], **kwargs))
+    with torch.no_grad():
+        assert comparable(evaluate(model, x[:16], y[:16], **kwargs)) == ref
+    with torch.inference_mode():
+        xi, yi = x[:16].clone(), y[:16].clone()
+        assert comparable(evaluate(model, xi, yi, **kwargs)) == ref
+    assert all(c["status"] == "passed" for c in ref["sanity"] if c["name"] != "black-box-gap")
+
+
+def test_a_model_without_input_gradients_is_refused_by_white_box_attacks_only(trained):
+    model, x, y = trained
+
+    class Argmax(nn.Module):
+        def forward(self, xb):
+            return nn.functional.one_hot(model(xb).argmax(1), C).float()
+
+    for attacks in (["pgd20"], ["cw20"], ["autoattack"]):
+        with pytest.raises(AdvlabError, match="does not depend on its input through autograd"):
+            evaluate(Argmax(), x[:8], y[:8], eps=0.1, attacks=attacks, progress=False, sanity=False,
+                     autoattack_version="apgd-ce")
+    result = evaluate(Argmax(), x[:8], y[:8], eps=0.3, attacks=["square"], progress=False, sanity=False,
+                      square_queries=50)
+    assert result.accuracy("square") < result.accuracy("clean")  # the black-box attack still works

@@ -1,7 +1,8 @@
 """Per-sample attack losses, to be maximised by the attacker.
 
 Every loss is ``fn(output, target) -> (B,)``. ``output`` is whatever the model returns (logits for the
-built-in losses); ``target`` is int64 labels, soft labels (B, C) or clean probabilities (``kl``).
+built-in losses); ``target`` is integer labels (any integer dtype, used as int64), soft labels (B, C) or
+clean probabilities (``kl``).
 A user callable with the same signature is accepted wherever a loss name is.
 """
 from __future__ import annotations
@@ -20,26 +21,48 @@ LossSpec = Union[str, LossFn]
 LOSSES: Registry[LossFn] = Registry("attack loss")
 
 
+def as_labels(y: torch.Tensor, what: str = "labels y", n: int | None = None) -> torch.Tensor:
+    """Class indices of any integer dtype (int8/16/32/64, uint8), shape (B,), as int64.
+
+    Args:
+        y: the labels. what: their name in the error. n: the batch size B they must match; None: any.
+
+    Raises:
+        AdvlabError: ``y`` is not a tensor, is bool, float or complex, or is not of shape (n,).
+    """
+    if not torch.is_tensor(y) or y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        kind = y.dtype if torch.is_tensor(y) else type(y).__name__
+        raise AdvlabError(f"{what} must be an integer tensor of class indices (int8/16/32/64 or uint8), got {kind}")
+    if y.dim() != 1 or (n is not None and len(y) != n):
+        shape = f"({n},)" if n is not None else "(B,)"
+        raise AdvlabError(f"{what} must have shape {shape}, got {tuple(y.shape)}")
+    return y.long()
+
+
 def _labels(target: torch.Tensor, what: str) -> torch.Tensor:
-    """int64 labels from labels or soft labels (the most likely class of each row)."""
+    """int64 labels from integer labels or soft labels (the most likely class of each row)."""
     if target.is_floating_point():
         if target.dim() != 2:
-            raise AdvlabError(f"{what} loss needs int64 labels (B,) or soft labels (B, C), got shape "
+            raise AdvlabError(f"{what} loss needs integer labels (B,) or soft labels (B, C), got shape "
                               f"{tuple(target.shape)}")
         return target.argmax(1)
-    return target.long()
+    return as_labels(target, f"{what} loss labels")
 
 
 @LOSSES.register("ce")
 def ce_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy per sample; ``target`` is int64 labels (B,) or soft labels (B, C)."""
+    """Cross-entropy per sample; ``target`` is integer labels (B,) (any integer dtype) or soft labels (B, C)."""
     if target.is_floating_point():
         return -(target * F.log_softmax(output, dim=1)).sum(1)
-    return F.cross_entropy(output, target, reduction="none")
+    return F.cross_entropy(output, as_labels(target, "ce loss labels"), reduction="none")
 
 
 def margin(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``max_{k != y} z_k - z_y`` per sample: positive exactly when the sample is misclassified."""
+    """``max_{k != y} z_k - z_y`` per sample: positive exactly when the sample is misclassified.
+
+    ``y``: integer labels (B,) of any integer dtype.
+    """
+    y = as_labels(y, "margin labels")
     z_y = output.gather(1, y[:, None]).squeeze(1)
     others = output.scatter(1, y[:, None], float("-inf"))
     return others.max(1).values - z_y

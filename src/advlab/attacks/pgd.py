@@ -3,6 +3,10 @@
 One forward and one backward per step, gradients taken for the input only (``torch.autograd.grad``), so
 parameter ``.grad`` is never touched. The forward of step k serves both the per-sample bookkeeping
 (GAIRAT's kappa, the first misclassified iterate, FAT's early stop) and the gradient.
+
+Attacks run the same inside ``torch.no_grad()``, inside ``torch.inference_mode()`` (inputs made there are
+cloned into normal tensors) and on models with frozen parameters: the gradient of the input is taken under
+``torch.enable_grad()`` whatever the caller's mode. Every model call goes through ``forward_logits``.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from torch import nn
 
 from ..errors import AdvlabError
 from .context import BNMode, bn_mode as _bn_mode
-from .losses import LossSpec, get_loss, kl_loss
+from .losses import LossSpec, as_labels, get_loss, kl_loss
+from .model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient,
+                           outside_inference_mode)
 from .norms import get_norm, per_sample
 
 RANDOM_STARTS = ("uniform", "normal", None)
@@ -39,11 +45,12 @@ class AttackResult:
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int, random_start: str | None,
-                  early_stop: int | None) -> None:
+                  early_stop: int | None) -> torch.Tensor | None:
+    """Check the arguments; return the labels as int64 (any integer dtype is accepted), or None."""
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise AdvlabError("attack input x must be a float tensor with values in [0, 1]")
-    if y is not None and (y.dim() != 1 or len(y) != len(x) or y.is_floating_point()):
-        raise AdvlabError(f"labels y must be integer of shape ({len(x)},), got {y.dtype} {tuple(y.shape)}")
+    if y is not None:
+        y = as_labels(y, "labels y", len(x))
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise AdvlabError(f"steps must be an int >= 0, got {steps!r}")
     if random_start not in RANDOM_STARTS:
@@ -53,6 +60,18 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int, random_st
             raise AdvlabError(f"early_stop must be None or an int >= 0, got {early_stop!r}")
         if y is None:
             raise AdvlabError("early_stop needs the labels y")
+    return y
+
+
+def _loss_target(target: torch.Tensor, n: int) -> torch.Tensor:
+    """The loss target, detached: integer labels (any integer dtype) as int64, float targets as they are."""
+    if not torch.is_tensor(target):
+        raise AdvlabError(f"target must be a tensor, got {type(target).__name__}")
+    if not target.is_floating_point():
+        target = as_labels(target, "target labels")
+    if len(target) != n:
+        raise AdvlabError(f"target has {len(target)} rows for a batch of {n}")
+    return target.detach()
 
 
 def _check_values(eps: float | torch.Tensor, direction: int | torch.Tensor) -> None:
@@ -105,10 +124,11 @@ def pgd(
     """Projected gradient ascent (``direction=1``) or descent (``-1``) of a per-sample loss in an eps-ball.
 
     Args:
-        model: maps x in [0, 1] (B, ...) to an output (logits for the built-in losses).
+        model: maps x in [0, 1] (B, ...) to a float tensor (B, C): logits for the built-in losses, or any
+            (B, C) output a custom loss reads.
         x: clean inputs, float in [0, 1]; never modified.
-        y: int64 labels (B,): used for kappa, first_wrong and early stop, and as the loss target when
-            ``target`` is None.
+        y: integer labels (B,) of any integer dtype (used as int64): used for kappa, first_wrong and early
+            stop, and as the loss target when ``target`` is None.
         eps, step_size: radius and step size, a number or a per-sample tensor (B,); eps 0 leaves a row as x.
         steps: number of gradient steps K.
         norm: "linf" (sign steps) or "l2" (normalised-gradient steps).
@@ -129,31 +149,55 @@ def pgd(
     Returns:
         AttackResult with the detached adversarial batch (same shape, dtype, device as x; inside the ball and
         [0, 1]; original batch order) and the per-sample kappa, first_wrong and steps.
+
+    Raises:
+        AdvlabError: bad arguments (labels not integer (B,), eps < 0, ...); a model output that is not a float
+            tensor (B, C); a model whose output does not depend on its input through autograd; a model whose
+            parameters were created under ``torch.inference_mode()``.
+
+    Works the same (same seed, same x_adv) under ``torch.no_grad()``, ``torch.inference_mode()`` and with
+    frozen parameters.
     """
-    _check_inputs(x, y, steps, random_start, early_stop)
+    y = _check_inputs(x, y, steps, random_start, early_stop)
     geometry = get_norm(norm)
     loss_fn = get_loss(loss)
-    x = x.detach()
-    eps_t = per_sample(eps, x, "eps")
-    direction_t = per_sample(direction, x, "direction")
-    _check_values(eps, direction)
-    move_t = per_sample(step_size, x, "step_size") * direction_t
+    with outside_inference_mode():  # autograd cannot run in inference mode; its tensors are cloned
+        check_autograd_model(model, "pgd")
+        x, y, target = (autograd_tensor(t) for t in (x.detach(), y, target))
+        eps, step_size, direction = (autograd_tensor(v) for v in (eps, step_size, direction))
+        eps_t = per_sample(eps, x, "eps")
+        direction_t = per_sample(direction, x, "direction")
+        _check_values(eps, direction)
+        move_t = per_sample(step_size, x, "step_size") * direction_t
 
-    with _bn_mode(model, bn_mode):
-        if target is None:
-            if loss == "kl" or loss is kl_loss:
-                with torch.no_grad():
-                    target = F.softmax(model(x) * logit_scale, dim=1)
-            elif y is None:
-                raise AdvlabError("pgd needs labels y or a loss target")
-            else:
-                target = y
-        target = target.detach()
-        if len(target) != len(x):
-            raise AdvlabError(f"target has {len(target)} rows for a batch of {len(x)}")
-        x_adv = _start(x, eps_t, geometry, random_start, generator)
-        return _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop,
-                        logit_scale, track_final)
+        with _bn_mode(model, bn_mode):
+            if target is None:
+                if loss == "kl" or loss is kl_loss:
+                    with torch.no_grad():
+                        target = F.softmax(forward_logits(model, x, "pgd") * logit_scale, dim=1)
+                elif y is None:
+                    raise AdvlabError("pgd needs labels y or a loss target")
+                else:
+                    target = y
+            target = _loss_target(target, len(x))
+            with torch.no_grad():
+                x_adv = _start(x, eps_t, geometry, random_start, generator)
+            return _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop,
+                            logit_scale, track_final)
+
+
+def _forward_loss(model: nn.Module, xa: torch.Tensor, target: torch.Tensor, loss_fn, logit_scale: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, C) and per-sample losses (B,) at ``xa`` (a leaf requiring grad), with grad enabled."""
+    with torch.enable_grad():
+        out = forward_logits(model, xa, "pgd")
+        if logit_scale != 1.0:
+            out = out * logit_scale
+        losses = loss_fn(out, target)
+    if not torch.is_tensor(losses) or losses.shape != (len(xa),):
+        shape = tuple(losses.shape) if torch.is_tensor(losses) else type(losses).__name__
+        raise AdvlabError(f"attack loss must return one value per sample, got shape {shape}")
+    return out, losses
 
 
 def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop, logit_scale,
@@ -173,13 +217,7 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
 
     for k in range(steps):
         xa = rows(x_adv).detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = model(xa)
-            if logit_scale != 1.0:
-                out = out * logit_scale
-            losses = loss_fn(out, rows(target))
-        if losses.shape != (len(xa),):
-            raise AdvlabError(f"attack loss must return one value per sample, got shape {tuple(losses.shape)}")
+        out, losses = _forward_loss(model, xa, rows(target), loss_fn, logit_scale)
         moving = None
         if track:
             correct = out.detach().argmax(1) == rows(y)
@@ -203,7 +241,7 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
                 moving = ~frozen
         if moving is not None and not bool(moving.any()):
             break  # every active sample froze at this iterate: no gradient needed
-        (grad,) = torch.autograd.grad(losses.sum(), xa)
+        grad = input_gradient(losses, xa, "pgd")
         with torch.no_grad():
             xo, xd = rows(x), xa.detach()
             delta = geometry.project(xd + geometry.step(grad, rows(move_t)) - xo, rows(eps_t))
@@ -223,7 +261,7 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
         pending = (first_wrong == -1).nonzero().squeeze(1)
         if len(pending):
             with torch.no_grad():
-                pred = model(x_adv[pending]).argmax(1)
+                pred = forward_logits(model, x_adv[pending], "pgd").argmax(1)
             first_wrong[pending] = torch.where(pred != y[pending], taken[pending], first_wrong[pending])
     return AttackResult(x_adv=x_adv.detach(), kappa=kappa, first_wrong=first_wrong if track_final else None,
                         steps=taken)

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from ..attacks.context import eval_mode
+from ..attacks.losses import as_labels
+from ..attacks.model_output import forward_logits
 from ..errors import AdvlabError
 from .report import EvalResult
 from .runner import EvalData, run_attack, run_clean
@@ -32,13 +34,17 @@ def attack_names(attacks: str | Sequence[str]) -> list[str]:
 
 
 def as_images(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float images in [0, 1] (uint8 is divided by 255) and int64 labels, checked."""
+    """Float images in [0, 1] (uint8 is divided by 255) and int64 labels (from any integer dtype), checked.
+
+    Raises:
+        AdvlabError: not tensors, shapes that do not match, bool/float labels, images of another dtype or
+            float images outside [0, 1].
+    """
     if not torch.is_tensor(images) or not torch.is_tensor(labels):
         raise AdvlabError("images and labels must be torch tensors")
     if images.dim() < 2 or labels.dim() != 1 or len(images) != len(labels):
         raise AdvlabError(f"need images (N, ...) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
-    if labels.is_floating_point():
-        raise AdvlabError("labels must be integer class indices")
+    labels = as_labels(labels, "labels")
     if images.dtype == torch.uint8:
         images = images.float() / 255
     elif images.is_floating_point():
@@ -46,7 +52,7 @@ def as_images(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
             raise AdvlabError("float images must be in [0, 1] (normalisation belongs inside the model)")
     else:
         raise AdvlabError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
-    return images, labels.long()
+    return images, labels
 
 
 def _device(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -88,7 +94,8 @@ def evaluate(
     Args:
         model: maps float images in [0, 1] to logits; run in eval mode (each submodule's flag is restored
             after). With ``device`` given the model is moved there (``model.to``); None: the model's device.
-        images: uint8 (divided by 255) or float in [0, 1], (N, C, H, W). labels: integer (N,).
+        images: uint8 (divided by 255) or float in [0, 1], (N, C, H, W). labels: integer (N,), any integer
+            dtype (used as int64); bool and float labels are refused.
         eps, norm: the threat model; linf eps in (0, 1], l2 eps > 0.
         attacks: names among ``eval_attack_names()`` (a list or a comma-separated string): ``pgd20``, ``cw20``,
             ``pgd20-scaled``, ``autoattack``, ``square``; ``clean`` is always computed.
@@ -104,6 +111,13 @@ def evaluate(
     Returns:
         EvalResult: per-sample flags, accuracies as fractions in [0, 1], sanity checks, ``to_json()``,
         ``table()``. Every adversarial batch is verified to be in the ball and in [0, 1] (AdvlabError if not).
+
+    Raises:
+        AdvlabError: bad arguments; a model that does not return a float logits tensor (B, C); a model whose
+            output does not depend on its input through autograd, for the gradient attacks and the sanity
+            checks that run PGD (only square, with ``sanity=False``, runs on such a model).
+
+    Works the same under ``torch.no_grad()`` and ``torch.inference_mode()``.
     """
     start = time.perf_counter()
     eps = check_eps(eps, norm)
@@ -120,7 +134,7 @@ def evaluate(
     with eval_mode(model):
         try:
             with torch.no_grad():
-                width = model(images[:1].to(dev)).shape[-1]
+                width = forward_logits(model, images[:1].to(dev), "evaluate").shape[1]
         except RuntimeError as exc:
             raise AdvlabError(f"the model cannot process inputs of shape {tuple(images.shape[1:])}: {exc}") from None
         num_classes = int(num_classes or width)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import AdvlabError
+from ..attacks.model_output import forward_logits
 from .report import AttackOutcome
 from .suite import EvalAttack
 from .threat import ATOL, verify_threat_model
@@ -41,12 +41,13 @@ class EvalData:
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Predicted classes of a batch (no grad)."""
+    """Predicted classes (B,) of a batch x (B, ...) (no grad).
+
+    Raises:
+        AdvlabError: the model does not return a float logits tensor (B, C).
+    """
     with torch.no_grad():
-        out = model(x)
-    if out.dim() != 2:
-        raise AdvlabError(f"the model must return logits of shape (B, classes), got {tuple(out.shape)}")
-    return out.argmax(1)
+        return forward_logits(model, x, "evaluate").argmax(1)
 
 
 def run_clean(data: EvalData) -> AttackOutcome:

@@ -3,6 +3,12 @@
 Each name maps to a factory ``factory(setup: AttackSetup) -> EvalAttack``; an EvalAttack attacks one batch
 (``attack(x, y) -> x_adv``) and describes its settings (``attack.settings() -> dict``, JSON-ready).
 Register your own with ``EVAL_ATTACKS.register(name, factory)``.
+
+The contract every EvalAttack keeps (tests/test_attack_contracts.py checks each registered name): x is not
+modified; x_adv is in the eps-ball around x and in [0, 1]; integer labels of any dtype are accepted; a batch
+is attacked like its samples one by one; every submodule's train/eval flag, the parameters and buffers and
+the global torch RNG are as before; the same setup gives the same x_adv; it works under ``torch.no_grad()``
+and ``torch.inference_mode()``; a model that does not return logits (B, C) is an AdvlabError.
 """
 from __future__ import annotations
 
@@ -15,6 +21,10 @@ import torch
 from torch import nn
 
 from ..attacks import pgd
+from ..attacks.context import eval_mode
+from ..attacks.losses import as_labels, ce_loss
+from ..attacks.model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient,
+                                    outside_inference_mode)
 from ..errors import AdvlabError
 from ..registry import Registry
 
@@ -58,6 +68,12 @@ class PGDEval:
         self.generator = torch.Generator().manual_seed(setup.seed)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The adversarial batch (B, ...) for images x in [0, 1] (B, ...) and integer labels y (B,) (pgd checks
+        both, and the model, and runs under no_grad and inference_mode).
+
+        Raises:
+            AdvlabError: bad labels, a model that does not return logits (B, C) or is not differentiable.
+        """
         x_best = x.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(self.restarts):
@@ -110,7 +126,9 @@ class AutoAttackEval:
     captured (not printed); the attacks that actually ran and any warnings are kept in ``settings()``.
     The global torch RNG, which pyautoattack reseeds, and any ``sys.settrace`` hook (coverage, debuggers),
     which its dynamic-defense check removes, are restored afterwards. Points it does not break come back
-    unchanged, so its ``max_perturbation`` is over the points it broke.
+    unchanged, so its ``max_perturbation`` is over the points it broke. The model runs in eval mode (every
+    submodule's flag restored after) and is checked before pyautoattack sees it: it must return logits
+    (B, C) and, for the gradient attacks (all but Square), be differentiable in its input.
     """
 
     def __init__(self, setup: AttackSetup, *, version: str | None = None, attacks: list[str] | None = None,
@@ -151,7 +169,35 @@ class AutoAttackEval:
         self.attacks_run: list[str] = []
         self.warnings: list[str] = []
 
+    def _check_model(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """AdvlabError unless the model maps x (B, ...) to logits (B, C), differentiably if a gradient attack
+        is to run: what pyautoattack assumes without checking."""
+        where = f"AutoAttack ({self.version})"
+        if set(self.aa.attacks_to_run) <= {"square"}:
+            with torch.no_grad():
+                forward_logits(self.aa.model, x, where)
+            return
+        check_autograd_model(self.aa.model, where)
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = forward_logits(self.aa.model, xg, where)
+            input_gradient(ce_loss(out, y), xg, where)
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The adversarial batch (B, ...) for images x in [0, 1] (B, ...) and integer labels y (B,).
+
+        Raises:
+            AdvlabError: bad labels, a model that does not return logits (B, C), or (for the gradient attacks)
+                whose output does not depend on its input through autograd.
+        """
+        y = as_labels(y, "labels y", len(x))
+        with outside_inference_mode(), eval_mode(self.aa.model):
+            x, y = autograd_tensor(x), autograd_tensor(y)
+            self._check_model(x, y)
+            return self._run(x, y)
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """pyautoattack on one batch, its log captured, the global RNG and any trace hook restored."""
         logger = logging.getLogger("auto-attack")
         capture = _Capture()
         saved = logger.level, logger.propagate
