@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..attacks import forward_logits
 from ..config import PART_KINDS
 from ..registry import Registry
 
@@ -201,7 +202,8 @@ class ObjectivePart(Part):
 
     def forward(self, step: Step) -> dict[str, torch.Tensor]:
         """Model outputs of ``forward_views``, one forward each, in order."""
-        return {name: step.model(step.views[name].x) for name in self.forward_views}
+        return {name: forward_logits(step.model, step.views[name].x, f"objective {self.name!r}")
+                for name in self.forward_views}
 
     def terms(self, step: Step) -> dict[str, torch.Tensor]:
         """Per-sample loss (B,) of each term of ``term_specs``."""
