@@ -23,7 +23,7 @@ from ..errors import AdvlabError, ConfigError
 from ..evaluation import evaluate
 from ..models import create
 from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
-from ..runs import DATA, SUMMARY, RunDir, load_model
+from ..runs import CHECKPOINT_NAMES, DATA, SUMMARY, RunDir, load_model
 from .optimizers import make_optimizer
 from .schedule import first_decay_epoch, make_schedule
 from .validate import validate_config
@@ -275,7 +275,7 @@ def summary_table(summary: dict[str, Any]) -> str:
     if noise:
         per_class = ", ".join(f"{r:.3f}" for r in noise["realised_rate_per_class"])
         lines.append(f"label noise: {noise['kind']}, realised rate {noise['realised_rate']:.4f} (per class {per_class})")
-    for which in ("best", "last"):
+    for which in CHECKPOINT_NAMES:
         if which not in summary:
             continue
         lines.append(f"== {which} checkpoint (epoch {summary[which]['epoch']}) ==")

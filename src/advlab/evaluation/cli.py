@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import data
+from ..attacks import NORMS
 from ..devices import pick_device
 from ..errors import AdvlabError, CheckpointError
 from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
@@ -32,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=1000, help="evaluate the first N points of the split (default: 1000)")
     p.add_argument("--eps", type=float, help="perturbation radius, e.g. 0.1 or 8/255=0.0314 (default: the "
                                             "checkpoint's eps); linf eps must be in (0, 1]")
-    p.add_argument("--norm", choices=["linf", "l2"], help="threat-model norm (default: the checkpoint's norm)")
+    p.add_argument("--norm", choices=list(NORMS), help="threat-model norm (default: the checkpoint's norm)")
     p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
                    help=f"comma-separated attacks among {', '.join(eval_attack_names())} "
                         f"(default: {','.join(DEFAULT_ATTACKS)})")

@@ -1,0 +1,125 @@
+"""The run directory, in one place: what a run writes, where, and how train, resume, eval and reports read it.
+
+``<run>/``:
+- ``config.yaml``: the resolved config (``advlab.config.TrainConfig``), written once the run is validated;
+- ``data.json``: what the training split is (sizes, class counts, meta split, label noise and imbalance
+  as applied: realised noise rate overall and per class);
+- ``metrics.jsonl``: one JSON line per finished epoch (training, validation, each part's metrics);
+- ``last.pt``, ``best.pt``: checkpoints (:mod:`advlab.runs.checkpoint`); best = highest validation robust
+  accuracy, ties broken by clean accuracy;
+- ``summary.json``: the final evaluation of best and last on the test split.
+
+Every file is written atomically (:func:`advlab.runs.atomic.write_atomic`).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import TrainConfig, dump_config, read_config
+from ..errors import AdvlabError
+from .atomic import write_atomic
+from .checkpoint import CHECKPOINT_NAMES, load_checkpoint, save_checkpoint
+
+CONFIG = "config.yaml"
+DATA = "data.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+
+class RunDir:
+    """One run's folder. :meth:`create` starts one (only after the run was validated), :meth:`open` an
+    existing one."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    @classmethod
+    def check_new(cls, path: str | Path, overwrite: bool) -> "RunDir":
+        """AdvlabError unless ``path`` can hold a new run (missing, empty, or ``overwrite``); touches nothing."""
+        run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise AdvlabError(f"run directory {run.path} is a file")
+        if run.path.is_dir() and any(run.path.iterdir()) and not overwrite:
+            raise AdvlabError(f"run directory {run.path} is not empty; continue it with `advlab train --resume "
+                              f"{run.path}`, or pass --overwrite to start afresh")
+        return run
+
+    @classmethod
+    def create(cls, path: str | Path, overwrite: bool) -> "RunDir":
+        """An empty run directory at ``path`` (its old content removed with ``overwrite``)."""
+        run = cls.check_new(path, overwrite)
+        if run.path.is_dir() and any(run.path.iterdir()):
+            shutil.rmtree(run.path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run (it must hold ``config.yaml``)."""
+        run = cls(path)
+        if not (run.path / CONFIG).is_file():
+            raise AdvlabError(f"{run.path} is not an advlab run directory (no {CONFIG})")
+        return run
+
+    # -- files ----------------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def checkpoint_path(self, which: str) -> Path:
+        if which not in CHECKPOINT_NAMES:
+            raise AdvlabError(f"checkpoint must be one of {', '.join(CHECKPOINT_NAMES)}, got {which!r}")
+        return self.path / f"{which}.pt"
+
+    def write_config(self, config: TrainConfig) -> None:
+        write_atomic(self.file(CONFIG), dump_config(config))
+
+    def read_config(self) -> TrainConfig:
+        return read_config(self.file(CONFIG))
+
+    def write_json(self, name: str, obj: Any) -> None:
+        write_atomic(self.file(name), json.dumps(obj, indent=2) + "\n")
+
+    def read_json(self, name: str) -> Any:
+        path = self.file(name)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Replace ``metrics.jsonl`` with ``rows`` (on resume: drops lines of an epoch that did not finish)."""
+        write_atomic(self.file(METRICS), "".join(json.dumps(row) + "\n" for row in rows))
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """Append one epoch's line to ``metrics.jsonl`` (a crash mid-line leaves a torn last line, which
+        :meth:`read_metrics` skips and a resume rewrites from the checkpoint's history)."""
+        with open(self.file(METRICS), "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The epoch lines; a torn last line (a crash while appending) is skipped."""
+        path = self.file(METRICS)
+        rows = []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return rows
+
+    def save_checkpoint(self, which: str, payload: dict[str, Any]) -> None:
+        save_checkpoint(self.checkpoint_path(which), payload)
+
+    def has_checkpoint(self, which: str) -> bool:
+        return self.checkpoint_path(which).is_file()
+
+    def load_checkpoint(self, which: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        return load_checkpoint(self.checkpoint_path(which), map_location=map_location)
