@@ -20,7 +20,15 @@ from advlab.recipes import RecipeEnv, build_recipe, compute_loss, part_registry
 
 DEFAULTS = {"labels": "hard", "perturbation": "pgd", "weighting": "uniform", "objective": "ce"}
 # parts that read what the defaults do not give, and the companions that give it
-COMPANIONS = {("weighting", "self-adaptive"): {"labels": "self-adaptive"}}
+COMPANIONS = {
+    ("weighting", "self-adaptive"): {"labels": "self-adaptive"},
+    ("weighting", "caat"): {"perturbation": "caat", "objective": "caat"},
+    ("weighting", "frl"): {"objective": "trades"},
+    ("objective", "caat"): {"perturbation": "caat"},
+}
+# options that keep the parts cheap on the tiny problem (a meta step every 2 steps, a short FRL attack)
+CHEAP = {("weighting", "caat"): {"meta_every": 2, "meta_batch_size": 8, "attack_steps": 2},
+         ("weighting", "frl"): {"attack_steps": 2}, ("perturbation", "caat"): {"steps": 2}}
 EPOCHS, N, B = 4, 24, 8
 
 ALL_PARTS = [(kind, name) for kind in PART_KINDS for name in part_registry(kind).names()]
@@ -38,14 +46,18 @@ class Tiny(nn.Module):
         return self.net(x)
 
 
-def make_env() -> RecipeEnv:
+def make_env(model=None, optimizer=None) -> RecipeEnv:
+    g = torch.Generator().manual_seed(9)
+    meta_images = torch.randint(0, 256, (8, 1, 8, 8), generator=g, dtype=torch.uint8)
     return RecipeEnv(num_train=N, num_classes=4, epochs=EPOCHS, eps=0.1, norm="linf", device=torch.device("cpu"),
-                     seed=0, first_decay_epoch=1)
+                     seed=0, first_decay_epoch=1, class_counts=[6, 6, 6, 6], meta_images=meta_images,
+                     meta_labels=torch.tensor([0, 1, 2, 3] * 2), model=model, optimizer=optimizer)
 
 
-def recipe_with(kind: str, name: str):
+def recipe_with(kind: str, name: str, model=None, optimizer=None):
     chosen = dict(DEFAULTS, **COMPANIONS.get((kind, name), {}), **{kind: name})
-    return build_recipe({k: (v, {}) for k, v in chosen.items()}, make_env())
+    options = {k: dict(CHEAP.get((k, v), {})) for k, v in chosen.items()}
+    return build_recipe({k: (v, options[k]) for k, v in chosen.items()}, make_env(model, optimizer))
 
 
 def data():
@@ -108,8 +120,8 @@ def test_part_contract(kind, name, one_thread):
     x, y = data()
     torch.manual_seed(0)
     model = Tiny()
-    recipe = recipe_with(kind, name)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    recipe = recipe_with(kind, name, model, opt)
     # every epoch, so that schedules (burn-in, start epochs, noise-rate windows) are crossed
     losses = run_steps(recipe, model, opt, range(EPOCHS - 1), x, y, seed=1)
     assert all(torch.isfinite(torch.tensor(losses)))
@@ -121,16 +133,16 @@ def test_part_contract(kind, name, one_thread):
 
     # state round-trip: a fresh part that loads the saved state is the same part
     saved = through_checkpoint(part.state_dict())
-    fresh = recipe_with(kind, name)
+    model2 = copy.deepcopy(model)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05, momentum=0.9)
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict may share the momentum tensors
+    fresh = recipe_with(kind, name, model2, opt2)
     for k, p in fresh.parts():
         p.load_state_dict(through_checkpoint(getattr(recipe, k).state_dict()))
     assert_same(part.state_dict(), getattr(fresh, kind).state_dict())
     assert_same(saved, through_checkpoint(getattr(fresh, kind).state_dict()))
 
     # ... and takes the same next steps: same model, optimiser and RNG on both sides
-    model2 = copy.deepcopy(model)
-    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05, momentum=0.9)
-    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict may share the momentum tensors
     after_a = run_steps(recipe, model, opt, [EPOCHS - 1], x, y, seed=7)
     after_b = run_steps(fresh, model2, opt2, [EPOCHS - 1], x, y, seed=7)
     assert after_a == after_b

@@ -91,7 +91,8 @@ class Trainer:
                         first_decay_epoch=first_decay_epoch(c.schedule, c.epochs),
                         class_counts=torch.bincount(split.labels, minlength=meta.num_classes).tolist(),
                         meta_images=split.meta_images if has_meta else None,
-                        meta_labels=split.meta_labels if has_meta else None)
+                        meta_labels=split.meta_labels if has_meta else None,
+                        model=self.model, optimizer=self.optimizer)
         self.recipe: Recipe = build_recipe(
             {kind: (getattr(c, kind).name, getattr(c, kind).options) for kind in PART_KINDS}, env)
         self.start_epoch = 0

@@ -35,6 +35,9 @@ class RecipeEnv:
 
     ``meta_images``/``meta_labels``: the clean, class-balanced meta split (``data.meta_size``), uint8
     N x C x H x W and int64 N, or None; ``class_counts``: training images per class (after imbalance).
+    ``model``/``optimizer``: the model being trained and its optimiser, for parts that evaluate the model
+    between epochs (FRL) or look one optimiser step ahead (CAAT's meta-learning); None outside a trainer
+    unless the caller sets them.
     """
 
     num_train: int  # size of the training split; per-sample state has this many rows
@@ -48,6 +51,8 @@ class RecipeEnv:
     class_counts: list[int] | None = None
     meta_images: torch.Tensor | None = None
     meta_labels: torch.Tensor | None = None
+    model: nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
 
 
 @dataclass
@@ -115,7 +120,8 @@ class Part:
     Declarations read by the recipe check (class attributes):
     ``needs_views``: view name -> facts of :class:`View` this part reads (given by the perturbation);
     ``needs_soft_targets``: reads soft (B, C) loss targets (given by a labels part with ``soft_targets``);
-    ``needs_meta_split``: needs ``RecipeEnv.meta_images`` (``data.meta_size > 0``).
+    ``needs_meta_split``: needs ``RecipeEnv.meta_images`` (``data.meta_size > 0``);
+    ``needs_outputs``: views whose model outputs it reads (the objective must forward them).
     """
 
     Options: ClassVar[type] = NoOptions
@@ -124,6 +130,7 @@ class Part:
     needs_views: ClassVar[dict[str, frozenset[str]]] = {}
     needs_soft_targets: ClassVar[bool] = False
     needs_meta_split: ClassVar[bool] = False
+    needs_outputs: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -137,6 +144,10 @@ class Part:
         self.options = options
         self.env = env
         self.epoch = 0
+
+    def bind(self, recipe: Any) -> None:
+        """Called once the recipe is built, with the other parts: a part that reads another part's state
+        (not a per-step field) finds it here and raises ConfigError naming both when it is missing."""
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each epoch with its 0-indexed number."""

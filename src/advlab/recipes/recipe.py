@@ -99,7 +99,12 @@ def check_recipe(recipe: Recipe) -> None:
         if part.needs_soft_targets and not recipe.labels.soft_targets:
             raise ConfigError(f"{_describe(kind, part)} reads soft loss targets, which "
                               f"{_describe('labels', recipe.labels)} does not give; use labels self-adaptive or sglr")
-        if part.needs_meta_split and recipe.labels.env.meta_images is None:
+        for view in part.needs_outputs:
+            if kind != "objective" and view not in recipe.objective.forward_views:
+                raise ConfigError(f"{_describe(kind, part)} reads the model's outputs on view {view!r}, which "
+                                  f"{_describe('objective', recipe.objective)} does not compute (it computes: "
+                                  f"{', '.join(recipe.objective.forward_views)})")
+        if part.needs_meta_split and part.env.meta_images is None:
             raise ConfigError(f"{_describe(kind, part)} needs the meta split: set data.meta_size > 0")
     objective = recipe.objective
     for view in objective.forward_views:
@@ -136,6 +141,8 @@ def build_recipe(sections: dict[str, tuple[str, dict[str, Any]]], env: RecipeEnv
         parts[kind] = cls(part_options(kind, name, options), env)
     recipe = Recipe(**parts)
     check_recipe(recipe)
+    for _, part in recipe.parts():
+        part.bind(recipe)
     return recipe
 
 

@@ -1,0 +1,247 @@
+"""CAAT's meta-learned weights (Zhou, Yang, Wu, AAAI 2023; code xiaolingzhou98/CAAT utils.py ``train_model``).
+
+A meta-network maps the six training-dynamics features of each sample (:mod:`.training_dynamics`) to
+(a_i, b_i): a_i multiplies TRADES' natural and boundary terms (with FRL's class weights w0, w1 when
+``reweight``), b_i the anti-adversarial cross-entropy. Every ``meta_every`` steps the meta-network takes one
+bi-level step (Meta-Weight-Net style):
+
+1. the step's loss with weights g(zeta) kept in the graph; its gradient w.r.t. the model's parameters with
+   ``create_graph``; one look-ahead step of the real optimiser (its learning rate, momentum buffer and
+   weight decay: :func:`.lookahead.sgd_lookahead`), giving W'(Omega);
+2. a batch of the meta split (clean, class-balanced; drawn with the part's own generator), its views made
+   against W' with the bounds and class weights of ITS OWN labels (the code reuses the training batch's);
+   the meta loss is the same objective, not weighted by g (FRL's class weights kept);
+3. the meta-gradient reaches Omega through W'; an Adam step (lr 1e-4, weight decay 5e-4).
+
+The model's update then uses g(zeta) of the updated meta-network, without gradient. The second feature
+(class-average clean loss of the previous epoch) is tracked for real (the code's stays at its initial 5);
+before the first epoch ends it is ln C, the loss of a uniform prediction. During ``warmup_epochs`` the
+weights are a = 1, b = 0 (TRADES with FRL's weights) and the meta-network is not trained.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...options import option
+from ..base import RecipeEnv, Step, TermSpec, View, combine, register
+from .frl import FRLOptions, FRLWeightingBase, batch_class_weights
+from .lookahead import LookAhead, check_sgd, sgd_lookahead
+from .meta_net import MetaNet
+from .training_dynamics import training_dynamics
+
+
+@dataclass
+class CAATWeightingOptions(FRLOptions):
+    temperature: float = option(0.001, low=0, low_open=True)  # softmax temperature of the meta-net
+    hidden: int = option(100, low=1)  # hidden units of the meta-net
+    meta_lr: float = option(1e-4, low=0, low_open=True)  # Adam on the meta-net
+    meta_weight_decay: float = option(5e-4, low=0)
+    meta_every: int = option(50, low=1)  # a bi-level step every this many training steps
+    meta_batch_size: int = option(128, low=1)
+    warmup_epochs: int = option(0, low=0)  # plain TRADES (a = 1, b = 0) for these first epochs
+
+
+@register("weighting", "caat")
+class CAATWeighting(FRLWeightingBase):
+    """Per-sample (a_i, b_i) from a meta-network trained by bi-level optimisation on the meta split, times
+    FRL's class weights on the natural and boundary terms."""
+
+    Options = CAATWeightingOptions
+    needs_outputs = ("clean",)
+
+    def __init__(self, options: CAATWeightingOptions, env: RecipeEnv) -> None:
+        super().__init__(options, env)
+        with torch.random.fork_rng(devices=[]):  # the meta-net's own initialisation; the global stream is kept
+            torch.manual_seed(env.seed + 0x4341)
+            self.meta_net = MetaNet(6, options.hidden, options.temperature).to(env.device)
+        self.meta_optimizer = torch.optim.Adam(self.meta_net.parameters(), lr=options.meta_lr,
+                                               weight_decay=options.meta_weight_decay)
+        self.meta_generator = torch.Generator().manual_seed(env.seed + 0x4D455441)
+        c = env.num_classes
+        counts = torch.tensor(env.class_counts if env.class_counts else [1] * c, dtype=torch.float32)
+        self.class_prior = counts / counts.sum()
+        self.class_loss = torch.full((c,), math.log(c))  # zeta_2 of the current epoch (previous epoch's mean)
+        self.loss_sum = torch.zeros(c, dtype=torch.float64)
+        self.loss_count = torch.zeros(c, dtype=torch.float64)
+        self.steps_done = 0
+        self.recipe: Any = None
+        self._reset_metrics()
+
+    def bind(self, recipe: Any) -> None:
+        self.recipe = recipe
+
+    def default_terms(self, specs: tuple[TermSpec, ...]) -> list[str]:
+        return [s.name for s in specs]
+
+    # -- epoch ----------------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        if epoch > 0 and float(self.loss_count.sum()) > 0:
+            seen = self.loss_count > 0
+            self.class_loss = torch.where(seen, (self.loss_sum / self.loss_count.clamp_min(1)).float(),
+                                          self.class_loss)
+        self.loss_sum.zero_()
+        self.loss_count.zero_()
+        super().on_epoch_start(epoch)
+        self._reset_metrics()
+
+    def active(self, epoch: int) -> bool:
+        return epoch >= self.options.warmup_epochs
+
+    # -- weights ---------------------------------------------------------------------------------------
+    def features(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The six features (B, 6) in the meta-net's dtype."""
+        dtype = next(self.meta_net.parameters()).dtype
+        return training_dynamics(logits, y, self.class_loss, self.class_prior).to(dtype)
+
+    def combined_weights(self, ab: torch.Tensor | None, y: torch.Tensor, specs_names: list[str]
+                         ) -> dict[str, torch.Tensor | None]:
+        """Per-term weights: a * FRL's w0 / w1 on natural / boundary, b on anti (``ab`` None: a = b = 1)."""
+        frl = self.frl_term_weights_for(y)
+        a = ab[:, 0] if ab is not None else None
+        b = ab[:, 1] if ab is not None else None
+
+        def times(u: torch.Tensor | None, v: torch.Tensor | None) -> torch.Tensor | None:
+            if u is None:
+                return v
+            return u if v is None else u * v
+
+        out = {"natural": times(a, frl["natural"]), "boundary": times(a, frl["boundary"]), "anti": b}
+        return {name: out.get(name, a) for name in specs_names}
+
+    def frl_term_weights_for(self, y: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        if not self.options.reweight:
+            return {"natural": None, "boundary": None}
+        return {"natural": batch_class_weights(self.duals.natural_weights, y),
+                "boundary": batch_class_weights(self.duals.boundary_weights, y)}
+
+    def term_weights(self, step: Step, specs: tuple[TermSpec, ...]) -> dict[str, torch.Tensor | None]:
+        names = [s.name for s in specs]
+        logits = step.outputs["clean"]
+        zeta = self.features(logits, step.y)
+        self._accumulate_class_loss(zeta[:, 0], step.y)
+        if not self.active(step.epoch):
+            weights = self.combined_weights(None, step.y, names)
+            if "anti" in weights:
+                weights["anti"] = torch.zeros(len(step.y), device=step.y.device)
+            return weights
+        self.steps_done += 1
+        if self.steps_done % self.options.meta_every == 0 and self.env.meta_images is not None:
+            self.meta_step(step, zeta)
+        with torch.no_grad():
+            ab = self.meta_net(zeta)
+        self._record(ab, step.y)
+        return self.combined_weights(ab, step.y, names)
+
+    def _accumulate_class_loss(self, loss: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum.index_add_(0, y.cpu(), loss.detach().double().cpu())
+        self.loss_count.index_add_(0, y.cpu(), torch.ones(len(y), dtype=torch.float64))
+
+    # -- the bi-level step -------------------------------------------------------------------------------
+    def meta_batch(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of the meta split (pixels in [0, 1] of ``dtype``, labels) on the device, drawn with the
+        part's own generator."""
+        n = len(self.env.meta_labels)
+        index = torch.randperm(n, generator=self.meta_generator)[: self.options.meta_batch_size]
+        x = self.env.meta_images[index].to(self.env.device).to(dtype).div(255)
+        return x, self.env.meta_labels[index].to(self.env.device)
+
+    def meta_step_loss(self, step: Step, zeta: torch.Tensor) -> torch.Tensor:
+        """The meta loss (steps 1-2 of the module docs) as a function of the meta-net's parameters."""
+        optimizer = self.env.optimizer
+        check_sgd(optimizer, "weighting 'caat'")
+        model, objective = step.model, self.recipe.objective
+        names = [s.name for s in objective.term_specs]
+        params = dict(model.named_parameters())
+        ab = self.meta_net(zeta)
+        ahead_now = LookAhead(model, params)
+        outputs = {v: ahead_now(step.views[v].x.detach()) for v in objective.forward_views}
+        probe = Step(model=model, x=step.x, y=step.y, index=step.index, epoch=step.epoch, views=step.views,
+                     outputs=outputs, loss_targets=step.loss_targets)
+        loss = combine(objective.terms(probe), objective.coefficients(), self.combined_weights(ab, step.y, names))
+        trainable = {n: p for n, p in params.items() if p.requires_grad}
+        grads = torch.autograd.grad(loss, list(trainable.values()), create_graph=True)
+        new = sgd_lookahead(model, dict(zip(trainable, grads)), optimizer)
+        new.update({n: p for n, p in params.items() if n not in trainable})
+        x_m, y_m = self.meta_batch(dtype=next(iter(params.values())).dtype)
+        frozen = LookAhead(model, {n: p.detach() for n, p in new.items()})
+        meta_views = {"clean": View(x=x_m), **self.recipe.perturbation.make_views(frozen, x_m, y_m, record=False)}
+        ahead = LookAhead(model, new)
+        meta_outputs = {v: ahead(meta_views[v].x) for v in objective.forward_views}
+        meta_probe = Step(model=model, x=x_m, y=y_m, index=torch.arange(len(y_m)), epoch=step.epoch,
+                          views=meta_views, outputs=meta_outputs,
+                          loss_targets={v: y_m for v in objective.target_views})
+        return combine(objective.terms(meta_probe), objective.coefficients(), self.combined_weights(None, y_m, names))
+
+    def meta_step(self, step: Step, zeta: torch.Tensor) -> float:
+        """One bi-level update of the meta-net (see the module docs); returns the meta loss."""
+        meta_loss = self.meta_step_loss(step, zeta)
+        meta_grads = torch.autograd.grad(meta_loss, list(self.meta_net.parameters()), allow_unused=True)
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(self.meta_net.parameters(), meta_grads):
+            p.grad = None if g is None else g.detach()
+        self.meta_optimizer.step()
+        value = float(meta_loss.detach())
+        self._meta_losses.append(value)
+        return value
+
+    # -- diagnostics and state ---------------------------------------------------------------------------
+    def _reset_metrics(self) -> None:
+        c = self.env.num_classes
+        self._a_sum = torch.zeros(c, dtype=torch.float64)
+        self._b_sum = torch.zeros(c, dtype=torch.float64)
+        self._count = torch.zeros(c, dtype=torch.float64)
+        self._adv_major = 0
+        self._meta_losses: list[float] = []
+
+    def _record(self, ab: torch.Tensor, y: torch.Tensor) -> None:
+        y = y.cpu()
+        self._a_sum.index_add_(0, y, ab[:, 0].double().cpu())
+        self._b_sum.index_add_(0, y, ab[:, 1].double().cpu())
+        self._count.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
+        self._adv_major += int((ab[:, 0] > 0.5).sum())
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Mean a and b overall and per class, the share of samples with a > 0.5, the meta losses, FRL's duals,
+        class weights and bound multipliers, and the class losses zeta_2 in use."""
+        n = float(self._count.sum())
+        per = self._count.clamp_min(1)
+        out: dict[str, Any] = {
+            "caat_active": self.active(self.epoch),
+            "caat_a_mean": float(self._a_sum.sum()) / n if n else None,
+            "caat_b_mean": float(self._b_sum.sum()) / n if n else None,
+            "caat_a_per_class": (self._a_sum / per).tolist() if n else None,
+            "caat_b_per_class": (self._b_sum / per).tolist() if n else None,
+            "caat_adversarial_share": self._adv_major / n if n else None,
+            "caat_meta_steps": len(self._meta_losses),
+            "caat_meta_loss": sum(self._meta_losses) / len(self._meta_losses) if self._meta_losses else None,
+            "caat_class_loss": self.class_loss.tolist(),
+        }
+        out.update(self.duals.metrics("frl"))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update({
+            "meta_net": {k: v.detach().clone() for k, v in self.meta_net.state_dict().items()},
+            "meta_optimizer": self.meta_optimizer.state_dict(),
+            "meta_generator": self.meta_generator.get_state().clone(),
+            "class_loss": self.class_loss.clone(), "loss_sum": self.loss_sum.clone(),
+            "loss_count": self.loss_count.clone(), "steps_done": self.steps_done,
+        })
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        super().load_state_dict(state)
+        self.meta_net.load_state_dict(state["meta_net"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.meta_generator.set_state(state["meta_generator"].cpu())
+        self.class_loss = state["class_loss"].clone().float()
+        self.loss_sum = state["loss_sum"].clone().double()
+        self.loss_count = state["loss_count"].clone().double()
+        self.steps_done = int(state["steps_done"])
