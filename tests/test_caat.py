@@ -11,7 +11,7 @@ from advlab.errors import ConfigError
 from advlab.recipes import RecipeEnv, build_recipe, compute_loss
 from advlab.recipes.perturbation.caat import CAATPerturbation, CAATPerturbationOptions
 from advlab.recipes.weighting.frl import FRLDuals, FRLOptions, batch_class_weights
-from advlab.recipes.weighting.lookahead import LookAhead, sgd_lookahead
+from advlab.recipes.weighting.lookahead import sgd_lookahead
 from advlab.recipes.weighting.training_dynamics import training_dynamics
 
 

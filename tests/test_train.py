@@ -141,3 +141,24 @@ def test_training_with_label_noise_and_a_long_tail_records_what_was_applied(tmp_
     counts = json.loads((tail / "data.json").read_text())["class_counts"]
     expected = [round(200 * 10 ** (-c / 9)) for c in range(10)]
     assert counts == expected
+
+
+def test_warm_start_loads_the_model_of_another_run_before_training(tmp_path):
+    from advlab.config import load_config
+    from advlab.engine.trainer import Trainer
+    from advlab.errors import ConfigError
+
+    first = tmp_path / "first"
+    train("pgd-at", first, overrides=TINY + ["epochs=1"], progress=False, evaluate=False)
+    best = load_checkpoint(first / "best.pt")["model"]
+    warm = Trainer(load_config("trades", TINY + ["epochs=1", f"init.from={first}"]), None, progress=False)
+    for name, value in warm.model.state_dict().items():
+        assert torch.equal(value.cpu(), best[name]), name
+    cold = Trainer(load_config("trades", TINY + ["epochs=1"]), None, progress=False)
+    assert not all(torch.equal(v, best[k]) for k, v in cold.model.state_dict().items())
+    with pytest.raises(ConfigError, match="init.from"):
+        train("trades", tmp_path / "bad", overrides=TINY + [f"init.from={tmp_path / 'nowhere'}"], progress=False)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="init.from: .* holds model"):
+        Trainer(load_config("trades", TINY + [f"init.from={first}", "model.options.dropout=0.3"]), None,
+                progress=False)

@@ -93,6 +93,14 @@ class EvaluationConfig:
 
 
 @dataclass
+class InitConfig:
+    """Warm start: ``init.from`` names a run directory (its best checkpoint) or a checkpoint file whose model
+    weights are loaded before training (CAAT fine-tunes a warm model). The attribute is ``from_``."""
+
+    from_: str | None = field(default=None, metadata={"key": "from"})
+
+
+@dataclass
 class PartConfig:
     """One recipe part: a registered name plus that part's options (checked by ``advlab.recipes``)."""
 
@@ -117,6 +125,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"  # advlab.recipes.PRECISIONS
+    init: InitConfig = field(default_factory=InitConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     labels: PartConfig = _part("hard")
@@ -135,7 +144,7 @@ def _to_plain(obj: Any) -> Any:
     if isinstance(obj, PartConfig):
         return {"name": obj.name, **_to_plain(obj.options)}
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.metadata.get("key", f.name): _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {k: _to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -201,7 +210,8 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    attribute = {f.metadata.get("key", f.name): f.name for f in dataclasses.fields(cls)}  # config key -> attribute
+    names = list(attribute)
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"{prefix}." if prefix else ""
@@ -211,13 +221,14 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
-        hint = hints[name]
+        attr = attribute[name]
+        hint = hints[attr]
         if hint is PartConfig:
-            kwargs[name] = _build_part(value, key)
+            kwargs[attr] = _build_part(value, key)
         elif dataclasses.is_dataclass(hint):
-            kwargs[name] = build_dataclass(hint, value, key)
+            kwargs[attr] = build_dataclass(hint, value, key)
         else:
-            kwargs[name] = _check_value(key, value, hint)
+            kwargs[attr] = _check_value(key, value, hint)
     built = cls(**kwargs)
     check_ranges(built, prefix)
     return built

@@ -23,7 +23,8 @@ from ..errors import AdvlabError, ConfigError
 from ..evaluation import evaluate
 from ..models import create
 from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
-from ..runs import CHECKPOINT_NAMES, DATA, SUMMARY, RunDir, load_model
+from ..runs import (CHECKPOINT_NAMES, DATA, SUMMARY, RunDir, load_checkpoint, load_model,
+                    resolve_checkpoint)
 from .optimizers import make_optimizer
 from .schedule import first_decay_epoch, make_schedule
 from .validate import validate_config
@@ -81,6 +82,8 @@ class Trainer:
         spec = dict(self.model_spec)
         self.model = create(spec.pop("name"), **spec).to(self.device)
         _check_model_fits(self.model, split.images[:2], meta.num_classes, self.device)
+        if c.init.from_:
+            _load_warm_start(self.model, c.init.from_, self.model_spec)
         self.optimizer = make_optimizer(self.model.parameters(), c.optimizer)
         self.rate = make_schedule(c.schedule, c.optimizer.lr, c.epochs)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
@@ -263,6 +266,18 @@ def _check_model_fits(model: torch.nn.Module, images: torch.Tensor, num_classes:
     if not torch.is_tensor(out) or tuple(out.shape) != (len(images), num_classes):
         got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise ConfigError(f"model: must return logits of shape (B, {num_classes}) for this dataset, got {got}")
+
+
+def _load_warm_start(model: torch.nn.Module, source: str, spec: dict[str, Any]) -> None:
+    """Load the weights of ``source`` (a run directory's best checkpoint, or a checkpoint file) into ``model``;
+    ConfigError naming ``init.from`` when it is missing, unreadable or of another architecture."""
+    try:
+        ckpt = load_checkpoint(resolve_checkpoint(source, "best"))
+    except AdvlabError as exc:
+        raise ConfigError(f"init.from: {exc}") from None
+    if ckpt.get("model_spec") != spec:
+        raise ConfigError(f"init.from: {source} holds model {ckpt.get('model_spec')}, this run builds {spec}")
+    model.load_state_dict(ckpt["model"])
 
 
 def summary_table(summary: dict[str, Any]) -> str:
