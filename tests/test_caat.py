@@ -207,9 +207,9 @@ def test_batch_class_weights_give_the_code_s_normalisation():
 
 
 # -- a whole run ---------------------------------------------------------------------------------------------
-TINY = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=30", "device=cpu",
+TINY = ["data.train_size=100", "batch_size=50", "perturbation.steps=2", "validation.n=20", "device=cpu",
         "data.meta_size=60", "weighting.meta_every=2", "weighting.meta_batch_size=30", "weighting.attack_steps=2",
-        "epochs=3"]
+        "epochs=2", "evaluation.n=20"]
 
 
 @pytest.mark.slow
