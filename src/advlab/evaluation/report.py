@@ -164,7 +164,6 @@ class EvalResult:
                 lines.append(f"  {check['name']:<16} {check['status']:<8} {check.get('message', '')}".rstrip())
         return "\n".join(lines)
 
-
     def fairness_table(self) -> list[str]:
         """Lines of the fairness block of :meth:`table`: average / worst-class error in % (worst class)."""
         fair = self.fairness()
