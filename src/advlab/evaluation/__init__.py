@@ -13,6 +13,15 @@ JSON (``EvalResult.to_dict()``)::
                square, [warnings]
     robust:    {acc, per_class, worst_class: {class, acc, n}, over: ["clean", <names>]}
                (per-sample AND of clean and every attack)
+    fairness:  {<name>: {over: ["clean", <name>], natural: E, boundary: E, robust: E}, ...,
+                "robust": {over: ["clean", <names>], natural: E, boundary: E, robust: E}}
+               one entry per attack in order, then the per-sample AND; E = {average, worst, worst_class,
+               overall, per_class: {"<class>": error}}: class-wise error rates (fractions), FRL's definitions
+               (``advlab.evaluation.fairness``): natural = 1 - clean acc; boundary = correct clean but wrong
+               under the attack(s) = clean acc - robust acc; robust = 1 - robust acc (robust: correct clean AND
+               under the attack(s)) = natural + boundary. average: the mean over the classes present
+               (class-balanced); worst: the largest per-class error; worst_class: its class (ties: the
+               smallest index; None without points); overall: the error over all points
     sanity:    [{name, status: "passed"|"failed"|"not run", message, details: {...}}]
     per_sample: {"clean": [0/1...], <name>: [...], "robust": [...]}
     version:   {advlab, torch, pyautoattack}
@@ -20,10 +29,11 @@ JSON (``EvalResult.to_dict()``)::
 """
 from __future__ import annotations
 
+from .fairness import class_errors
 from .report import AttackOutcome, EvalResult
 from .robustness import DEFAULT_ATTACKS, evaluate
 from .suite import AA_VERSIONS, EVAL_ATTACKS, AttackSetup, eval_attack_names
 from .threat import verify_threat_model
 
 __all__ = ["AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
-           "eval_attack_names", "verify_threat_model"]
+           "class_errors", "eval_attack_names", "verify_threat_model"]

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from .fairness import ERRORS, class_errors
+
 
 @dataclass
 class AttackOutcome:
@@ -91,6 +93,21 @@ class EvalResult:
             return self.clean.acc
         return self.attacks[name].acc
 
+    def fairness(self) -> dict[str, dict[str, Any]]:
+        """Class-wise natural, boundary and robust error (FRL's definitions, ``advlab.evaluation.fairness``).
+
+        Returns ``{<attack>: {"over": ["clean", <attack>], "natural": s, "boundary": s, "robust": s}}`` for each
+        attack in order, then ``"robust"`` for the per-sample AND of clean and every attack (``over`` as in
+        ``to_dict()["robust"]``); ``s`` is ``{"average", "worst", "worst_class", "overall", "per_class"}``,
+        errors as fractions in [0, 1], ``average`` the mean over the classes present.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for name, o in self.attacks.items():
+            out[name] = {"over": ["clean", name], **class_errors(self.clean.correct, o.correct, self.labels)}
+        out["robust"] = {"over": ["clean", *self.attacks],
+                         **class_errors(self.clean.correct, self.robust_correct, self.labels)}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready report (see the module docs of ``advlab.evaluation`` for the schema)."""
         robust = self.robust_correct
@@ -109,6 +126,7 @@ class EvalResult:
             "attacks": attacks,
             "robust": {"acc": accuracy(robust), "per_class": per_class(robust, self.labels),
                        "worst_class": worst_class(robust, self.labels), "over": ["clean", *self.attacks]},
+            "fairness": self.fairness(),
             "sanity": self.sanity,
             "per_sample": per_sample,
             "version": dict(self.versions),
@@ -138,12 +156,33 @@ class EvalResult:
         for name, o in self.attacks.items():
             lines.append(row(name, o.correct, _describe(o)))
         lines.append(row("robust (AND)", self.robust_correct, "correct clean and under every attack above"))
+        lines += ["", *self.fairness_table()]
         if self.sanity:
             lines.append("")
             lines.append("sanity checks:")
             for check in self.sanity:
                 lines.append(f"  {check['name']:<16} {check['status']:<8} {check.get('message', '')}".rstrip())
         return "\n".join(lines)
+
+    def fairness_table(self) -> list[str]:
+        """Lines of the fairness block of :meth:`table`: average / worst-class error in % (worst class)."""
+        fair = self.fairness()
+        k = len(fair["robust"]["natural"]["per_class"])
+        lines = [f"class-wise error in %, FRL's definitions: average over the {k} classes / worst class (its index)",
+                 "boundary = correct clean, wrong under attack; robust = natural + boundary"]
+        header = f"{'attack':<14} " + " ".join(f"{kind:>22}" for kind in ERRORS)
+        lines += [header, "-" * len(header)]
+        for name, entry in fair.items():
+            label = "robust (AND)" if name == "robust" else name
+            lines.append(f"{label:<14} " + " ".join(f"{_cell(entry[kind]):>22}" for kind in ERRORS))
+        return lines
+
+
+def _cell(summary: dict[str, Any]) -> str:
+    """``average / worst (class)`` in %, or ``-`` without points."""
+    if summary["worst_class"] is None:
+        return "-"
+    return f"{100 * summary['average']:.2f} / {100 * summary['worst']:.2f} ({summary['worst_class']})"
 
 
 def _bits(flags: torch.Tensor) -> list[int]:
