@@ -93,6 +93,11 @@ class EvaluationConfig:
 
 
 @dataclass
+class LoggingConfig:
+    tensorboard: bool = False  # also write each epoch's metrics as TensorBoard scalars to <run>/tensorboard
+
+
+@dataclass
 class PartConfig:
     """One recipe part: a registered name plus that part's options (checked by ``advlab.recipes``)."""
 
@@ -125,6 +130,7 @@ class TrainConfig:
     objective: PartConfig = _part("ce")
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     out: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
