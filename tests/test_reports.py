@@ -227,6 +227,7 @@ def test_the_significance_rule():
     assert not_significant(Stat([0.5, 0.7]), Stat([0.6, 0.62])) is True  # |0.6 - 0.61| < 0.141 + 0.014
     assert not_significant(Stat([0.5, 0.52]), Stat([0.6, 0.62])) is False  # 0.1 > 0.014 + 0.014
     assert not_significant(Stat([0.5, 0.52]), Stat([0.52, 0.54])) is True  # 0.02 < 0.014 + 0.014 (the sum)
+    assert not_significant(Stat([0.5, 0.5]), Stat([0.5, 0.5])) is True  # equal, no spread: nothing to tell apart
     assert not_significant(Stat([0.5]), Stat([0.6, 0.62])) is None
 
 

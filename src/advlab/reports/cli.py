@@ -36,7 +36,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         "compare", help="compare runs: mean and spread over seeds, significance, overlaid validation curves",
         description="One table of best and last checkpoints (clean, each attack, robust = per-sample AND) and the "
                     "best-to-last robust gap, per group of runs: mean and sample standard deviation over the runs "
-                    "of a group (seeds). The first group is the reference; a difference from it smaller than the "
+                    "of a group (seeds). The first group is the reference; a difference from it no larger than the "
                     "sum of the two groups' standard deviations is marked n.s. (not significant; a rule of thumb, "
                     f"not a test). Writes {COMPARE_MD}, {COMPARE_CSV} (accuracies as fractions) and "
                     f"{COMPARE_CURVES} into --out.",

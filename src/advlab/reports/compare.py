@@ -8,9 +8,9 @@ Spread and significance, as used here:
   run has no spread;
 - the first group (in the order the runs are given) is the reference; every other group's difference is its
   mean minus the reference's mean;
-- a difference is marked **not significant** (``n.s.``) when it is smaller in size than the sum of the two
-  groups' spreads (``|mean_a - mean_b| < sd_a + sd_b``: the mean +- one standard deviation intervals
-  overlap). This is a rule of thumb for a few seeds, not a statistical test: a difference that passes it may
+- a difference is marked **not significant** (``n.s.``) when it is no larger in size than the sum of the two
+  groups' spreads (``|mean_a - mean_b| <= sd_a + sd_b``: the mean +- one standard deviation intervals
+  overlap or touch; two groups equal to the last digit are n.s. even with zero spread). This is a rule of thumb for a few seeds, not a statistical test: a difference that passes it may
   still be chance. Without a spread in both groups no mark is given (``no spread``).
 
 Outputs: ``compare.md`` (one table, accuracies in %), ``compare.csv`` (one line per group, checkpoint and
@@ -60,11 +60,11 @@ class Stat:
 
 
 def not_significant(a: Stat, b: Stat) -> bool | None:
-    """True when ``|a.mean - b.mean| < a.sd + b.sd`` (the difference is within the spreads), False when it is
+    """True when ``|a.mean - b.mean| <= a.sd + b.sd`` (the difference is within the spreads), False when it is
     not, None when either group has no spread (one run)."""
     if a.sd is None or b.sd is None:
         return None
-    return abs(a.mean - b.mean) < a.sd + b.sd
+    return abs(a.mean - b.mean) <= a.sd + b.sd
 
 
 @dataclass
@@ -174,7 +174,7 @@ def markdown(comparison: Comparison) -> str:
     lines = [f"# Comparison of {sum(len(g.records) for g in groups)} runs by {by}", "",
              "Accuracies in % on each run's test points, mean ± sample standard deviation over the runs of a "
              f"group (seeds). In brackets: the difference from the first group ({reference.name}); `n.s.` (not "
-             "significant) where it is smaller than the sum of the two groups' standard deviations, `no spread` "
+             "significant) where it is no larger than the sum of the two groups' standard deviations, `no spread` "
              "where a group has one run. Best is chosen on the validation split; gap = best robust - last robust.",
              ""]
     headers = [by, "runs", "seeds", *(_column_name(c) for c in comparison.columns)]
