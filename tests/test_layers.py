@@ -9,15 +9,18 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "advlab"
 # layer -> the advlab packages/modules it must never import
 FORBIDDEN = {
-    "config": {"recipes", "engine", "evaluation", "runs", "data", "models", "attacks"},
-    "options": {"recipes", "engine", "evaluation", "runs", "config"},
-    "epochs": {"recipes", "engine", "evaluation", "runs", "config"},
-    "attacks": {"recipes", "engine", "evaluation", "runs", "data"},
-    "data": {"recipes", "engine", "evaluation", "runs", "models", "attacks", "config"},
-    "models": {"recipes", "engine", "evaluation", "runs", "data", "attacks"},
-    "recipes": {"engine", "evaluation", "runs"},
-    "runs": {"engine", "evaluation", "recipes"},
-    "evaluation": {"engine", "recipes"},
+    "config": {"recipes", "engine", "evaluation", "runs", "data", "models", "attacks", "reports"},
+    "options": {"recipes", "engine", "evaluation", "runs", "config", "reports"},
+    "epochs": {"recipes", "engine", "evaluation", "runs", "config", "reports"},
+    "attacks": {"recipes", "engine", "evaluation", "runs", "data", "reports"},
+    "data": {"recipes", "engine", "evaluation", "runs", "models", "attacks", "config", "reports"},
+    "models": {"recipes", "engine", "evaluation", "runs", "data", "attacks", "reports"},
+    "recipes": {"engine", "evaluation", "runs", "reports"},
+    "runs": {"engine", "evaluation", "recipes", "reports"},
+    "evaluation": {"engine", "recipes", "reports"},
+    "engine": {"reports"},
+    # reports read finished (or killed) runs: they sit on top of runs, config and evaluation, never train
+    "reports": {"engine", "recipes"},
 }
 
 

@@ -17,6 +17,8 @@ SMALL = {
               "batch_size=100", "validation.n=40", "evaluation.attacks=[pgd20]", "data.meta_size=0"],
     "eval": ["--n", "40", "--attacks", "pgd20", "--no-sanity", "--quiet", "--device", "cpu"],
     "presets": [],
+    "report": ["--quiet"],
+    "compare": ["--quiet"],
 }
 
 

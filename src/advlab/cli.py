@@ -12,6 +12,8 @@ COMMANDS = {
     "train": "advlab.engine.cli_train",
     "presets": "advlab.engine.cli_presets",
     "eval": "advlab.evaluation.cli",
+    "report": "advlab.reports.cli_report",
+    "compare": "advlab.reports.cli_compare",
 }
 
 

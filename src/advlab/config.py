@@ -101,6 +101,11 @@ class InitConfig:
 
 
 @dataclass
+class LoggingConfig:
+    tensorboard: bool = False  # also write each epoch's metrics as TensorBoard scalars to <run>/tensorboard
+
+
+@dataclass
 class PartConfig:
     """One recipe part: a registered name plus that part's options (checked by ``advlab.recipes``)."""
 
@@ -134,6 +139,7 @@ class TrainConfig:
     objective: PartConfig = _part("ce")
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     out: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

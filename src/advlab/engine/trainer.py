@@ -23,10 +23,11 @@ from ..errors import AdvlabError, ConfigError
 from ..evaluation import evaluate
 from ..models import create
 from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
-from ..runs import (CHECKPOINT_NAMES, DATA, SUMMARY, RunDir, load_checkpoint, load_model,
+from ..runs import (CHECKPOINT_NAMES, DATA, SUMMARY, TENSORBOARD, RunDir, load_checkpoint, load_model,
                     resolve_checkpoint)
 from .optimizers import make_optimizer
 from .schedule import first_decay_epoch, make_schedule
+from .tensorboard import EpochScalars
 from .validate import validate_config
 
 VALIDATION_SEED_OFFSET = 12345  # the validation attack's random starts: seed + this, apart from the test's
@@ -101,6 +102,7 @@ class Trainer:
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best = {"epoch": -1, "val_robust": -1.0, "val_clean": -1.0}
+        self.tensorboard = EpochScalars() if c.logging.tensorboard else None  # checks the package
 
     @property
     def parts(self) -> dict[str, Any]:
@@ -206,6 +208,8 @@ class Trainer:
             if improved:
                 run.save_checkpoint("best", payload)
             run.append_metrics(row)
+            if self.tensorboard is not None:
+                self.tensorboard.write(row, run.file(TENSORBOARD))
             self.log(row)
 
     def log(self, row: dict[str, Any]) -> None:

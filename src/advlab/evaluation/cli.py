@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from ..attacks import NORMS
 from ..devices import pick_device
 from ..errors import AdvlabError, CheckpointError
 from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
+from .model_card import model_card
 from .robustness import DEFAULT_ATTACKS, attack_names, evaluate
 from .threat import check_eps
 from .suite import AA_REDUCED_VERSIONS, AA_VERSIONS, eval_attack_names
@@ -49,6 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip the sanity checks that cost extra attacks (large-eps, more-steps)")
     p.add_argument("--out", help="JSON output path (default: <checkpoint stem>-eval.json next to the "
                                  "checkpoint); the table goes to the same path with .txt")
+    p.add_argument("--model-card", action="store_true",
+                   help="also write the result as a RobustBench-style model entry (threat model, eps, clean and "
+                        "AutoAttack accuracy, architecture, number of points, the AutoAttack version that ran and a "
+                        "footnote where it was reduced) to <out stem>-model-card.json, and print it; needs "
+                        "autoattack among --attacks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -86,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise AdvlabError(f"--batch-size must be >= 1, got {args.batch_size}")
     attacks = attack_names(args.attacks)
+    if args.model_card and "autoattack" not in attacks:
+        raise AdvlabError("--model-card reports AutoAttack accuracy: add autoattack to --attacks "
+                          "(a reduced --autoattack-version such as apgd-ce is named in the card)")
     ckpt = load_checkpoint(path)  # metadata first: bad settings fail before the model and data are loaded
     norm = _setting(args.norm, ckpt, "norm", "--norm")
     eps = check_eps(_setting(args.eps, ckpt, "eps", "--eps"), norm)
@@ -108,4 +118,13 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError(f"cannot write {out}: {exc}") from None
     print(table)
     print(f"wrote {out} and {out.with_suffix('.txt')}", file=sys.stderr)
+    if args.model_card:
+        card_path = out.with_name(f"{out.stem}-model-card.json")
+        card = json.dumps(model_card(result.to_dict()), indent=2)
+        try:
+            write_atomic(card_path, card + "\n")
+        except OSError as exc:
+            raise AdvlabError(f"cannot write {card_path}: {exc}") from None
+        print(card)
+        print(f"wrote {card_path}", file=sys.stderr)
     return 0

@@ -7,7 +7,10 @@
 - ``metrics.jsonl``: one JSON line per finished epoch (training, validation, each part's metrics);
 - ``last.pt``, ``best.pt``: checkpoints (:mod:`advlab.runs.checkpoint`); best = highest validation robust
   accuracy, ties broken by clean accuracy;
-- ``summary.json``: the final evaluation of best and last on the test split.
+- ``summary.json``: the final evaluation of best and last on the test split;
+- ``report.md``, ``report.html`` and ``report/*.png``: what ``advlab report`` writes (figures as PNG files,
+  the HTML with them embedded);
+- ``tensorboard/``: TensorBoard event files of the per-epoch metrics, with ``logging.tensorboard: true``.
 
 Every file is written atomically (:func:`advlab.runs.atomic.write_atomic`).
 """
@@ -29,6 +32,17 @@ CONFIG = "config.yaml"
 DATA = "data.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_FIGURES = "report"  # folder of the report's PNG figures
+TENSORBOARD = "tensorboard"  # folder of the TensorBoard event files (logging.tensorboard: true)
+
+RUN_FILES = (CONFIG, DATA, METRICS, "last.pt", "best.pt", SUMMARY)
+"""What a finished run holds, in the order it writes them."""
+
+TRAINING_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "train_seconds", "images_per_second", "val_clean",
+                    "val_robust", "seconds", "best_epoch")
+"""The columns of a ``metrics.jsonl`` line the engine writes; every other column is a part's own metric."""
 
 
 class RunDir:
@@ -105,15 +119,39 @@ class RunDir:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The epoch lines; a torn last line (a crash while appending) is skipped."""
+        return self.scan_metrics()[0]
+
+    def scan_metrics(self) -> tuple[list[dict[str, Any]], int]:
+        """``(rows, skipped)``: the epoch lines that parse as JSON objects, and how many lines did not."""
         path = self.file(METRICS)
-        rows = []
+        rows, skipped = [], 0
         if path.is_file():
             for line in path.read_text().splitlines():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
+                    skipped += 1
                     continue
-        return rows
+                if isinstance(row, dict):
+                    rows.append(row)
+                else:
+                    skipped += 1
+        return rows, skipped
+
+    def missing_files(self) -> list[str]:
+        """The names of :data:`RUN_FILES` this run does not hold (yet)."""
+        return [name for name in RUN_FILES if not self.file(name).is_file()]
+
+    def report_path(self, kind: str) -> Path:
+        """Where the report of kind ``md`` or ``html`` goes."""
+        names = {"md": REPORT_MD, "html": REPORT_HTML}
+        if kind not in names:
+            raise AdvlabError(f"report kind must be one of {', '.join(names)}, got {kind!r}")
+        return self.path / names[kind]
+
+    def figure_path(self, name: str) -> Path:
+        """Where the report's figure ``name`` (a file stem, e.g. ``training``) goes: ``report/<name>.png``."""
+        return self.path / REPORT_FIGURES / f"{name}.png"
 
     def save_checkpoint(self, which: str, payload: dict[str, Any]) -> None:
         save_checkpoint(self.checkpoint_path(which), payload)
