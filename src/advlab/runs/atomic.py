@@ -15,6 +15,9 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file owner-only; a run's files are ordinary files
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
