@@ -71,3 +71,19 @@ def machine(device: str = "auto") -> str:
         return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
     cpu = platform.processor() or platform.machine()
     return f"CPU ({cpu}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def sanity_cell(entries: list[dict[str, Any] | None]) -> str:
+    """The sanity checks of checkpoint entries of ``summary.json`` in one cell: ``passed`` when every check of
+    every entry passed, else the failed checks (``FAILED large-eps``) and those not run (``not run: more-steps``)."""
+    failed: list[str] = []
+    not_run: list[str] = []
+    for entry in entries:
+        for check in (entry or {}).get("sanity") or []:
+            bucket = failed if check.get("status") == "failed" else not_run if check.get("status") != "passed" else None
+            if bucket is not None and check["name"] not in bucket:
+                bucket.append(check["name"])
+    if not any((entry or {}).get("sanity") for entry in entries):
+        return "not run"
+    parts = ([f"FAILED {', '.join(failed)}"] if failed else []) + ([f"not run: {', '.join(not_run)}"] if not_run else [])
+    return "; ".join(parts) or "passed"

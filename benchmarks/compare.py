@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from advlab.config import load_config, read_config
-from common import history, machine, run_one
+from common import history, machine, run_one, sanity_cell
 
 ATTACKS = ["pgd20", "cw20", "pgd20-scaled", "autoattack"]
 PRESETS = ["pgd-at", "gairat", "gair-fat"]
@@ -75,7 +75,7 @@ def record(preset: str, seed: int, summary: dict[str, Any], run_dir: Path, attac
         accs = {"clean": entry["clean"]["acc"]}
         accs.update({a: entry["attacks"][a]["acc"] for a in attacks if a in entry.get("attacks", {})})
         accs["robust"] = entry["robust"]["acc"]
-        out["checkpoints"][which] = {"epoch": entry["epoch"], **accs}
+        out["checkpoints"][which] = {"epoch": entry["epoch"], **accs, "sanity": entry.get("sanity") or []}
     return out
 
 
@@ -91,7 +91,7 @@ def _cell(values: list[float]) -> str:
 def table(records: list[dict[str, Any]], presets: list[str], attacks: list[str]) -> str:
     """Markdown: one row per preset and checkpoint, accuracies in % as mean ± sample std over seeds."""
     columns = ["clean", *attacks, "robust"]
-    head = ["preset", "ckpt", "epoch", *columns, "attack steps/ex.", "train min"]
+    head = ["preset", "ckpt", "epoch", *columns, "sanity checks", "attack steps/ex.", "train min"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for preset in presets:
         runs = [r for r in records if r["preset"] == preset]
@@ -101,6 +101,7 @@ def table(records: list[dict[str, Any]], presets: list[str], attacks: list[str])
                 continue
             cells = [preset, which, ",".join(str(e["epoch"]) for e in entries)]
             cells += [_cell([e[c] for e in entries if c in e]) for c in columns]
+            cells.append(sanity_cell(entries))
             cells.append(f"{statistics.mean(r['attack_steps_per_example'] for r in runs):.2f}")
             cells.append(f"{statistics.mean(r['train_minutes'] for r in runs):.1f}")
             lines.append("| " + " | ".join(cells) + " |")

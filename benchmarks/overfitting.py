@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from advlab.config import load_config
-from common import accuracy, cell, history, machine, run_one
+from common import accuracy, cell, history, machine, run_one, sanity_cell
 
 PRESETS = ["pgd-at", "noilin", "sglr", "self-adaptive", "trades", "trades-noilin", "trades-sglr",
            "trades-self-adaptive"]
@@ -98,6 +98,7 @@ def run_record(preset: str, seed: int, summary: dict[str, Any], attacks: list[st
                               "best_epoch": summary.get("best_epoch"), "last_epoch": summary.get("last_epoch")}
     for which in ("best", "last"):
         record[which] = {m: accuracy(summary.get(which), m) for m in measures(attacks)}
+        record[which]["sanity"] = (summary.get(which) or {}).get("sanity") or []
     b, l = record["best"]["robust"], record["last"]["robust"]
     record["gap"] = None if b is None or l is None else b - l
     rows = history(run_dir)
@@ -113,7 +114,7 @@ def markdown(records: list[dict[str, Any]], attacks: list[str], meta: dict[str, 
     cols = measures(attacks)
     titles = [ATTACK_TITLES.get(c, c) for c in cols]
     head = (["preset", "best ep."] + [f"best {t}" for t in titles] + [f"last {t}" for t in titles]
-            + ["gap", *DIAGNOSTICS, "raises"])
+            + ["gap", *DIAGNOSTICS, "raises", "sanity checks (best, last)"])
     lines = [f"Fashion-MNIST, small-cnn, {meta['train_size']} training images, {meta['epochs']} epochs, overrides "
              f"`{' '.join(meta['regime'] + meta['extra'])}`, NoiLIn tau {meta['tau']}, evaluation on the first "
              f"{meta['eval_n']} test images (AutoAttack {meta['autoattack_version']}), seeds {meta['seeds']}; "
@@ -132,6 +133,7 @@ def markdown(records: list[dict[str, Any]], attacks: list[str], meta: dict[str, 
         cells += [cell([r["diagnostics"].get(key) for r in rows], scale, digits)
                   for key, scale, digits in DIAGNOSTICS.values()]
         cells.append(cell([r["noise_raises"] for r in rows], 1.0, 0))
+        cells.append(f"{sanity_cell([r['best'] for r in rows])}, {sanity_cell([r['last'] for r in rows])}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -89,7 +89,7 @@ class EvaluationConfig:
     autoattack_version: str = "standard"  # advlab.evaluation.AA_VERSIONS
     checkpoints: list[str] = field(default_factory=lambda: ["best", "last"])
     batch_size: int = option(500, low=1)
-    sanity: bool = False
+    sanity: bool = True  # the extra sanity checks (large-eps, more-steps) beside the final numbers
 
 
 @dataclass

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .. import data as datasets
 from ..config import PART_KINDS, TrainConfig, from_dict, load_config
+from ..crashpoints import crash_point
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import evaluate
@@ -159,6 +160,7 @@ class Trainer:
             loss_sum += step.loss.detach() * len(y)
             correct += (step.outputs[accuracy_view].detach().argmax(1) == y).sum()
             seen += len(y)
+            crash_point("batch")  # test hook (advlab.crashpoints); a no-op unless set
             if i % 20 == 0 or i == n_batches - 1:  # checked every few batches: each check waits for the device
                 if not torch.isfinite(loss_sum):
                     raise AdvlabError(f"training loss became {loss_sum.item()} in epoch {epoch + 1} by batch {i + 1}; "
@@ -179,6 +181,7 @@ class Trainer:
                           batch_size=v.batch_size, device=self.device, sanity=False,
                           seed=c.seed + VALIDATION_SEED_OFFSET, progress=False, num_classes=self.num_classes,
                           autoattack_version=c.evaluation.autoattack_version)
+        crash_point("validation")  # test hook (advlab.crashpoints); a no-op unless set
         return {"val_clean": result.accuracy("clean"), "val_robust": result.accuracy("robust")}
 
     # ----------------------------------------------------------------------------------------------
@@ -204,9 +207,9 @@ class Trainer:
             row["best_epoch"] = self.best["epoch"]
             self.history.append(row)
             payload = self.payload(epoch)
+            if improved:  # best first: last.pt is the epoch's commit point, so a kill between the two writes
+                run.save_checkpoint("best", payload)  # redoes the epoch and never leaves a stale best.pt
             run.save_checkpoint("last", payload)
-            if improved:
-                run.save_checkpoint("best", payload)
             run.append_metrics(row)
             if self.tensorboard is not None:
                 self.tensorboard.write(row, run.file(TENSORBOARD))
@@ -247,6 +250,7 @@ class Trainer:
                                   batch_size=e.batch_size, device=self.device, sanity=e.sanity, seed=c.seed,
                                   progress=self.progress, autoattack_version=e.autoattack_version)
                 results[epoch] = {"epoch": epoch, **result.to_dict()}
+                crash_point("evaluation")  # test hook (advlab.crashpoints); a no-op unless set
                 summary.setdefault("tables", {})[which] = result.table()
             else:
                 summary.setdefault("tables", {})[which] = f"(same checkpoint as epoch {epoch}, shown above)"
@@ -337,6 +341,7 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
 def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its ``last`` checkpoint (or from scratch if it has none)."""
     run = RunDir.open(run_dir)
+    run.remove_partial_writes()
     trainer = Trainer(run.read_config(), run, progress=progress)
     if run.has_checkpoint("last"):
         trainer.restore(run.load_checkpoint("last", map_location=trainer.device))

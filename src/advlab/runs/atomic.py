@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..crashpoints import crash_point
+
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` (text is UTF-8 encoded) to ``path`` through a temporary file in the same folder,
@@ -22,6 +24,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        crash_point(f"write {path.name}")  # test hook (advlab.crashpoints); a no-op unless set
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

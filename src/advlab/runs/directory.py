@@ -84,6 +84,13 @@ class RunDir:
             raise AdvlabError(f"{run.path} is not an advlab run directory (no {CONFIG})")
         return run
 
+    def remove_partial_writes(self) -> list[Path]:
+        """Delete the temporary files of atomic writes a killed process left (``.<name>.*.tmp``); their paths."""
+        stale = sorted(self.path.glob(".*.tmp"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     # -- files ----------------------------------------------------------------------------------------
     def file(self, name: str) -> Path:
         return self.path / name

@@ -1,0 +1,257 @@
+"""Plant named faults one at a time in a scratch copy of the repository and check that the tests catch each.
+
+Each fault of :data:`FAULTS` names a file, an exact piece of its text, what to put there instead (a wrong
+method: a missing factor, a reversed divergence, the wrong split...), and the tests that should notice. For
+each fault the script copies the repository to a scratch folder (once), writes the fault into the copy,
+runs ``pytest -x -q`` there on the fault's tests (or on the whole suite with ``--full``) with
+``PYTHONPATH=<scratch>/src``, restores the file, and reports ``caught`` (a test failed), ``missed`` (every test
+passed), ``timeout`` or ``error`` (pytest could not run the tests). A fault whose text is not found exactly once
+in the current tree is refused (the table must stay true as the code changes). The working tree is never
+touched. Ends with "N planted, M caught"; exit status 0 only when every planted fault was caught.
+
+    python scripts/plant_faults.py                # every fault, its own tests
+    python scripts/plant_faults.py --full         # every fault, the whole suite each time (slow)
+    python scripts/plant_faults.py --only mart-no-confidence-factor trades-kl-reversed
+    python scripts/plant_faults.py --list         # the table
+    python scripts/plant_faults.py --check        # only check that every fault's text is found exactly once
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP_ANYWHERE = {".git", ".venv", "__pycache__", ".pytest_cache"}
+SKIP_AT_ROOT = {"runs"}  # the top-level run folder (src/advlab/runs is code)
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    at_root = Path(folder).resolve() == ROOT
+    return {n for n in names if n in SKIP_ANYWHERE or (at_root and n in SKIP_AT_ROOT)}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One planted fault: replace ``old`` (found exactly once in ``file``) by ``new``; ``tests`` should fail."""
+
+    name: str
+    file: str  # relative to the repository root
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest arguments: files, node ids or "-k" expressions
+    what: str
+
+
+FAULTS: tuple[Fault, ...] = (
+    # ---- recipes: objectives
+    Fault("mart-no-confidence-factor", "src/advlab/recipes/objectives/mart.py",
+          '"boundary": kl * (1.0000001 - true_prob)}', '"boundary": kl}',
+          ("tests/test_objectives.py", "tests/test_step.py"), "MART's KL term without its (1 - p_y(x)) factor"),
+    Fault("mart-no-boosting", "src/advlab/recipes/objectives/mart.py",
+          "reduction=\"none\") - torch.log(\n            1.0001 - p_adv.gather(1, wrong[:, None]).squeeze(1) + 1e-12)",
+          "reduction=\"none\") - 0 * torch.log(\n            1.0001 - p_adv.gather(1, wrong[:, None]).squeeze(1) + 1e-12)",
+          ("tests/test_objectives.py", "tests/test_step.py"), "MART's boosted CE without the -log(1 - max wrong p) margin"),
+    Fault("trades-kl-reversed", "src/advlab/recipes/objectives/trades.py",
+          "return (log_p.exp() * (log_p - log_q)).sum(1)", "return (log_q.exp() * (log_q - log_p)).sum(1)",
+          ("tests/test_objectives.py", "tests/test_step.py"), "TRADES' KL reversed: KL(p_adv || p_clean)"),
+    Fault("trades-beta-ignored", "src/advlab/recipes/objectives/trades.py",
+          'return {"natural": 1.0, "boundary": self.options.beta}', 'return {"natural": 1.0, "boundary": 1.0}',
+          ("tests/test_objectives.py", "tests/test_step.py"), "TRADES' boundary term not multiplied by beta"),
+    # ---- recipes: perturbation
+    Fault("pgd-default-step-tenth", "src/advlab/recipes/perturbation/pgd.py",
+          "else 2.5 * self.env.eps / o.steps", "else 0.25 * self.env.eps / o.steps",
+          ("tests/test_objectives.py", "tests/test_step.py"), "the training PGD's default step ten times smaller"),
+    Fault("fat-tau-off-by-one", "src/advlab/recipes/perturbation/fat.py",
+          "    def early_stop(self) -> int | None:\n        return self.tau()",
+          "    def early_stop(self) -> int | None:\n        return self.tau() + 1",
+          ("tests/test_gair.py", "tests/test_attacks.py"), "FAT stops tau + 1 steps after the first miss"),
+    # ---- recipes: labels and weighting
+    Fault("gair-not-normalised", "src/advlab/recipes/weighting/gair.py",
+          "return log_w.softmax(0) * len(log_w)", "return log_w.exp()",
+          ("tests/test_gair.py",), "GAIR weights not normalised to mean 1"),
+    Fault("noilin-never-raises", "src/advlab/recipes/labels/noilin.py",
+          'raised = o.schedule == "auto" and robust_acc < self.window[slot]',
+          'raised = o.schedule == "auto" and robust_acc < self.window[slot] and False',
+          ("tests/test_noilin.py",), "NoiLIn never raises the noise rate"),
+    Fault("sglr-shares-swapped", "src/advlab/recipes/labels/sglr.py",
+          "q = o.clean_share * p_clean + (1.0 - o.clean_share) * p_adv",
+          "q = o.clean_share * p_adv + (1.0 - o.clean_share) * p_clean",
+          ("tests/test_sglr.py",), "SGLR's clean and adversarial shares swapped"),
+    Fault("self-adaptive-weights-wrong-term", "src/advlab/recipes/weighting/self_adaptive.py",
+          "return [s.name for s in specs if s.supervised]", "return [s.name for s in specs if not s.supervised]",
+          ("tests/test_sglr.py",), "self-adaptive weights on the unsupervised terms"),
+    # ---- attacks
+    Fault("l2-projection-missing", "src/advlab/attacks/norms.py",
+          "        return delta * _view(factor.to(delta.dtype), delta)\n",
+          "        return delta\n",
+          ("tests/test_attacks.py",), "L2 PGD never projects back onto the ball"),
+    Fault("linf-random-start-outside", "src/advlab/attacks/norms.py",
+          "return (2 * _rand(x.shape, x, generator, normal=False) - 1) * _view(eps, x)",
+          "return (2 * _rand(x.shape, x, generator, normal=False) - 1) * 2 * _view(eps, x)",
+          ("tests/test_attack_oracles.py", "tests/test_attacks.py"), "the uniform random start drawn from a ball of twice the radius"),
+    Fault("linf-step-without-sign", "src/advlab/attacks/norms.py",
+          "return _view(size, grad) * grad.sign()", "return _view(size, grad) * grad",
+          ("tests/test_attacks.py",), "L-inf PGD steps along the raw gradient instead of its sign"),
+    Fault("cw-margin-reversed", "src/advlab/attacks/losses.py",
+          "m = margin(output, _labels(y, \"cw\"))", "m = -margin(output, _labels(y, \"cw\"))",
+          ("tests/test_attacks.py",), "the CW loss climbs toward the true class"),
+    # ---- evaluation
+    Fault("evaluate-without-eval-mode", "src/advlab/evaluation/robustness.py",
+          "    with eval_mode(model):\n        try:", "    with __import__(\"contextlib\").nullcontext(model):\n        try:",
+          ("tests/test_eval_oracles.py", "tests/test_evaluation.py"), "evaluate runs the model in training mode"),
+    Fault("robust-or-instead-of-and", "src/advlab/evaluation/report.py",
+          "            flags &= outcome.correct", "            flags |= outcome.correct",
+          ("tests/test_eval_oracles.py", "tests/test_evaluation.py"), "robust accuracy is the OR over attacks, not the AND"),
+    # ---- data
+    Fault("validation-from-test-files", "src/advlab/data/loading.py",
+          '_read_part(meta, "test" if split == "test" else "train", root, download)',
+          '_read_part(meta, "train" if split == "train" else "test", root, download)',
+          ("tests/test_data.py", "tests/test_training_split.py"), "the validation split carved from the test files"),
+    # ---- engine
+    Fault("best-always-last", "src/advlab/engine/trainer.py",
+          'improved = (val["val_robust"], val["val_clean"]) > (self.best["val_robust"], self.best["val_clean"])',
+          "improved = True",
+          ("tests/test_engine_oracles.py", "-k", "best"), "best.pt is always the last epoch"),
+    Fault("resume-without-rng", "src/advlab/engine/trainer.py",
+          '        _set_rng_state(ckpt["rng"])\n', "",
+          ("tests/test_train.py", "-k", "resumed_run_matches"), "a resumed run does not restore the checkpoint's RNG state"),
+    Fault("label-noise-on-validation", "src/advlab/engine/trainer.py",
+          "self.val_x, self.val_y = val_x[: c.validation.n], val_y[: c.validation.n]",
+          "self.val_x, self.val_y = val_x[: c.validation.n], (datasets.label_noise(val_y, c.data.label_noise.rate, "
+          "meta.num_classes, c.data.label_noise.kind, c.seed)[0] if c.data.label_noise.rate > 0 else val_y)"
+          "[: c.validation.n]",
+          ("tests/test_engine_oracles.py", "-k", "label_noise"), "label noise applied to the validation labels"),
+    Fault("one-cycle-no-warmup", "src/advlab/engine/schedule.py",
+          "            return lr * t / peak", "            return lr",
+          ("tests/test_engine_oracles.py", "-k", "one_cycle"), "the one-cycle schedule starts at its peak rate"),
+    Fault("stale-best-after-kill", "src/advlab/engine/trainer.py",
+          '            if improved:  # best first: last.pt is the epoch\'s commit point, so a kill between the two '
+          'writes\n                run.save_checkpoint("best", payload)  # redoes the epoch and never leaves a stale '
+          'best.pt\n            run.save_checkpoint("last", payload)\n',
+          '            run.save_checkpoint("last", payload)\n            if improved:\n'
+          '                run.save_checkpoint("best", payload)\n',
+          ("tests/test_kill_resume.py", "-k", "best_pt"),
+          "last.pt written before best.pt: a kill between them leaves a stale best.pt"),
+    Fault("killed-write-left-behind", "src/advlab/engine/trainer.py",
+          "    run.remove_partial_writes()\n", "",
+          ("tests/test_kill_resume.py", "-k", "writing-last"),
+          "a resumed run keeps the temporary file of a killed checkpoint write"),
+)
+
+
+def check_table(root: Path = ROOT, faults: tuple[Fault, ...] = FAULTS) -> list[str]:
+    """The problems of the table against the tree at ``root``: duplicate names, missing files, a fault's
+    text found other than exactly once, a fault that changes nothing. Empty when the table is true."""
+    problems, seen = [], set()
+    for f in faults:
+        if f.name in seen:
+            problems.append(f"{f.name}: duplicate name")
+        seen.add(f.name)
+        path = root / f.file
+        if not path.is_file():
+            problems.append(f"{f.name}: no file {f.file}")
+            continue
+        count = path.read_text().count(f.old)
+        if count != 1:
+            problems.append(f"{f.name}: its text is found {count} times in {f.file}, not exactly once")
+        if f.old == f.new:
+            problems.append(f"{f.name}: the new text equals the old")
+    return problems
+
+
+def run_tests(tests: tuple[str, ...], scratch: Path, timeout: float, python: str) -> tuple[str, float, str]:
+    """``pytest -x -q tests`` in ``scratch``: (caught | missed | timeout | error, seconds, the first failure)."""
+    env = {**os.environ, "PYTHONPATH": str(scratch / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout)
+        status = {0: "missed", 1: "caught"}.get(done.returncode, "error")
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        last = next((line for line in reversed(lines) if line.strip()), "")
+        if status == "caught":
+            failed = [line for line in lines if line.startswith("FAILED") or line.startswith("ERROR")]
+            last = (failed[0] if failed else last)[:160]
+    except subprocess.TimeoutExpired:
+        status, last = "timeout", f"no result in {timeout:.0f} s"
+    return status, time.perf_counter() - start, last
+
+
+def run_fault(fault: Fault, scratch: Path, full: bool, timeout: float, python: str) -> tuple[str, float, str]:
+    """Plant ``fault`` in ``scratch``, run its tests, restore the file; (status, seconds, first failure)."""
+    path = scratch / fault.file
+    original = path.read_text()
+    if original.count(fault.old) != 1:
+        return "refused", 0.0, f"text found {original.count(fault.old)} times"
+    path.write_text(original.replace(fault.old, fault.new))
+    try:
+        return run_tests(() if full else fault.tests, scratch, timeout, python)
+    finally:
+        path.write_text(original)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="plant only these faults")
+    p.add_argument("--full", action="store_true", help="run the whole suite for every fault, not its own tests")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per fault (default 600)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the first run of each test selection without a fault (it must pass, or a failure "
+                        "would count as a caught fault)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch copy (its path is printed)")
+    p.add_argument("--list", action="store_true", help="print the table and exit")
+    p.add_argument("--check", action="store_true", help="only check the table against the tree")
+    args = p.parse_args(argv)
+
+    faults = FAULTS
+    if args.only:
+        unknown = sorted(set(args.only) - {f.name for f in FAULTS})
+        if unknown:
+            p.error(f"unknown fault(s): {', '.join(unknown)}; see --list")
+        faults = tuple(f for f in FAULTS if f.name in args.only)
+    if args.list:
+        for f in faults:
+            print(f"{f.name:34s} {f.file:48s} {f.what}  [{' '.join(f.tests)}]")
+        return 0
+    problems = check_table(ROOT, faults)
+    if problems:
+        print("the fault table does not match the tree:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{len(faults)} faults, each text found exactly once")
+        return 0
+
+    scratch = Path(tempfile.mkdtemp(prefix="advlab-faults-")) / "repo"
+    shutil.copytree(ROOT, scratch, ignore=_ignore)
+    print(f"scratch copy: {scratch}", flush=True)
+    caught, start = 0, time.perf_counter()
+    try:
+        if not args.no_baseline:
+            selections = [()] if args.full else list(dict.fromkeys(f.tests for f in faults))
+            for tests in selections:
+                status, seconds, last = run_tests(tests, scratch, args.timeout, sys.executable)
+                shown = "passed" if status == "missed" else status
+                print(f"baseline {shown:8s} {' '.join(tests) or 'the whole suite'}  {seconds:.1f} s", flush=True)
+                if status != "missed":
+                    print(f"the tests fail without any fault planted: {last}", file=sys.stderr)
+                    return 2
+        for f in faults:
+            status, seconds, last = run_fault(f, scratch, args.full, args.timeout, sys.executable)
+            caught += status == "caught"
+            print(f"{status:8s} {f.name:34s} {seconds:6.1f} s  {last}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch.parent, ignore_errors=True)
+    print(f"{len(faults)} planted, {caught} caught ({time.perf_counter() - start:.0f} s)")
+    return 0 if caught == len(faults) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
