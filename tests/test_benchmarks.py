@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
 
 @pytest.fixture(autouse=True)
