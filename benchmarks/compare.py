@@ -121,14 +121,17 @@ def report(args: argparse.Namespace, records: list[dict[str, Any]], command: str
         f"- budget: {config.model.name}, {config.epochs} epochs, train size "
         f"{config.data.train_size or 'all'}, eps {config.eps} ({config.norm}), test points {config.evaluation.n}, "
         f"AutoAttack {config.evaluation.autoattack_version}",
-        "- robust = per-sample AND of clean and every attack; best = highest validation PGD-10 accuracy",
+        f"- robust = per-sample AND of clean and every attack; best = highest validation robust accuracy under "
+        f"{config.validation.attack} ({config.validation.n} validation points)",
         "",
         table(records, args.presets, args.attacks),
         "",
     ])
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Train and evaluate every preset and seed (reusing finished runs), write the markdown and JSON reports;
+    return the records (one per preset and seed)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=PRESETS)
     p.add_argument("--epochs", type=int, default=None, help="default: each preset's own")
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     md.write_text(text)
     print(text)
     print(f"wrote {md} and {out / (args.name + '.json')}", file=sys.stderr)
+    return records
 
 
 if __name__ == "__main__":

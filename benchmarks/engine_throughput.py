@@ -99,7 +99,9 @@ def flop_utilisation(model, images, labels, batch_size, eps, device, images_per_
             "bf16_matmul_peak_flops_per_second": peak, "mfu": achieved / peak if peak else None}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the comparison with the command-line arguments ``argv`` (default: sys.argv); print and return the
+    result (images/s of each loop per round, their medians and the ratio engine / plain)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="small-cnn")
     p.add_argument("--dataset", default="fashion-mnist")
@@ -111,7 +113,7 @@ def main() -> None:
     p.add_argument("--shape", default=None,
                    help="train on random uint8 images of this CxHxW shape (content does not change speed)")
     p.add_argument("--mfu", action="store_true", help="also count FLOPs and measure the bf16 matmul peak")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     config = load_config("pgd-at", [f"model.name={args.model}", f"data.name={args.dataset}",
                                     f"batch_size={args.batch_size}", f"device={args.device}",
@@ -151,6 +153,7 @@ def main() -> None:
         result.update(flop_utilisation(plain_model, images, labels, args.batch_size, config.eps, device,
                                        result["engine_images_per_second"], args.precision))
     print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

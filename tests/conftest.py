@@ -1,11 +1,52 @@
 """Fixtures shared by the test modules."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
+
+
+def _fashion_mnist_folder() -> Path | None:
+    """The first folder of advlab's own search path (``advlab.data.paths.search_folders``: ``$ADVLAB_DATA``,
+    ``~/.cache/advlab``, Debian's folder) that holds both parts of Fashion-MNIST, or None."""
+    from advlab.data import info
+    from advlab.data.paths import search_folders
+
+    source = info("fashion-mnist").source
+    for folder in search_folders("fashion-mnist", None):
+        if all(source.locate(folder, part) for part in ("train", "test")):
+            return folder
+    return None
+
+
+FASHION_MNIST_MISSING = ("Fashion-MNIST not found in advlab's search path ($ADVLAB_DATA, ~/.cache/advlab, "
+                         "/usr/share/datasets/fashion-mnist); install it with `apt-get install "
+                         "dataset-fashion-mnist` (scripts/setup.sh does), or put the four IDX files in "
+                         "$ADVLAB_DATA/fashion-mnist")
+
+
+def require_fashion_mnist() -> Path:
+    """The folder advlab.data.load finds Fashion-MNIST in (its own search path, no fixed folder).
+
+    Missing: ``pytest.fail`` under CI (the environment variable CI is set, as `bash .ci/run` runs), else
+    ``pytest.skip``; both say how to install it.
+    """
+    folder = _fashion_mnist_folder()
+    if folder is None:
+        if os.environ.get("CI"):
+            pytest.fail(FASHION_MNIST_MISSING, pytrace=False)
+        pytest.skip(FASHION_MNIST_MISSING)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> Path:
+    """:func:`require_fashion_mnist` as a fixture: ``pytestmark = pytest.mark.usefixtures("fashion_mnist")``
+    for a whole module, or an argument ``fashion_mnist`` (the folder) for one test."""
+    return require_fashion_mnist()
 
 
 @pytest.fixture(scope="module")

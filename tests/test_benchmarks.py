@@ -6,15 +6,14 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
 
 @pytest.fixture(autouse=True)
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("overfitting", "compare", "common"):
+    for name in ("overfitting", "compare", "common", "engine_throughput"):
         sys.modules.pop(name, None)
 
 
@@ -44,3 +43,41 @@ def test_overfitting_benchmark_tiny(tmp_path):
                       "--attacks", "pgd20", "--seeds", "0", "--device", "cpu", "--out", str(out),
                       "--set", "validation.n=50", "--set", "perturbation.steps=2"])
     assert (out / "pgd-at" / "seed0" / "summary.json").stat().st_mtime_ns == mtime
+
+
+def test_compare_benchmark_tiny(tmp_path, one_thread):
+    """benchmarks/compare.py (GAIRAT.md, BASELINES.md) end to end: its table holds each run's summary numbers."""
+    import compare
+
+    out = tmp_path / "cmp"
+    records = compare.main(["--presets", "pgd-at", "gairat", "--epochs", "1", "--train-size", "60", "--eval-n", "10",
+                            "--attacks", "pgd20", "--seeds", "0", "--device", "cpu", "--out", str(out),
+                            "--set", "validation.n=20", "perturbation.steps=2", "batch_size=30"])
+    assert [r["preset"] for r in records] == ["pgd-at", "gairat"]
+    md = (out / "gairat.md").read_text()
+    assert "best = highest validation robust accuracy under pgd20 (20 validation points)" in md
+    assert "compare.py --presets pgd-at gairat" in md and "seeds: 0" in md
+    for r in records:
+        summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
+        assert r["epochs"] == 1 and r["attack_steps_per_example"] == 2.0
+        for which in ("best", "last"):
+            entry, row = summary[which], r["checkpoints"][which]
+            assert row["clean"] == entry["clean"]["acc"] and row["robust"] == entry["robust"]["acc"]
+            assert row["pgd20"] == entry["attacks"]["pgd20"]["acc"]
+            cells = [f"{100 * row[c]:.2f}" for c in ("clean", "pgd20", "robust")]
+            assert f"| {r['preset']} | {which} | {row['epoch']} | " + " | ".join(cells) + " |" in md
+    saved = json.loads((out / "gairat.json").read_text())
+    assert saved["records"] == json.loads(json.dumps(records))
+
+
+def test_engine_throughput_benchmark_tiny(capsys, one_thread):
+    """benchmarks/engine_throughput.py (README's engine-speed table) runs both loops and reports their ratio."""
+    import engine_throughput
+
+    result = engine_throughput.main(["--batches", "2", "--rounds", "2", "--batch-size", "16", "--device", "cpu"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(result))
+    assert len(result["plain_runs"]) == len(result["engine_runs"]) == 2
+    assert all(v > 0 for v in result["plain_runs"] + result["engine_runs"])
+    assert result["ratio"] == pytest.approx(result["engine_images_per_second"] / result["plain_images_per_second"])
+    assert result["engine_images_per_second"] == pytest.approx(sorted(result["engine_runs"])[0] / 2
+                                                               + sorted(result["engine_runs"])[1] / 2)

@@ -1,6 +1,5 @@
 """advlab.data: the real Fashion-MNIST splits, subsets, scenarios and the device loader."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,15 +8,13 @@ import advlab.data as data
 from advlab.data.scenarios import long_tail_counts
 from advlab.errors import AdvlabError, DataError
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason=f"{FMNIST} absent "
-                                  "(apt-get install dataset-fashion-mnist)")
+needs_fmnist = pytest.mark.usefixtures("fashion_mnist")  # found through advlab's search path (tests/conftest.py)
 
 
 # ---------------------------------------------------------------- real Fashion-MNIST
 @pytest.fixture(scope="module")
-def fmnist():
-    return {split: data.load("fashion-mnist", split, root=FMNIST) for split in data.SPLITS}
+def fmnist(fashion_mnist):
+    return {split: data.load("fashion-mnist", split, root=fashion_mnist) for split in data.SPLITS}
 
 
 @needs_fmnist
@@ -33,10 +30,10 @@ def test_fashion_mnist_splits(fmnist):
 
 
 @needs_fmnist
-def test_fashion_mnist_val_and_train_partition_the_training_file(fmnist):
+def test_fashion_mnist_val_and_train_partition_the_training_file(fmnist, fashion_mnist):
     from advlab.data.idx import read_idx
 
-    images, labels = read_idx(FMNIST / "train-images-idx3-ubyte.gz", FMNIST / "train-labels-idx1-ubyte.gz")
+    images, labels = read_idx(*data.info("fashion-mnist").source.locate(fashion_mnist, "train"))
     full_x, full_y = torch.from_numpy(images.copy()), torch.from_numpy(labels)
     (x_tr, y_tr), (x_va, y_va) = fmnist["train"], fmnist["val"]
     assert torch.equal(torch.bincount(torch.cat([y_tr, y_va])), torch.bincount(full_y))
@@ -372,3 +369,30 @@ def test_loader_and_flip_labels_on_cuda():
     noisy = data.flip_labels(labels.cuda(), 0.5, 10, generator=torch.Generator().manual_seed(0))
     assert noisy.is_cuda and torch.equal(noisy.cpu(), data.flip_labels(labels, 0.5, 10,
                                                                        generator=torch.Generator().manual_seed(0)))
+
+
+def test_missing_fashion_mnist_fails_under_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    """The shared fixture finds the data through advlab's search path; without it CI fails, a laptop skips."""
+    from conftest import require_fashion_mnist
+
+    from advlab.data import paths
+
+    monkeypatch.setattr(paths, "SYSTEM_FOLDERS", {"fashion-mnist": (tmp_path / "none",)})
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(paths.ENV_VAR, raising=False)
+    outcomes = (pytest.fail.Exception, pytest.skip.Exception)  # caught here, so neither ends this test
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(outcomes, match="apt-get install dataset-fashion-mnist") as failed:
+        require_fashion_mnist()
+    monkeypatch.delenv("CI")
+    with pytest.raises(outcomes, match="apt-get install dataset-fashion-mnist") as skipped:
+        require_fashion_mnist()
+    assert failed.type is pytest.fail.Exception and skipped.type is pytest.skip.Exception
+    # found through $ADVLAB_DATA like advlab.data.load finds it: the four IDX files in <base>/fashion-mnist
+    folder = tmp_path / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"")
+    monkeypatch.setenv(paths.ENV_VAR, str(tmp_path / "data"))
+    assert require_fashion_mnist() == folder

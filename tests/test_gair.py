@@ -1,7 +1,6 @@
 """GAIR weights, their burn-in and lambda schedules, early-stopped PGD (FAT) and the GAIRAT presets."""
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +9,6 @@ from advlab.errors import AdvlabError, ConfigError
 from advlab.recipes import RecipeEnv, Step, View, build_recipe, combine, part_options
 from advlab.recipes.weighting.gair import GairOptions, GairWeighting, gair_weights
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # methods.md part A 5.3: GAIR weights for K = 10 before normalisation
 TABLE = {
@@ -324,7 +322,7 @@ def test_gair_reads_k_from_fat_when_examples_stop_early():
 
 # -- end to end --------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
+@pytest.mark.usefixtures("fashion_mnist")
 def test_gairat_trains_and_logs_its_diagnostics(tmp_path):
     from advlab.engine.trainer import train
 

@@ -3,7 +3,6 @@
 Both runs use 6,000 training images and a one-cycle schedule: enough steps for the small CNN (no batch norm)
 to leave its initial plateau in well under a minute of CPU each.
 """
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,7 @@ from advlab.runs import load_model
 from advlab.engine.trainer import train
 from advlab.evaluation import evaluate
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist")]
 
 COMMON = ["device=cpu", "batch_size=32", "data.train_size=6000", "schedule.name=one-cycle", "schedule.peak=0.4",
           "optimizer.lr=0.05", "model.options.dropout=0", "validation.n=100"]

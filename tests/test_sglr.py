@@ -1,7 +1,6 @@
 """Label refinement (SGLR, self-adaptive training): the soft-label bank, its EMA rule, index handling,
 the hard-label warm-up, the confidence weights, and that the bank survives checkpoints and resume."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -397,7 +396,6 @@ def test_bank_record_only_first_sight_sets_the_row():
 # presets and a real run
 
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.mark.parametrize("preset, labels, weighting, objective", [
@@ -414,7 +412,7 @@ def test_presets(preset, labels, weighting, objective):
     assert load_config(preset, ["labels.start_epoch=0"]).labels.options["start_epoch"] == 0.0
 
 
-@pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
+@pytest.mark.usefixtures("fashion_mnist")
 def test_resume_restores_the_bank_bit_for_bit(tmp_path, one_thread, whole_and_resumed):
     from advlab.config import load_config
     from advlab.runs import load_checkpoint

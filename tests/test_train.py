@@ -16,8 +16,7 @@ from advlab.engine.trainer import train
 from advlab.runs import RunDir
 from advlab.errors import AdvlabError
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
 TINY = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50",
         "device=cpu"]

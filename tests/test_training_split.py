@@ -1,7 +1,6 @@
 """advlab.data.training_split: meta split, train_size, imbalance and label noise on the real Fashion-MNIST."""
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,9 +12,7 @@ from advlab.data.scenarios import long_tail_counts
 from advlab.data.splits import validation_indices
 from advlab.errors import DataError
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason=f"{FMNIST} absent "
-                                  "(apt-get install dataset-fashion-mnist)")
+needs_fmnist = pytest.mark.usefixtures("fashion_mnist")  # found through advlab's search path (tests/conftest.py)
 WEIGHTS = torch.randint(-2**62, 2**62, (98,), generator=torch.Generator().manual_seed(0)) | 1
 
 
@@ -25,21 +22,21 @@ def row_hash(x: torch.Tensor) -> torch.Tensor:
 
 
 def split(**kwargs) -> data.TrainingSplit:
-    return data.training_split("fashion-mnist", root=FMNIST, **kwargs)
+    return data.training_split("fashion-mnist", **kwargs)
 
 
 @pytest.fixture(scope="module")
-def train_part():
-    return data.load("fashion-mnist", "train", root=FMNIST)
+def train_part(fashion_mnist):
+    return data.load("fashion-mnist", "train", root=fashion_mnist)
 
 
 # ---------------------------------------------------------------- the real data, all steps
 @needs_fmnist
-def test_symmetric_40_percent_on_fashion_mnist(train_part):
+def test_symmetric_40_percent_on_fashion_mnist(train_part, fashion_mnist):
     from advlab.data.idx import read_idx
 
-    val_before = data.load("fashion-mnist", "val", root=FMNIST)
-    test_before = data.load("fashion-mnist", "test", root=FMNIST)
+    val_before = data.load("fashion-mnist", "val", root=fashion_mnist)
+    test_before = data.load("fashion-mnist", "test", root=fashion_mnist)
     s = split(meta_size=1000, label_noise={"kind": "symmetric", "rate": 0.4, "seed": 0})
     rec = s.record
     json.loads(json.dumps(rec))
@@ -72,14 +69,14 @@ def test_symmetric_40_percent_on_fashion_mnist(train_part):
     assert not set(row_hash(s.meta_images).tolist()) & set(row_hash(s.images).tolist())
 
     # val and test are untouched: same as before, val from the training file, test the test file
-    val_after = data.load("fashion-mnist", "val", root=FMNIST)
-    test_after = data.load("fashion-mnist", "test", root=FMNIST)
+    val_after = data.load("fashion-mnist", "val", root=fashion_mnist)
+    test_after = data.load("fashion-mnist", "test", root=fashion_mnist)
     assert torch.equal(val_after[1], val_before[1]) and torch.equal(val_after[0], val_before[0])
     assert torch.equal(test_after[1], test_before[1])
-    raw_x, raw_y = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz", FMNIST / "t10k-labels-idx1-ubyte.gz")
+    raw_x, raw_y = read_idx(*data.info("fashion-mnist").source.locate(fashion_mnist, "test"))
     assert torch.equal(test_after[1], torch.from_numpy(raw_y)) and torch.equal(test_after[0],
                                                                                 torch.from_numpy(raw_x.copy()))
-    train_x, _ = read_idx(FMNIST / "train-images-idx3-ubyte.gz", FMNIST / "train-labels-idx1-ubyte.gz")
+    train_x, _ = read_idx(*data.info("fashion-mnist").source.locate(fashion_mnist, "train"))
     val_hashes = set(row_hash(val_after[0]).tolist())
     assert val_hashes <= set(row_hash(torch.from_numpy(train_x.copy())).tolist())
     assert not val_hashes & (set(row_hash(s.images).tolist()) | set(row_hash(s.meta_images).tolist()))

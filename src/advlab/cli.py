@@ -1,8 +1,15 @@
-"""The ``advlab`` command line: one subcommand per job, each with its own help text."""
+"""The ``advlab`` command line: one subcommand per job, each with its own help text.
+
+Every error a user can cause ends the command with exit code 2 and one line on stderr,
+``advlab <command>: error: <what is wrong and what is allowed>``: bad flags (argparse), and every
+AdvlabError (bad config, data, checkpoint, argument) or OSError (a file or folder that cannot be read or
+written). Anything else is a bug in advlab and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from . import __version__
 from .errors import AdvlabError
@@ -17,10 +24,22 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block): ``<prog>: error: <message>``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its lines joined by ``; ``: what the CLI prints must stay on one line."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="advlab",
         description="Adversarial training of image classifiers, and a robustness evaluation you can trust.",
     )
@@ -42,15 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after flags: `advlab train --preset x a=1 --epochs 3 b=2`
         if getattr(args, "command", None) != "train" or not all("=" in e and not e.startswith("-") for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            command = getattr(args, "command", None)
+            prog = f"advlab {command}" if command else "advlab"
+            OneLineParser(prog=prog).error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
     try:
         return int(args.run(args) or 0)
-    except AdvlabError as exc:
-        print(f"advlab {args.command}: error: {exc}", file=sys.stderr)
+    except AdvlabError as exc:  # the user's input: bad config, data file, checkpoint, argument
+        print(f"advlab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the user's files and folders: missing, unreadable, not writable, disk full
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"advlab {args.command}: error: {where}{_one_line(exc.strerror or exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"advlab {args.command}: interrupted", file=sys.stderr)

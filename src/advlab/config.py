@@ -8,6 +8,7 @@ the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,11 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
-    if origin is dict or hint is Any:
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping (key: value), got {value!r}")
+        return value
+    if hint is Any:
         return value
     if hint is bool:
         if not isinstance(value, bool):
@@ -199,6 +204,8 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -221,9 +228,9 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]}; allowed keys{' in ' + prefix if prefix else ''}: {', '.join(names)}"
-        )
+        allowed = (f"allowed keys{' in ' + prefix if prefix else ''}: {', '.join(map(str, names))}" if names
+                   else f"{prefix or 'this section'} takes no keys")
+        raise ConfigError(f"unknown key {where}{unknown[0]}; {allowed}")
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -267,12 +274,25 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (line and column, 1-based)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping of a YAML file; ConfigError naming the file for an unreadable file, text that is not
+    UTF-8 YAML, or a top level that is not a mapping."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a YAML config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -297,13 +317,18 @@ def preset_dict(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any
     """The plain mapping of a preset (by name) or YAML file, with ``inherits`` resolved."""
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        if path.suffix in (".yaml", ".yml"):
+            raise ConfigError(f"no such config file: {path}; give an existing YAML file or a preset name "
+                              f"({', '.join(preset_names())})")
         path = PRESET_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise ConfigError(f"unknown preset {name_or_path!r}; allowed: {', '.join(preset_names())}")
     if str(path) in _seen:
-        raise ConfigError(f"preset {path} inherits from itself")
+        raise ConfigError(f"preset {path} inherits from itself: {' -> '.join(_seen + (str(path),))}")
     own = _read_yaml(path)
     parent = own.pop("inherits", None)
+    if parent is not None and not isinstance(parent, str):
+        raise ConfigError(f"{path}: inherits: expected a preset name or YAML path, got {parent!r}")
     own.setdefault("preset", path.stem)
     data = merge(preset_dict(parent, _seen + (str(path),)), own) if parent else own
     return data
@@ -314,6 +339,8 @@ def parse_override(item: str) -> dict[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key=value")
     key, raw = item.split("=", 1)
+    if not all(p.strip() for p in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key; write dotted.key=value, e.g. optimizer.lr=0.05")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:

@@ -10,6 +10,8 @@ cloned into normal tensors) and on models with frozen parameters: the gradient o
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -74,18 +76,46 @@ def _loss_target(target: torch.Tensor, n: int) -> torch.Tensor:
     return target.detach()
 
 
-def _check_values(eps: float | torch.Tensor, direction: int | torch.Tensor) -> None:
-    """eps finite and >= 0, direction +-1: in Python for numbers, one device sync for tensors."""
-    if torch.is_tensor(eps) or torch.is_tensor(direction):
-        e, d = torch.as_tensor(eps), torch.as_tensor(direction)
-        ok = torch.stack([((e >= 0) & torch.isfinite(e)).all().cpu(), ((d == 1) | (d == -1)).all().cpu()])
-        eps_ok, dir_ok = ok.tolist()
+def _check_numbers(logit_scale: float, generator: torch.Generator | None, **values: object) -> None:
+    """Each of ``values`` (eps, step_size, direction) a real number or a tensor; logit_scale a finite number
+    > 0; generator None or a torch.Generator. AdvlabError naming the argument otherwise."""
+    for name, value in values.items():
+        if not torch.is_tensor(value) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise AdvlabError(f"{name} must be a number or a tensor of shape (B,), got {value!r}")
+    if (isinstance(logit_scale, bool) or not isinstance(logit_scale, numbers.Real)
+            or not (0 < logit_scale < math.inf)):
+        raise AdvlabError(f"logit_scale must be a finite number > 0, got {logit_scale!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise AdvlabError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def _check_values(eps: float | torch.Tensor, step_size: float | torch.Tensor, direction: int | torch.Tensor) -> None:
+    """eps and step_size finite and >= 0, direction +-1: in Python for numbers, one device sync for tensors."""
+    if torch.is_tensor(eps) or torch.is_tensor(step_size) or torch.is_tensor(direction):
+        e, s, d = torch.as_tensor(eps), torch.as_tensor(step_size), torch.as_tensor(direction)
+        ok = torch.stack([((e >= 0) & torch.isfinite(e)).all().cpu(), ((s >= 0) & torch.isfinite(s)).all().cpu(),
+                          ((d == 1) | (d == -1)).all().cpu()])
+        eps_ok, step_ok, dir_ok = ok.tolist()
     else:
-        eps_ok, dir_ok = (0 <= eps < float("inf")), direction in (1, -1)
+        eps_ok, step_ok, dir_ok = (0 <= eps < math.inf), (0 <= step_size < math.inf), direction in (1, -1)
     if not eps_ok:
         raise AdvlabError("eps must be finite and >= 0")
+    if not step_ok:
+        raise AdvlabError("step_size must be finite and >= 0 (direction=-1 descends)")
     if not dir_ok:
         raise AdvlabError("direction must be +1 or -1 (per sample)")
+
+
+def _check_batch(x: torch.Tensor, out: torch.Tensor, labels: list[torch.Tensor]) -> None:
+    """x in [0, 1] and every integer label tensor in [0, C) for outputs (B, C): one device sync."""
+    c = out.shape[1]
+    checks = [((x >= 0) & (x <= 1)).all()]
+    checks += [((t >= 0) & (t < c)).all() for t in labels if len(t)]
+    ok = torch.stack(checks).cpu().tolist()
+    if not ok[0]:
+        raise AdvlabError("attack input x must hold values in [0, 1] (normalisation belongs inside the model)")
+    if not all(ok[1:]):
+        raise AdvlabError(f"labels must be class indices in [0, {c}) for a model with {c} outputs")
 
 
 def _start(x: torch.Tensor, eps: torch.Tensor, geometry, random_start: str | None,
@@ -159,6 +189,7 @@ def pgd(
     frozen parameters.
     """
     y = _check_inputs(x, y, steps, random_start, early_stop)
+    _check_numbers(logit_scale, generator, eps=eps, step_size=step_size, direction=direction)
     geometry = get_norm(norm)
     loss_fn = get_loss(loss)
     with outside_inference_mode():  # autograd cannot run in inference mode; its tensors are cloned
@@ -167,7 +198,7 @@ def pgd(
         eps, step_size, direction = (autograd_tensor(v) for v in (eps, step_size, direction))
         eps_t = per_sample(eps, x, "eps")
         direction_t = per_sample(direction, x, "direction")
-        _check_values(eps, direction)
+        _check_values(eps, step_size, direction)
         move_t = per_sample(step_size, x, "step_size") * direction_t
 
         with _bn_mode(model, bn_mode):
@@ -186,11 +217,15 @@ def pgd(
                             logit_scale, track_final)
 
 
-def _forward_loss(model: nn.Module, xa: torch.Tensor, target: torch.Tensor, loss_fn, logit_scale: float
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, C) and per-sample losses (B,) at ``xa`` (a leaf requiring grad), with grad enabled."""
+def _forward_loss(model: nn.Module, xa: torch.Tensor, target: torch.Tensor, loss_fn, logit_scale: float,
+                  check: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, C) and per-sample losses (B,) at ``xa`` (a leaf requiring grad), with grad enabled.
+    ``check``: the clean batch and the integer label tensors to check (:func:`_check_batch`) before the loss
+    reads them."""
     with torch.enable_grad():
         out = forward_logits(model, xa, "pgd")
+        if check is not None:
+            _check_batch(check[0], out, check[1])
         if logit_scale != 1.0:
             out = out * logit_scale
         losses = loss_fn(out, target)
@@ -217,7 +252,8 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
 
     for k in range(steps):
         xa = rows(x_adv).detach().requires_grad_(True)
-        out, losses = _forward_loss(model, xa, rows(target), loss_fn, logit_scale)
+        check = None if k else (x, [t for t in (y, target) if t is not None and not t.is_floating_point()])
+        out, losses = _forward_loss(model, xa, rows(target), loss_fn, logit_scale, check)
         moving = None
         if track:
             correct = out.detach().argmax(1) == rows(y)

@@ -28,9 +28,9 @@ def clear_cache() -> None:
 
 
 def _message(meta: DatasetInfo, part: str, problem: str, folders: list[Path]) -> str:
-    return (f"{meta.name} ({part} files): {problem}\n"
-            "Folders searched, in order:\n" + "".join(f"  {f}\n" for f in folders)
-            + f"To get the data: {meta.hint}.")
+    """One line: the problem, every folder searched in order, and how to get the files."""
+    return (f"{meta.name} ({part} files): {problem}; folders searched, in order: "
+            + ", ".join(map(str, folders)) + f"; to get the data: {meta.hint}")
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:
@@ -98,10 +98,15 @@ def load(name: str, split: str, root: str | os.PathLike | None = None, download:
     or ``test`` (the test files, untouched). ``train`` is the training files minus ``val``, in file order.
     ``val_per_class`` overrides the dataset's default (meant for tiny files; it changes ``train`` too).
     With ``download=True``, files found nowhere are downloaded into ``<root or ~/.cache/advlab>/<name>/``.
-    Every call returns new tensors; modifying them does not affect later calls. A DataError for an unknown
-    name or split and for missing or unreadable files.
+    Every call returns new tensors; modifying them does not affect later calls. A DataError (one line) for an
+    unknown name or split, a root that is not a path, a val_per_class that is not an integer >= 0, and for
+    missing or unreadable files.
     """
     meta = info(name)
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise DataError(f"root must be a folder path (str or Path), got {root!r}")
+    if val_per_class is not None and (isinstance(val_per_class, bool) or not isinstance(val_per_class, int)):
+        raise DataError(f"val_per_class must be an integer >= 0, got {val_per_class!r}")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} for {name}; allowed: {', '.join(SPLITS)}")
     images, labels = _read_part(meta, "test" if split == "test" else "train", root, download)

@@ -82,7 +82,13 @@ class Trainer:
             "in_channels": meta.in_channels, "activation": c.model.activation, **c.model.options,
         }
         spec = dict(self.model_spec)
-        self.model = create(spec.pop("name"), **spec).to(self.device)
+        try:
+            model = create(spec.pop("name"), **spec)
+        except ConfigError:
+            raise
+        except AdvlabError as exc:  # the model's own checks of model.options / model.activation
+            raise ConfigError(f"model: {exc}") from None
+        self.model = model.to(self.device)
         _check_model_fits(self.model, split.images[:2], meta.num_classes, self.device)
         if c.init.from_:
             _load_warm_start(self.model, c.init.from_, self.model_spec)
@@ -308,6 +314,14 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 def _as_config(config: TrainConfig | dict | str, overrides: list[str] | None) -> TrainConfig:
+    if overrides is not None and (not isinstance(overrides, (list, tuple))
+                                  or not all(isinstance(o, str) for o in overrides)):
+        raise ConfigError(f"overrides must be a list of 'key=value' strings, got {overrides!r}")
+    if isinstance(config, Path):
+        config = str(config)
+    if not isinstance(config, (TrainConfig, dict, str)):
+        raise ConfigError(f"config must be a TrainConfig, a mapping, or a preset name or YAML path, got "
+                          f"{type(config).__name__}")
     if isinstance(config, str):
         return load_config(config, overrides)
     if isinstance(config, dict):
@@ -323,12 +337,15 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
           overwrite: bool = False, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Train a model as ``config`` says (a TrainConfig, a plain mapping, or a preset name / YAML path).
 
-    The whole run is checked and built before anything is written: a ConfigError, DataError or AdvlabError
-    leaves ``out`` as it was (also with ``overwrite``). Then writes the run to ``out`` (or ``config.out``, or
+    The whole run is checked and built before anything is written: a ConfigError (also for a ``config``,
+    ``out`` or ``overrides`` of the wrong type), DataError or AdvlabError leaves ``out`` as it was (also with
+    ``overwrite``). Then writes the run to ``out`` (or ``config.out``, or
     ``runs/<preset>``) and returns the summary (also in ``summary.json``); with ``evaluate=False`` it returns
     after training.
     """
     config = _as_config(config, overrides)
+    if out is not None and not isinstance(out, (str, Path)):
+        raise ConfigError(f"out must be a folder path (str or Path), got {out!r}")
     path = out or config.out or f"runs/{config.preset}"
     RunDir.check_new(path, overwrite)
     trainer = Trainer(config, None, progress=progress)

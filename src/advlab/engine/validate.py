@@ -5,7 +5,7 @@ dataset is there, the model fits its images and the parts fit together), and onl
 """
 from __future__ import annotations
 
-from ..config import PART_KINDS, TrainConfig
+from ..config import PART_KINDS, TrainConfig, from_dict
 from ..data import info
 from ..data.training_split import check_scenarios
 from ..devices import pick_device
@@ -18,10 +18,12 @@ from .choices import check_choices
 def validate_config(config: TrainConfig) -> None:
     """ConfigError naming the key for the first value a run with ``config`` cannot use.
 
-    Keys, types and ranges are checked when the config is built (``advlab.config``); here: every value
+    Keys, types and ranges are checked when the config is built (``advlab.config``), and again here for a
+    TrainConfig built or edited in code; then every value
     chosen from a registry, each part's options (names, types, ranges), eps for the norm, the device and
     the precision it allows, and the data scenarios (label noise, imbalance, meta split) for the dataset.
     """
+    from_dict(config.to_dict())  # keys, types and ranges again: a TrainConfig built or edited in code
     check_choices(config)
     for kind in PART_KINDS:
         section = getattr(config, kind)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import data
 from ..attacks import NORMS
+from ..attacks.norms import get_norm
 from ..devices import pick_device
 from ..errors import AdvlabError, CheckpointError
 from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
@@ -60,12 +62,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _setting(value: Any, ckpt: dict[str, Any], key: str, flag: str) -> Any:
-    if value is not None:
-        return value
-    if ckpt.get(key) is None:
-        raise CheckpointError(f"the checkpoint does not record {key!r}; pass {flag}")
-    return ckpt[key]
+def _setting(value: Any, ckpt: dict[str, Any], key: str, flag: str, path: Path, check: Callable[[Any], Any]) -> Any:
+    """``check(value)`` of the flag's value, else of the checkpoint's ``key``; one error naming where it came
+    from (the flag, or the checkpoint file and its key) otherwise."""
+    if value is None and ckpt.get(key) is None:
+        raise CheckpointError(f"checkpoint {path} does not record {key!r}; pass {flag}")
+    try:
+        return check(ckpt[key] if value is None else value)
+    except AdvlabError as exc:
+        where = flag if value is not None else f"checkpoint {path} records {key} {ckpt[key]!r} (pass {flag})"
+        raise AdvlabError(f"{where}: {exc}") from None
+
+
+def _check_out(out: Path) -> None:
+    """AdvlabError unless the report can be written to ``out`` (and ``.txt`` beside it): not a folder, and the
+    nearest existing folder above it writable. Checked before the evaluation runs."""
+    for path in (out, out.with_suffix(".txt")):
+        if path.is_dir():
+            raise AdvlabError(f"--out {path} is a folder; give a file path such as {path / 'eval.json'}")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise AdvlabError(f"--out {out}: cannot write there ({parent} is not a writable folder)")
 
 
 def _load_model(path: Path, device):
@@ -92,14 +111,21 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError(f"--n must be >= 1, got {args.n}")
     if args.batch_size < 1:
         raise AdvlabError(f"--batch-size must be >= 1, got {args.batch_size}")
-    attacks = attack_names(args.attacks)
+    if args.square_queries < 1:
+        raise AdvlabError(f"--square-queries must be >= 1, got {args.square_queries}")
+    try:
+        attacks = attack_names(args.attacks)
+    except AdvlabError as exc:
+        raise AdvlabError(f"--attacks: {exc}") from None
     if args.model_card and "autoattack" not in attacks:
         raise AdvlabError("--model-card reports AutoAttack accuracy: add autoattack to --attacks "
                           "(a reduced --autoattack-version such as apgd-ce is named in the card)")
+    out = Path(args.out) if args.out else path.with_name(f"{path.stem}-eval.json")
+    _check_out(out)
     ckpt = load_checkpoint(path)  # metadata first: bad settings fail before the model and data are loaded
-    norm = _setting(args.norm, ckpt, "norm", "--norm")
-    eps = check_eps(_setting(args.eps, ckpt, "eps", "--eps"), norm)
-    dataset = _setting(args.dataset, ckpt, "data", "--dataset")
+    norm = _setting(args.norm, ckpt, "norm", "--norm", path, lambda v: get_norm(v).name)
+    eps = _setting(args.eps, ckpt, "eps", "--eps", path, lambda v: check_eps(v, norm))
+    dataset = _setting(args.dataset, ckpt, "data", "--dataset", path, lambda v: data.info(v).name)
     device = pick_device(args.device, "--device")
 
     model, ckpt = _load_model(path, device)
@@ -109,7 +135,6 @@ def run(args: argparse.Namespace) -> int:
                       autoattack_version=args.autoattack_version, square_queries=args.square_queries)
     result.meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "model_spec": ckpt.get("model_spec"),
                    "dataset": dataset, "split": args.split, "first_n": len(labels)}
-    out = Path(args.out) if args.out else path.with_name(f"{path.stem}-eval.json")
     table = result.table()
     try:
         write_atomic(out, result.to_json() + "\n")

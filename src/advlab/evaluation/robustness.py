@@ -1,8 +1,9 @@
 """``evaluate``: clean accuracy and accuracy under each named attack, the per-sample AND, sanity checks."""
 from __future__ import annotations
 
+import numbers
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from torch import nn
 from ..attacks.context import eval_mode
 from ..attacks.losses import as_labels
 from ..attacks.model_output import forward_logits
+from ..devices import pick_device
 from ..errors import AdvlabError
 from .report import EvalResult
 from .runner import EvalData, run_attack, run_clean
@@ -24,6 +26,8 @@ def attack_names(attacks: str | Sequence[str]) -> list[str]:
     """Validated attack names in order, without duplicates and without ``clean`` (always computed)."""
     if isinstance(attacks, str):
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    if not isinstance(attacks, (list, tuple)) or not all(isinstance(a, str) for a in attacks):
+        raise AdvlabError(f"attacks must be a list of names or a comma-separated string, got {attacks!r}")
     names: list[str] = []
     for name in attacks:
         if name != "clean" and name not in EVAL_ATTACKS:
@@ -48,7 +52,7 @@ def as_images(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     if images.dtype == torch.uint8:
         images = images.float() / 255
     elif images.is_floating_point():
-        if len(images) and (images.min() < 0 or images.max() > 1):
+        if len(images) and not bool(((images >= 0) & (images <= 1)).all()):  # NaN fails too
             raise AdvlabError("float images must be in [0, 1] (normalisation belongs inside the model)")
     else:
         raise AdvlabError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
@@ -59,7 +63,19 @@ def _device(model: nn.Module, device: str | torch.device | None) -> torch.device
     if device is None or device == "auto":
         param = next(iter(model.parameters()), None)
         return param.device if param is not None else torch.device("cpu")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise AdvlabError(f"device must be a name such as cpu or cuda:0, got {device!r}")
+    return pick_device(device)
+
+
+def _int_at_least(value: Any, low: int | None, name: str) -> int:
+    """``value`` as an int if it is an integer >= ``low`` (None: any; bools refused); an AdvlabError naming it
+    otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
+        raise AdvlabError(f"{name} must be an integer{'' if low is None else f' >= {low}'}, got {value!r}")
+    return int(value)
 
 
 def _versions() -> dict[str, str]:
@@ -113,17 +129,24 @@ def evaluate(
         ``table()``. Every adversarial batch is verified to be in the ball and in [0, 1] (AdvlabError if not).
 
     Raises:
-        AdvlabError: bad arguments; a model that does not return a float logits tensor (B, C); a model whose
+        AdvlabError: bad arguments (each named: a model that is no nn.Module, eps, norm, attack names,
+            batch_size, seed, square_queries or num_classes of the wrong type or range, an unknown device,
+            images or labels as :func:`as_images` refuses them, labels outside [0, num_classes)); a model that does not return a float logits tensor (B, C); a model whose
             output does not depend on its input through autograd, for the gradient attacks and the sanity
             checks that run PGD (only square, with ``sanity=False``, runs on such a model).
 
     Works the same under ``torch.no_grad()`` and ``torch.inference_mode()``.
     """
     start = time.perf_counter()
+    if not isinstance(model, nn.Module):
+        raise AdvlabError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     eps = check_eps(eps, norm)
     names = attack_names(attacks)
-    if batch_size < 1:
-        raise AdvlabError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = _int_at_least(batch_size, 1, "batch_size")
+    seed = _int_at_least(seed, None, "seed")
+    square_queries = _int_at_least(square_queries, 1, "square_queries")
+    if num_classes is not None:
+        num_classes = _int_at_least(num_classes, 2, "num_classes")
     images, labels = as_images(images, labels)
     if len(labels) == 0:
         raise AdvlabError("no points to evaluate")

@@ -8,12 +8,14 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts:
 from __future__ import annotations
 
 import io
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import AdvlabError, CheckpointError
 from ..models import create
 from .atomic import write_atomic
 
@@ -53,25 +55,57 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings(record=True) as caught:  # torch warns about the files it then refuses
+            warnings.simplefilter("always")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's safe unpickler refused the file; nothing in it ran
+        refused = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), None)
+        why = (f"it references Python objects that could run code ({refused.split(':', 2)[-1].split(' was ')[0].strip()})"
+               if refused else "not a PyTorch checkpoint, truncated, or holding objects that could run code")
+        raise CheckpointError(f"cannot read checkpoint {path}: {why}; advlab reads only its own checkpoints, "
+                              "without running code from the file") from None
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or truncated "
+                              f"({_first_line(exc)})") from None
+    for w in caught:  # a file that loaded: its warnings are the caller's to see
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an advlab checkpoint (expected format {FORMAT!r})")
     return payload
 
 
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters): torch's messages run over many lines."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def load_model(target: str | Path, which: str = "best", device: str | torch.device = "cpu"):
     """Build the model a checkpoint (or run directory) describes and load its weights, in eval mode.
 
-    Returns ``(model, checkpoint)``; a state dict that does not fit the model raises CheckpointError.
+    Returns ``(model, checkpoint)``. Raises CheckpointError (one line) for a file that is not an advlab
+    checkpoint, a ``model_spec`` that is not a mapping with a model ``name`` advlab can build, and a state
+    dict that does not fit the model (wrong architecture); an unknown device is an AdvlabError.
     """
     path = resolve_checkpoint(target, which)
     ckpt = load_checkpoint(path)
-    spec = dict(ckpt["model_spec"])
-    model = create(spec.pop("name"), **spec)
+    spec = ckpt.get("model_spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"checkpoint {path} does not describe a model: model_spec should be a mapping with "
+                              f"a model name, got {spec!r}")
+    if not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no model weights (a state dict under 'model')")
+    spec = dict(spec)
+    try:
+        model = create(spec.pop("name"), **spec)
+    except AdvlabError as exc:
+        raise CheckpointError(f"checkpoint {path}: cannot build its model: {exc}") from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not match model {ckpt['model_spec']}: {exc}") from None
+        problems = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        first = problems[0] if problems else _first_line(exc)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckpointError(f"checkpoint {path} does not match model {ckpt['model_spec']}: {first}{more}") from None
     return model.to(device).eval(), ckpt
