@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .compare import COMPARE_CSV, COMPARE_CURVES, COMPARE_MD, write_comparison
-from .report import SECTIONS, write_report
+from .names import COMPARE_CSV, COMPARE_CURVES, COMPARE_MD, SECTIONS
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +22,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from .report import write_report  # the plotting stack is imported only when a report is made
+
     files = write_report(args.run_dir, progress=not args.quiet)
     if not args.quiet:
         for problem in files.problems:
@@ -51,6 +52,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from .compare import write_comparison  # the plotting stack is imported only when a comparison is made
+
     written = write_comparison(args.runs, args.out, group_by=args.group_by, progress=not args.quiet)
     if not args.quiet:
         print(written["md"].read_text())

@@ -32,11 +32,9 @@ from tqdm import tqdm
 from ..errors import AdvlabError
 from ..runs import CHECKPOINT_NAMES, write_atomic
 from . import figures
+from .names import COMPARE_CSV, COMPARE_CURVES, COMPARE_MD
 from .record import RunRecord, load_run
 
-COMPARE_MD = "compare.md"
-COMPARE_CSV = "compare.csv"
-COMPARE_CURVES = "compare-curves.png"
 GAP = "gap"  # best robust - last robust
 
 

@@ -23,9 +23,6 @@ from . import figures
 from .document import Document, Figure
 from .record import RunRecord, load_run, part_groups
 
-SECTIONS = ("Status", "Training curves", "Part diagnostics", "Per-class accuracy", "Evaluation", "Sanity checks",
-            "Model card", "Data", "Config", "Versions")
-"""The second-level headings of every report, in order."""
 
 
 @dataclass
