@@ -19,7 +19,7 @@ ACTIVATIONS=${ACTIVATIONS:-"relu softplus silu gelu"}
 SEEDS=${SEEDS:-"0 1"}
 JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=${THREADS:-1}
-BUDGET="data.train_size=4000 batch_size=32 optimizer.lr=0.05 validation.n=200 evaluation.n=500"
+BUDGET="perturbation.step_size=0.06 data.train_size=4000 batch_size=32 optimizer.lr=0.05 validation.n=200 evaluation.n=500"
 
 one() {  # one ACTIVATION SEED: train and evaluate one run, or reuse / resume it
   local run="$OUT/$1-s$2"
