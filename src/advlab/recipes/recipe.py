@@ -1,10 +1,8 @@
 """A recipe: one part of each kind, built from config sections and checked to fit together."""
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import pkgutil
-import typing
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -119,16 +117,6 @@ def check_recipe(recipe: Recipe) -> None:
                           "or auto, all)")
 
 
-def term_names() -> list[str]:
-    """Every term name of every registered objective (for the choices of ``weighting.term``)."""
-    names: list[str] = []
-    for name in part_registry("objective").names():
-        for spec in part_registry("objective").get(name).term_specs:
-            if spec.name not in names:
-                names.append(spec.name)
-    return names
-
-
 def build_recipe(sections: dict[str, tuple[str, dict[str, Any]]], env: RecipeEnv) -> Recipe:
     """Build and check a recipe from ``{kind: (name, options)}``; ConfigError for a bad option or a misfit."""
     missing = [k for k in PART_KINDS if k not in sections]
@@ -144,11 +132,3 @@ def build_recipe(sections: dict[str, tuple[str, dict[str, Any]]], env: RecipeEnv
     for _, part in recipe.parts():
         part.bind(recipe)
     return recipe
-
-
-def option_fields(kind: str, name: str) -> list[tuple[str, str, Any]]:
-    """``(field, type, default)`` of a part's options, for help texts and ``advlab presets``."""
-    cls = part_class(kind, name)
-    hints = typing.get_type_hints(cls.Options)
-    return [(f.name, str(hints[f.name]).replace("typing.", ""),
-             f.default if f.default is not dataclasses.MISSING else None) for f in dataclasses.fields(cls.Options)]

@@ -28,7 +28,7 @@ import torch
 
 from ...options import option
 from ..base import RecipeEnv, Step, TermSpec, View, combine, register
-from .frl import FRLOptions, FRLWeightingBase, batch_class_weights
+from .frl import FRLOptions, FRLWeightingBase
 from .lookahead import LookAhead, check_sgd, sgd_lookahead
 from .meta_net import MetaNet
 from .training_dynamics import training_dynamics
@@ -74,9 +74,6 @@ class CAATWeighting(FRLWeightingBase):
     def bind(self, recipe: Any) -> None:
         self.recipe = recipe
 
-    def default_terms(self, specs: tuple[TermSpec, ...]) -> list[str]:
-        return [s.name for s in specs]
-
     # -- epoch ----------------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
         if epoch > 0 and float(self.loss_count.sum()) > 0:
@@ -100,7 +97,7 @@ class CAATWeighting(FRLWeightingBase):
     def combined_weights(self, ab: torch.Tensor | None, y: torch.Tensor, specs_names: list[str]
                          ) -> dict[str, torch.Tensor | None]:
         """Per-term weights: a * FRL's w0 / w1 on natural / boundary, b on anti (``ab`` None: a = b = 1)."""
-        frl = self.frl_term_weights_for(y)
+        frl = self.frl_term_weights(y)
         a = ab[:, 0] if ab is not None else None
         b = ab[:, 1] if ab is not None else None
 
@@ -111,12 +108,6 @@ class CAATWeighting(FRLWeightingBase):
 
         out = {"natural": times(a, frl["natural"]), "boundary": times(a, frl["boundary"]), "anti": b}
         return {name: out.get(name, a) for name in specs_names}
-
-    def frl_term_weights_for(self, y: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        if not self.options.reweight:
-            return {"natural": None, "boundary": None}
-        return {"natural": batch_class_weights(self.duals.natural_weights, y),
-                "boundary": batch_class_weights(self.duals.boundary_weights, y)}
 
     def term_weights(self, step: Step, specs: tuple[TermSpec, ...]) -> dict[str, torch.Tensor | None]:
         names = [s.name for s in specs]

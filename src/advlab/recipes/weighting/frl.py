@@ -172,12 +172,12 @@ class FRLWeightingBase(WeightingPart):
                                        env.norm, o.attack_steps, o.batch_size, env.device, generator)
         self.duals.update(epoch, clean, boundary)
 
-    def frl_term_weights(self, step: Step) -> dict[str, torch.Tensor | None]:
-        """ReWeight's per-sample weights of the natural and boundary terms (None when off)."""
+    def frl_term_weights(self, y: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """ReWeight's per-sample weights (B,) of the natural and boundary terms for labels y (None when off)."""
         if not self.frl_options.reweight:
             return {"natural": None, "boundary": None}
-        return {"natural": batch_class_weights(self.duals.natural_weights, step.y),
-                "boundary": batch_class_weights(self.duals.boundary_weights, step.y)}
+        return {"natural": batch_class_weights(self.duals.natural_weights, y),
+                "boundary": batch_class_weights(self.duals.boundary_weights, y)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"frl": self.duals.state_dict()}
@@ -195,7 +195,7 @@ class FRLWeighting(FRLWeightingBase):
     Options = FRLOptions
 
     def term_weights(self, step: Step, specs: tuple[TermSpec, ...]) -> dict[str, torch.Tensor | None]:
-        frl = self.frl_term_weights(step)
+        frl = self.frl_term_weights(step.y)
         return {s.name: frl.get(s.name) for s in specs}
 
     def epoch_metrics(self) -> dict[str, Any]:
