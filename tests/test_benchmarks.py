@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("fashion_mnist")
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("overfitting", "compare", "common", "engine_throughput"):
+    for name in ("overfitting", "compare", "common", "engine_throughput", "speed"):
         sys.modules.pop(name, None)
 
 
@@ -81,3 +81,37 @@ def test_engine_throughput_benchmark_tiny(capsys, one_thread):
     assert result["ratio"] == pytest.approx(result["engine_images_per_second"] / result["plain_images_per_second"])
     assert result["engine_images_per_second"] == pytest.approx(sorted(result["engine_runs"])[0] / 2
                                                                + sorted(result["engine_runs"])[1] / 2)
+
+
+def test_speed_benchmark_tiny(capsys, one_thread):
+    """benchmarks/speed.py runs every contestant in every round and reports ratios of the medians."""
+    import speed
+
+    result = speed.main(["--models", "small-cnn", "--device", "cpu", "--batches", "2", "--rounds", "2",
+                         "--warmup", "1", "--batch-size", "16", "--variants", "default", "--no-art"])
+    contestants = result["models"]["small-cnn"]["contestants"]
+    assert list(contestants) == ["plain", "engine default"]
+    for c in contestants.values():
+        assert len(c["rounds"]) == 2 and all(v > 0 for v in c["rounds"])
+        assert c["median"] == pytest.approx(sum(c["rounds"]) / 2)
+        assert c["vs_plain"] == pytest.approx(c["median"] / contestants["plain"]["median"])
+        assert c["vs_art"] is None
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(result["table"])
+    rows = result["table"].splitlines()[2:]
+    assert [row.split(" | ")[1] for row in rows] == list(contestants)
+    assert all(row.endswith("| not run (--no-art) |") for row in rows)
+
+
+def test_speed_benchmark_art_tiny(one_thread):
+    """ART's contestant (when installed) trains too and sets the ART column."""
+    pytest.importorskip("art")
+    import speed
+
+    result = speed.main(["--models", "small-cnn", "--device", "cpu", "--batches", "1", "--rounds", "1",
+                         "--warmup", "0", "--batch-size", "16", "--variants", "default"])
+    contestants = result["models"]["small-cnn"]["contestants"]
+    assert list(contestants) == ["plain", "engine default", "ART"]
+    assert contestants["ART"]["rounds"][0] > 0 and contestants["ART"]["vs_art"] == pytest.approx(1.0)
+    plain, art = contestants["plain"]["median"], contestants["ART"]["median"]
+    assert contestants["plain"]["vs_art"] == pytest.approx(plain / art)

@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "advlab.evaluation.cli",
     "report": "advlab.reports.cli_report",
     "compare": "advlab.reports.cli_compare",
+    "bench": "advlab.engine.cli_bench",
 }
 
 

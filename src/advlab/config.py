@@ -131,6 +131,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"  # advlab.recipes.PRECISIONS
+    attack_precision: str = "same"  # advlab.recipes.ATTACK_PRECISIONS: the attack's inside a training step
+    compile: str = "none"  # advlab.engine.acceleration.COMPILE_MODES: torch.compile of the training step's model
+    channels_last: bool = False  # the training step's model and inputs in the channels-last memory format
     init: InitConfig = field(default_factory=InitConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AdvlabError
-from .context import BNMode, bn_mode as _bn_mode
+from .context import BNMode, bn_mode as _bn_mode, no_param_grad
 from .losses import LossSpec, as_labels, get_loss, kl_loss
 from .model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient,
                            outside_inference_mode)
@@ -201,7 +201,9 @@ def pgd(
         _check_values(eps, step_size, direction)
         move_t = per_sample(step_size, x, "step_size") * direction_t
 
-        with _bn_mode(model, bn_mode):
+        # parameters frozen for the attack: the backward is to the input only, also in a compiled model (whose
+        # graph would otherwise compute every weight gradient), and no activation is kept for weight gradients
+        with _bn_mode(model, bn_mode), no_param_grad(model):
             if target is None:
                 if loss == "kl" or loss is kl_loss:
                     with torch.no_grad():

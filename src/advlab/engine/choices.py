@@ -14,7 +14,8 @@ from ..data.scenarios import NOISE_KINDS
 from ..errors import ConfigError
 from ..evaluation import AA_VERSIONS, EVAL_ATTACKS, eval_attack_names
 from ..models import list_activations, list_models
-from ..recipes import PRECISIONS, part_registry
+from ..recipes import ATTACK_PRECISIONS, PRECISIONS, part_registry
+from .acceleration import COMPILE_MODES
 from ..runs import CHECKPOINT_NAMES
 from .optimizers import OPTIMIZERS
 from .schedule import SCHEDULES
@@ -26,6 +27,8 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "model.activation": list_activations,
     "norm": lambda: list(NORMS),
     "precision": lambda: list(PRECISIONS),
+    "attack_precision": lambda: list(ATTACK_PRECISIONS),
+    "compile": lambda: list(COMPILE_MODES),
     "optimizer.name": lambda: OPTIMIZERS.names(),
     "schedule.name": lambda: SCHEDULES.names(),
     "validation.attack": lambda: EVAL_ATTACKS.names(),

@@ -26,6 +26,7 @@ from ..models import create
 from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
 from ..runs import (CHECKPOINT_NAMES, DATA, SUMMARY, TENSORBOARD, RunDir, load_checkpoint, load_model,
                     resolve_checkpoint)
+from .acceleration import as_step_input, check_compiled, step_model
 from .optimizers import make_optimizer
 from .schedule import first_decay_epoch, make_schedule
 from .tensorboard import EpochScalars
@@ -92,6 +93,9 @@ class Trainer:
         _check_model_fits(self.model, split.images[:2], meta.num_classes, self.device)
         if c.init.from_:
             _load_warm_start(self.model, c.init.from_, self.model_spec)
+        # the training step's model (compiled / channels-last); self.model stays the eager module it wraps
+        self.step_model = step_model(self.model, c.compile, c.channels_last)
+        self.compile_check: dict[str, float] | None = None  # check_compiled on the first batch trained
         self.optimizer = make_optimizer(self.model.parameters(), c.optimizer)
         self.rate = make_schedule(c.schedule, c.optimizer.lr, c.epochs)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
@@ -158,11 +162,15 @@ class Trainer:
         lr = self.rate(epoch)
         accuracy_view = self.recipe.objective.accuracy_view
         for i, (x, y, index) in enumerate(bar):
+            x = as_step_input(x, c.channels_last)
+            if self.step_model is not self.model and self.compile_check is None:
+                self.compile_check = check_compiled(self.model, self.step_model, x, y)
             lr = self.rate(epoch + i / n_batches)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            step = train_step(self.model, x, y, index, epoch, self.recipe, self.optimizer,
-                              precision=c.precision, scaler=self.scaler)
+            step = train_step(self.step_model, x, y, index, epoch, self.recipe,
+                              self.optimizer, precision=c.precision, attack_precision=c.attack_precision,
+                              scaler=self.scaler)
             loss_sum += step.loss.detach() * len(y)
             correct += (step.outputs[accuracy_view].detach().argmax(1) == y).sum()
             seen += len(y)

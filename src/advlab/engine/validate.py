@@ -35,6 +35,8 @@ def validate_config(config: TrainConfig) -> None:
     device = pick_device(config.device)
     if config.precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    if config.attack_precision == "fp16" and device.type != "cuda":
+        raise ConfigError("attack_precision: fp16 needs a CUDA device; use same, bf16 or fp32 on CPU")
     d = config.data
     try:
         check_scenarios(info(d.name).num_classes, d.meta_size, d.label_noise, d.imbalance)

@@ -18,6 +18,9 @@ from .recipe import Recipe
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Training precisions: the autocast dtype of each (None: no autocast)."""
 
+ATTACK_PRECISIONS = ("same", *PRECISIONS)
+"""Precisions of the attack inside a training step: ``same`` as the step's, or one of :data:`PRECISIONS`."""
+
 
 def autocast(precision: str, device: torch.device):
     """The autocast context of ``precision`` on ``device`` (a null context for fp32)."""
@@ -27,17 +30,31 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def attack_autocast(attack_precision: str, device: torch.device):
+    """The context the perturbation part runs in: ``same`` keeps the caller's autocast, ``fp32`` turns
+    autocast off (the attack in full precision inside a bf16/fp16 step), ``bf16``/``fp16`` their autocast.
+    KeyError for other names (configs are checked against :data:`ATTACK_PRECISIONS` first)."""
+    if attack_precision == "same":
+        return contextlib.nullcontext()
+    if PRECISIONS[attack_precision] is None:
+        return torch.autocast(device_type=device.type, enabled=False)
+    return autocast(attack_precision, device)
+
+
 def compute_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int,
-                 recipe: Recipe) -> Step:
+                 recipe: Recipe, *, attack_precision: str = "same") -> Step:
     """Run the recipe's one-way pipeline on one batch; the returned Step holds every stage's output.
 
     ``x``: (B, ...) float pixels in [0, 1]; ``y``: (B,) int64 labels; ``index``: (B,) int64 dataset indices
     (rows of per-sample state); ``epoch``: 0-indexed. The model is used as it is (call ``model.train()``
-    first to train); ``step.loss`` is the scalar to minimise, with its graph.
+    first to train); ``step.loss`` is the scalar to minimise, with its graph. ``attack_precision``: the
+    perturbation part runs under :func:`attack_autocast` of it (``same``: the caller's precision).
     """
     step = Step(model=model, x=x, y=y, index=index, epoch=epoch)
     step.attack_target = recipe.labels.attack_target(step)
-    step.views = {"clean": View(x=x), **recipe.perturbation.perturb(step)}
+    with attack_autocast(attack_precision, x.device):
+        views = recipe.perturbation.perturb(step)
+    step.views = {"clean": View(x=x), **views}
     objective = recipe.objective
     step.outputs = objective.forward(step)
     step.loss_targets = recipe.labels.loss_targets(step, objective.target_views)
@@ -49,13 +66,14 @@ def compute_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torc
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int,
                recipe: Recipe, optimizer: torch.optim.Optimizer, *, precision: str = "fp32",
-               scaler: torch.amp.GradScaler | None = None) -> Step:
-    """One optimisation step: model in train mode, :func:`compute_loss` under ``precision``'s autocast,
-    backward, optimiser step (through ``scaler`` for fp16). Returns the Step (loss and outputs detached
-    from nothing: call ``.detach()`` before keeping them)."""
+               attack_precision: str = "same", scaler: torch.amp.GradScaler | None = None) -> Step:
+    """One optimisation step: model in train mode, :func:`compute_loss` under ``precision``'s autocast (the
+    attack under ``attack_precision``'s, see :func:`attack_autocast`), backward, optimiser step (through
+    ``scaler`` for fp16). Returns the Step (loss and outputs detached from nothing: call ``.detach()``
+    before keeping them)."""
     model.train()
     with autocast(precision, x.device):
-        step = compute_loss(model, x, y, index, epoch, recipe)
+        step = compute_loss(model, x, y, index, epoch, recipe, attack_precision=attack_precision)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(step.loss).backward()
