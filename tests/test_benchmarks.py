@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("fashion_mnist")
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("overfitting", "compare", "common", "engine_throughput", "speed"):
+    for name in ("overfitting", "compare", "common", "speed", "caat"):
         sys.modules.pop(name, None)
 
 
@@ -68,19 +68,6 @@ def test_compare_benchmark_tiny(tmp_path, one_thread):
             assert f"| {r['preset']} | {which} | {row['epoch']} | " + " | ".join(cells) + " |" in md
     saved = json.loads((out / "gairat.json").read_text())
     assert saved["records"] == json.loads(json.dumps(records))
-
-
-def test_engine_throughput_benchmark_tiny(capsys, one_thread):
-    """benchmarks/engine_throughput.py (README's engine-speed table) runs both loops and reports their ratio."""
-    import engine_throughput
-
-    result = engine_throughput.main(["--batches", "2", "--rounds", "2", "--batch-size", "16", "--device", "cpu"])
-    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(result))
-    assert len(result["plain_runs"]) == len(result["engine_runs"]) == 2
-    assert all(v > 0 for v in result["plain_runs"] + result["engine_runs"])
-    assert result["ratio"] == pytest.approx(result["engine_images_per_second"] / result["plain_images_per_second"])
-    assert result["engine_images_per_second"] == pytest.approx(sorted(result["engine_runs"])[0] / 2
-                                                               + sorted(result["engine_runs"])[1] / 2)
 
 
 def test_speed_benchmark_tiny(capsys, one_thread):

@@ -19,6 +19,7 @@ SMALL = {
     "presets": [],
     "report": ["--quiet"],
     "compare": ["--quiet"],
+    "bench": ["--batches", "1", "--warmup", "0", "--batch-size", "8", "--steps", "1", "--device", "cpu"],
 }
 
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after flags: `advlab train --preset x a=1 --epochs 3 b=2`
-        if getattr(args, "command", None) != "train" or not all("=" in e and not e.startswith("-") for e in extra):
+        if getattr(args, "command", None) not in ("train", "bench") or not all("=" in e and not e.startswith("-") for e in extra):
             command = getattr(args, "command", None)
             prog = f"advlab {command}" if command else "advlab"
             OneLineParser(prog=prog).error(f"unrecognized arguments: {' '.join(extra)}")

@@ -49,6 +49,15 @@ def choices_text(key: str) -> str:
     return ", ".join(choices(key))
 
 
+def flag_help(key: str, text: str) -> str:
+    """Help text of a command-line flag that sets config ``key``: ``text``, the allowed values when ``key`` is a
+    choice, and the key."""
+    try:
+        return f"{text}: {choices_text(key)} (config key {key})"
+    except KeyError:
+        return f"{text} (config key {key})"
+
+
 def _get(config: TrainConfig, key: str) -> Any:
     node: Any = config
     for part in key.split("."):

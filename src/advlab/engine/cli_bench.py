@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .choices import choices_text
+from .choices import flag_help
 
 # command-line flag -> (dotted config key, type, help); the help's choices come from the key's registry
 FLAGS = {
@@ -16,13 +16,6 @@ FLAGS = {
     "compile": ("compile", str, "torch.compile mode of the step's model"),
     "device": ("device", str, "auto (default: cuda if available, else cpu), cpu, cuda or cuda:N"),
 }
-
-
-def _help(key: str, text: str) -> str:
-    try:
-        return f"{text}: {choices_text(key)} (config key {key})"
-    except KeyError:
-        return f"{text} (config key {key})"
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -47,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="input shape CxHxW (default: the preset's dataset's, e.g. 1x28x28 for fashion-mnist)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: the dataset's)")
     for flag, (key, kind, text) in FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=_help(key, text))
+        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=flag_help(key, text))
     p.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
     p.add_argument("--batches", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first, compilation included (default 3)")

@@ -5,7 +5,7 @@ import argparse
 
 from ..config import PART_KINDS
 from ..errors import AdvlabError
-from .choices import choices_text
+from .choices import choices_text, flag_help
 from .trainer import resume, train
 
 # command-line flag -> (dotted config key, type, help); the help's list of choices comes from the key's registry
@@ -22,13 +22,6 @@ FLAGS = {
 FLAG_KEYS = {flag: key for flag, (key, _, _) in FLAGS.items()}
 
 
-def _help(key: str, text: str) -> str:
-    try:
-        return f"{text}: {choices_text(key)} (config key {key})"
-    except KeyError:
-        return f"{text} (config key {key})"
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="adversarially train a model with a preset",
@@ -39,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="preset name or path to a YAML config (default: pgd-at)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     for flag, (key, kind, text) in FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=_help(key, text))
+        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=flag_help(key, text))
     p.add_argument("--out", help="run directory (default: runs/<preset>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory (once the new run "
                                                             "is checked)")
