@@ -35,6 +35,13 @@ from advlab.config import load_config, read_config
 from common import history, machine, run_one, sanity_cell
 
 PRESETS = ["pgd-at", "trades", "frl", "caat"]
+ROWS: dict[str, tuple[str, list[str]]] = {
+    **{p: (p, []) for p in PRESETS},
+    # the paper fine-tunes a TRADES model ("hot start"); here: 3 TRADES epochs (a = 1, b = 0) inside the same
+    # budget, then CAAT, with a bi-level step every 10 steps (about the paper's meta steps per epoch)
+    "caat-warmup": ("caat", ["weighting.warmup_epochs=3", "weighting.meta_every=10"]),
+}
+"""Rows of the table: name -> (preset, overrides of that row)."""
 SCENARIOS: dict[str, list[str]] = {
     "clean": [],
     "noise": ["data.label_noise.kind=two-class", "data.label_noise.rate=0.2"],
@@ -60,9 +67,14 @@ def overrides_for(args: argparse.Namespace, scenario: str, seed: int) -> list[st
             *SCENARIOS[scenario], *args.set]
 
 
+def overrides_of(args: argparse.Namespace, scenario: str, seed: int, row: str) -> list[str]:
+    """The overrides of one row (its preset's): the scenario's and the row's own."""
+    return overrides_for(args, scenario, seed) + ROWS[row][1]
+
+
 def jobs(args: argparse.Namespace) -> list[tuple[str, int, str]]:
     """(scenario, seed, preset), the most expensive presets first so that workers finish together."""
-    order = sorted(args.presets, key=lambda p: -PRESETS.index(p) if p in PRESETS else 0)
+    order = sorted(args.presets, key=lambda p: -list(ROWS).index(p))
     return [(s, seed, p) for p in order for seed in args.seeds for s in args.scenarios]
 
 
@@ -89,12 +101,13 @@ def work(args: argparse.Namespace) -> None:
     for scenario, seed, preset in jobs(args):
         run_dir = run_dir_of(out, scenario, seed, preset)
         if (run_dir / "summary.json").exists() and not args.fresh:
-            run_one(preset, run_dir, overrides_for(args, scenario, seed))  # reuses or retrains on a config change
+            run_one(ROWS[preset][0], run_dir, overrides_of(args, scenario, seed, preset))  # reuses, or retrains
             continue
         if not claim(run_dir):
             continue
         try:
-            run_one(preset, run_dir, overrides_for(args, scenario, seed), force=args.fresh, progress=args.progress)
+            run_one(ROWS[preset][0], run_dir, overrides_of(args, scenario, seed, preset), force=args.fresh,
+                    progress=args.progress)
         finally:
             run_dir.with_name(run_dir.name + ".claim").unlink(missing_ok=True)
 
@@ -105,7 +118,7 @@ def record(scenario: str, seed: int, preset: str, run_dir: Path) -> dict[str, An
     rows = history(run_dir)
     seconds = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
     out: dict[str, Any] = {"scenario": scenario, "seed": seed, "preset": preset, "run_dir": str(run_dir),
-                           "seconds_per_epoch": statistics.fmean(seconds) if seconds else None, "checkpoints": {}}
+                           "seconds_per_epoch": statistics.median(seconds) if seconds else None, "checkpoints": {}}
     for which in ("best", "last"):
         entry = summary.get(which)
         if not isinstance(entry, dict):
@@ -157,7 +170,7 @@ def table(records: list[dict[str, Any]], scenario: str, presets: list[str]) -> l
 
 
 def report(args: argparse.Namespace, records: list[dict[str, Any]], command: str) -> str:
-    config = load_config(args.presets[0], overrides_for(args, args.scenarios[0], args.seeds[0]))
+    config = load_config(ROWS[args.presets[0]][0], overrides_for(args, args.scenarios[0], args.seeds[0]))
     lines = [
         "# CAAT and its baselines on Fashion-MNIST",
         "",
@@ -222,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", action="store_true", help="train and evaluate unclaimed jobs, then exit")
     p.add_argument("--threads", type=int, default=None, help="torch threads of this process")
-    p.add_argument("--presets", nargs="+", default=PRESETS)
+    p.add_argument("--presets", nargs="+", default=PRESETS, choices=list(ROWS),
+                   help=f"rows of the table (default {' '.join(PRESETS)})")
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--epochs", type=int, default=5)
@@ -261,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"missing: {run_dir}", file=sys.stderr)
             continue
         if read_config(run_dir / "config.yaml").to_dict() != load_config(
-                preset, overrides_for(args, scenario, seed)).to_dict():
+                ROWS[preset][0], overrides_of(args, scenario, seed, preset)).to_dict():
             print(f"skipped (other config): {run_dir}", file=sys.stderr)
             continue
         records.append(record(scenario, seed, preset, run_dir))
