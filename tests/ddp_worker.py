@@ -67,9 +67,26 @@ def main(mode: str, out: Path, overrides: list[str]) -> int:
         x, y = load("fashion-mnist", "test")
         result = evaluate(model, x[:21], y[:21], eps=0.05, attacks=("pgd20", "cw20"), batch_size=4,
                           device="cpu", sanity=True, seed=3, progress=False, collective=collective)
+        # the random start each point is attacked from (recorded by point): that of one process?
+        import importlib
+
+        pgd_module = importlib.import_module("advlab.attacks.pgd")  # the module (the package exports the function)
+
+        starts, real = {}, pgd_module._start
+
+        def recording(x, eps, *args):
+            start = real(x, eps, *args)
+            for row, d in zip(x.flatten(1), (start - x).flatten(1)):
+                starts[round(row.sum().item(), 3)] = d[:8].clone()
+            return start
+
+        pgd_module._start = recording
+        evaluate(model, x[:21], y[:21], eps=0.05, attacks=("pgd20",), batch_size=4, device="cpu", sanity=False,
+                 seed=3, progress=False, collective=collective)
+        pgd_module._start = real
         torch.save({"clean": result.clean.correct, "attacks": {k: a.correct for k, a in result.attacks.items()},
-                    "sanity": result.sanity, "worst": {k: a.max_perturbation for k, a in result.attacks.items()}},
-                   out / f"rank{rank}.pt")
+                    "sanity": result.sanity, "worst": {k: a.max_perturbation for k, a in result.attacks.items()},
+                    "starts": starts}, out / f"rank{rank}.pt")
         collective.close()
     elif mode == "fail":
         from advlab import cli

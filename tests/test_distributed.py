@@ -119,7 +119,8 @@ def test_noilin_rate_schedule_is_identical_on_both_ranks_and_that_of_one_process
     assert states[0]["window"] == states[1]["window"] == one["parts"]["labels"]["window"]
     assert torch.equal(states[0]["generator"], states[1]["generator"])  # the same noise stream on every rank
     assert torch.equal(states[0]["generator"], one["parts"]["labels"]["generator"])
-    noise = lambda h: [(row["noise_rate"], row["noise_rate_next"], row["noise_flipped"]) for row in h]  # noqa: E731
+    noise = lambda h: [(row["noise_rate"], row["noise_rate_next"], row["noise_flipped"], row["val_clean"],  # noqa: E731
+                        row["val_robust"]) for row in h]
     assert noise(two[0]["history"]) == noise(two[1]["history"]) == noise(one["history"])
     assert not (tmp_path / "two" / "run" / "rank1").exists()
     assert sorted(p.name for p in (tmp_path / "two" / "run").iterdir()) == sorted(
@@ -174,6 +175,12 @@ def test_evaluation_over_2_ranks_of_21_points_equals_one_process_exactly(tmp_pat
             assert torch.equal(rank["attacks"][name], one["attacks"][name]), name
         assert _untimed(rank["sanity"]) == _untimed(one["sanity"])
         assert rank["worst"] == one["worst"]
+    # each rank attacked only its batches (round-robin), each point from the random start of one process
+    assert sorted(two[0]["starts"]) != sorted(two[1]["starts"])
+    assert sorted([*two[0]["starts"], *two[1]["starts"]]) == sorted(one["starts"]) and len(one["starts"]) == 21
+    for rank in two:
+        for key, start in rank["starts"].items():
+            assert torch.equal(start, one["starts"][key]), key
 
 
 # -- errors --------------------------------------------------------------------------------------------------
