@@ -87,6 +87,46 @@ def test_backend_auto_and_nccl_without_cuda_is_one_clear_error():
         pick_backend("nccl", torch.device("cpu"))
 
 
+def test_loader_shards_cover_each_global_batch_once_and_refuse_an_empty_shard():
+    from advlab.data import DeviceLoader
+    from advlab.errors import DataError
+
+    images, labels = torch.zeros(11, 1, 4, 4, dtype=torch.uint8), torch.arange(11)
+    # the last global batch of 1 image cannot be split over 2 processes: refused when sharding
+    with pytest.raises(DataError, match=r"fewer than the 2 processes; choose batch_size >= 2"):
+        DeviceLoader(images, labels, 5, seed=1).shard(0, 2)
+    images, labels = torch.zeros(12, 1, 4, 4, dtype=torch.uint8), torch.arange(12)
+    whole = DeviceLoader(images, labels, 5, seed=1)
+    parts = [DeviceLoader(images, labels, 5, seed=1) for _ in range(2)]
+    for rank, loader in enumerate(parts):
+        loader.shard(rank, 2)
+    for batch, a, b in zip(whole, *parts):
+        assert torch.equal(torch.cat([a.index, b.index]), batch.index)
+        assert len(a.index) - len(b.index) in (0, 1)
+
+
+def _as_rank_0_of_2(args: list[str]) -> subprocess.CompletedProcess:
+    """``advlab train`` told by the environment it is rank 0 of 2 (refused before any process group forms)."""
+    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    command = [sys.executable, "-m", "advlab", "train", "--preset", "pgd-at", "--quiet", *args]
+    merged = {**_env(), **env}
+    return subprocess.run(command, env=merged, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("distributed.sync_batchnorm=true", "distributed.sync_batchnorm: SyncBatchNorm needs CUDA devices; this run "
+                                        "trains on cpu"),
+    ("distributed.backend=nccl", "distributed.backend: nccl needs CUDA devices; this run trains on cpu; use "
+                                 "gloo or auto"),
+    ("compile=default", "compile: torch.compile is not combined with training over several processes yet"),
+])
+def test_what_several_processes_cannot_do_is_one_clear_error_before_anything_starts(tmp_path, override, message):
+    done = _as_rank_0_of_2(["--out", str(tmp_path / "run"), "device=cpu", override])
+    assert done.returncode == 2
+    assert f"advlab train: error (rank 0 of 2): {message}" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # -- training ------------------------------------------------------------------------------------------------
 def test_one_epoch_of_pgd_at_on_2_processes_is_that_of_one(tmp_path):
     one = _worker("epoch", tmp_path / "one", TINY, 1)[0]
@@ -190,3 +230,15 @@ def test_a_failing_rank_ends_the_job_with_its_message_not_a_hang(tmp_path):
     assert done.returncode != 0
     assert "advlab train: error (rank 1 of 2): planted failure on rank 1" in done.stderr
     assert time.perf_counter() - start < 60
+
+
+# -- benchmark -----------------------------------------------------------------------------------------------
+def test_overhead_benchmark_smoke(tmp_path):
+    done = subprocess.run([sys.executable, str(HERE.parent / "benchmarks" / "distributed_overhead.py"), "--smoke",
+                           "--out", str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "distributed_overhead.json").read_text())
+    assert [(r["processes"], r["threads"]) for r in report["results"]] == [(1, 2), (2, 1)]
+    assert all(r["images_per_second"] > 0 and r["epochs"] == 2 for r in report["results"])
+    # the same global batch: the two runs train the same model (random starts differ per rank)
+    assert (tmp_path / "distributed_overhead.md").read_text().count("\n| ") == 3
