@@ -7,7 +7,8 @@ Modes:
   every part's state;
 - ``fit``: train all epochs into the run directory ``OUT/run``; save every part's state and the history;
 - ``eval``: evaluate the model ``OUT/../model.pt`` (a small-cnn state dict) on 21 test points, save the result;
-- ``fail``: ``advlab train`` with the overrides, whose rank 1 raises an AdvlabError at its second step.
+- ``fail``: ``advlab train`` with the overrides, whose rank 1 raises an AdvlabError at its second step;
+- ``hang``: the same, but rank 1 sleeps for an hour at its second step instead.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def main(mode: str, out: Path, overrides: list[str]) -> int:
                     "sanity": result.sanity, "worst": {k: a.max_perturbation for k, a in result.attacks.items()},
                     "starts": starts}, out / f"rank{rank}.pt")
         collective.close()
-    elif mode == "fail":
+    elif mode in ("fail", "hang"):
         from advlab import cli
         from advlab.engine import trainer as trainer_module
         from advlab.errors import AdvlabError
@@ -98,8 +99,12 @@ def main(mode: str, out: Path, overrides: list[str]) -> int:
 
             def failing(*args, **kwargs):
                 calls.append(1)
-                if len(calls) == 2:
+                if len(calls) == 2 and mode == "fail":
                     raise AdvlabError("planted failure on rank 1")
+                if len(calls) == 2:  # a rank that stops answering without exiting
+                    import time
+
+                    time.sleep(3600)
                 return real(*args, **kwargs)
 
             trainer_module.train_step = failing

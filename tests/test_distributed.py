@@ -127,6 +127,14 @@ def test_what_several_processes_cannot_do_is_one_clear_error_before_anything_sta
     assert not (tmp_path / "run").exists()
 
 
+def test_advlab_eval_under_torchrun_is_refused_not_run_by_every_process(tmp_path):
+    env = {**_env(), "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    done = subprocess.run([sys.executable, "-m", "advlab", "eval", str(tmp_path / "nothing.pt")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "advlab eval: error (rank 1 of 2): advlab eval runs in one process; start it without torchrun" in done.stderr
+
+
 # -- training ------------------------------------------------------------------------------------------------
 def test_one_epoch_of_pgd_at_on_2_processes_is_that_of_one(tmp_path):
     one = _worker("epoch", tmp_path / "one", TINY, 1)[0]
@@ -230,6 +238,14 @@ def test_a_failing_rank_ends_the_job_with_its_message_not_a_hang(tmp_path):
     assert done.returncode != 0
     assert "advlab train: error (rank 1 of 2): planted failure on rank 1" in done.stderr
     assert time.perf_counter() - start < 60
+
+
+def test_a_rank_that_stops_answering_ends_the_job_after_the_collective_timeout(tmp_path):
+    start = time.perf_counter()
+    done = _launch([str(WORKER), "hang", str(tmp_path), "--preset", "pgd-at", *TINY, "epochs=2",
+                    "distributed.timeout_s=10"], 2, timeout=120)
+    assert done.returncode != 0
+    assert time.perf_counter() - start < 60  # rank 0's collective gave up after 10 s; torchrun stopped rank 1
 
 
 # -- benchmark -----------------------------------------------------------------------------------------------
