@@ -256,5 +256,5 @@ def test_overhead_benchmark_smoke(tmp_path):
     report = json.loads((tmp_path / "distributed_overhead.json").read_text())
     assert [(r["processes"], r["threads"]) for r in report["results"]] == [(1, 2), (2, 1)]
     assert all(r["images_per_second"] > 0 and r["epochs"] == 2 for r in report["results"])
-    # the same global batch: the two runs train the same model (random starts differ per rank)
-    assert (tmp_path / "distributed_overhead.md").read_text().count("\n| ") == 3
+    lines = (tmp_path / "distributed_overhead.md").read_text().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| 1x2-threads | 1 x 2 |") and lines[3].startswith("| 2x1-thread |")

@@ -25,12 +25,12 @@ from .. import data as datasets
 from .. import distributed
 from ..config import PART_KINDS, TrainConfig, from_dict, load_config
 from ..crashpoints import crash_point
+from ..data.loader import epoch_seed
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import evaluate
 from ..models import create
 from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
-from ..data.loader import epoch_seed
 from ..runs import (CHECKPOINT_NAMES, DATA, SUMMARY, TENSORBOARD, RunDir, load_checkpoint, load_model,
                     resolve_checkpoint)
 from .acceleration import as_step_input, check_compiled, step_model
