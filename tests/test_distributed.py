@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,7 +57,21 @@ def _launch(args: list[str], processes: int, extra_env: dict[str, str] | None = 
     else:
         command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                    "--standalone", "--max_restarts=0", *args]
-    return subprocess.run(command, env=_env(extra_env), capture_output=True, text=True, timeout=timeout)
+    return _run_group(command, _env(extra_env), timeout)
+
+
+def _run_group(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``command`` in its own process group; on a timeout the whole group (torchrun and its workers) is killed,
+    so a hanging test leaves no process behind, then TimeoutExpired is raised."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def _worker(mode: str, out: Path, overrides: list[str], processes: int) -> list[dict]:
@@ -250,8 +265,8 @@ def test_a_rank_that_stops_answering_ends_the_job_after_the_collective_timeout(t
 
 # -- benchmark -----------------------------------------------------------------------------------------------
 def test_overhead_benchmark_smoke(tmp_path):
-    done = subprocess.run([sys.executable, str(HERE.parent / "benchmarks" / "distributed_overhead.py"), "--smoke",
-                           "--out", str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=120)
+    done = _run_group([sys.executable, str(HERE.parent / "benchmarks" / "distributed_overhead.py"), "--smoke",
+                       "--out", str(tmp_path)], _env(), 120)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "distributed_overhead.json").read_text())
     assert [(r["processes"], r["threads"]) for r in report["results"]] == [(1, 2), (2, 1)]
