@@ -39,9 +39,10 @@ def main(mode: str, out: Path, overrides: list[str]) -> int:
 
         trainer = Trainer(_config(overrides), None, progress=False)
         row = trainer.train_epoch(0)
-        torch.save({"model": trainer.model.state_dict(), "parts": _parts(trainer), "row": row},
+        metrics = {kind: part.epoch_metrics() for kind, part in trainer.recipe.parts()}
+        torch.save({"model": trainer.model.state_dict(), "parts": _parts(trainer), "row": row, "metrics": metrics},
                    out / f"rank{rank}.pt")
-        trainer.collective.close()
+        trainer.collective.close()  # after a barrier: no rank tears down while another still talks
     elif mode == "fit":
         from advlab.engine.trainer import Trainer
         from advlab.runs import RunDir

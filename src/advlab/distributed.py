@@ -174,8 +174,9 @@ class Collective:
     def barrier(self) -> None:
         """Wait until every rank is here."""
 
-    def close(self) -> None:
-        """Tear down the process group if this object started it."""
+    def close(self, wait: bool = True) -> None:
+        """Tear down the process group if this object started it; ``wait``: after every rank got here (the
+        normal end: no rank tears down while another still talks to it); False on the way out of an error."""
 
 
 class GroupCollective(Collective):
@@ -227,8 +228,10 @@ class GroupCollective(Collective):
         else:
             dist.barrier()
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         if self.owns_group and dist.is_initialized():
+            if wait:
+                self.barrier()
             dist.destroy_process_group()
             self.owns_group = False
 

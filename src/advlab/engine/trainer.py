@@ -422,9 +422,12 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
         else:
             trainer.run = RunDir(path)
         trainer.collective.barrier()
-        return _run(trainer, evaluate)
-    finally:
-        trainer.collective.close()
+        summary = _run(trainer, evaluate)
+    except BaseException:
+        trainer.collective.close(wait=False)
+        raise
+    trainer.collective.close()
+    return summary
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
@@ -440,9 +443,12 @@ def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True)
             trainer.restore(run.load_checkpoint("last", map_location=trainer.device))
         if main and run.read_json(DATA) is None:
             run.write_json(DATA, trainer.data_record)
-        return _run(trainer, evaluate)
-    finally:
-        trainer.collective.close()
+        summary = _run(trainer, evaluate)
+    except BaseException:
+        trainer.collective.close(wait=False)
+        raise
+    trainer.collective.close()
+    return summary
 
 
 def _run(trainer: Trainer, evaluate: bool) -> dict[str, Any]:
