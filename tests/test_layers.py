@@ -19,6 +19,9 @@ FORBIDDEN = {
     "runs": {"engine", "evaluation", "recipes", "reports"},
     "evaluation": {"engine", "recipes", "reports"},
     "engine": {"reports"},
+    # process groups and collectives sit at the bottom: data, recipes, evaluation and the engine use them
+    "distributed": {"config", "options", "epochs", "recipes", "engine", "evaluation", "runs", "data", "models",
+                    "attacks", "reports"},
     # reports read finished (or killed) runs: they sit on top of runs, config and evaluation, never train
     "reports": {"engine", "recipes"},
 }

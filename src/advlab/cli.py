@@ -12,6 +12,7 @@ import sys
 from typing import NoReturn
 
 from . import __version__
+from .distributed import rank_note
 from .errors import AdvlabError
 
 # name -> module with add_parser(subparsers) and run(args) -> int; imported on use to keep start-up fast
@@ -72,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except AdvlabError as exc:  # the user's input: bad config, data file, checkpoint, argument
-        print(f"advlab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"advlab {args.command}: error{rank_note()}: {_one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # the user's files and folders: missing, unreadable, not writable, disk full
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"advlab {args.command}: error: {where}{_one_line(exc.strerror or exc)}", file=sys.stderr)
+        print(f"advlab {args.command}: error{rank_note()}: {where}{_one_line(exc.strerror or exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"advlab {args.command}: interrupted", file=sys.stderr)

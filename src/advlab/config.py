@@ -107,6 +107,15 @@ class LoggingConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Only read under torchrun with several processes (``advlab.distributed``); one process ignores it."""
+
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on CUDA, gloo on the CPU
+    sync_batchnorm: bool = False  # batch norm with statistics over the global batch (CUDA only); attacks in eval mode stay local
+    timeout_s: float = option(600.0, low=1)  # a collective waiting longer for another rank fails the job
+
+
+@dataclass
 class PartConfig:
     """One recipe part: a registered name plus that part's options (checked by ``advlab.recipes``)."""
 
@@ -144,6 +153,7 @@ class TrainConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     out: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

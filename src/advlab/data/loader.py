@@ -5,6 +5,7 @@ from typing import Iterator, NamedTuple
 
 import torch
 
+from ..distributed import shard_bounds
 from ..errors import DataError
 from .augment import augmented_batch, choices, pad_images, view_table
 
@@ -39,6 +40,11 @@ class DeviceLoader:
     (random crop with zero padding ``crop_padding``, then random horizontal flip) is per sample, on the
     device, one gather per batch (see :mod:`advlab.data.augment`; with cropping on, a zero-padded copy of
     the images is kept on the device). With both off, ``x`` equals ``images[index].float() / 255``.
+
+    Several processes (:meth:`shard`): every process plans the same epoch (order and augmentation of the
+    whole split) and yields its contiguous piece of each global batch of ``batch_size``
+    (:func:`advlab.distributed.shard_bounds`: sizes differ by at most one), so the processes together see
+    exactly the batches, samples and augmentations of one process; ``len()`` is the number of global batches.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -59,10 +65,25 @@ class DeviceLoader:
         self.shuffle, self.crop_padding, self.flip = shuffle, int(crop_padding), flip
         self.seed, self.drop_last = int(seed), drop_last
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
         self._augment = bool(self.crop_padding) or bool(flip)
         if self._augment:
             self._padded = pad_images(self.images, self.crop_padding)
             self._table = view_table(images.shape[2], images.shape[3], self.crop_padding, self.device)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Yield ``rank``'s piece of every global batch of ``world_size`` processes from now on.
+
+        DataError when a global batch (``batch_size``, or the last, shorter one) would leave a process
+        without samples.
+        """
+        n, b = len(self.labels), self.batch_size
+        last = n % b if not self.drop_last else 0
+        if world_size > 1 and (b < world_size or 0 < last < world_size):
+            raise DataError(f"batch_size {b} over {n} training images gives a batch of "
+                            f"{b if b < world_size else last} images, fewer than the {world_size} processes; "
+                            f"choose batch_size >= {world_size} with {n} % batch_size 0 or >= {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration yields."""
@@ -91,7 +112,12 @@ class DeviceLoader:
         order, choice = self._plan()
         h, w = self.images.shape[2], self.images.shape[3]
         for i in range(len(self)):
-            part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            start = i * self.batch_size
+            stop = min(start + self.batch_size, len(order))
+            if self.world_size > 1:
+                lo, hi = shard_bounds(stop - start, self.rank, self.world_size)
+                start, stop = start + lo, start + hi
+            part = slice(start, stop)
             index = order[part]
             if choice is None:
                 x = self.images.index_select(0, index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import PART_KINDS
+from ..distributed import is_main_process
 from ..errors import AdvlabError
 from .choices import choices_text, flag_help
 from .trainer import resume, train
@@ -55,5 +56,6 @@ def run(args: argparse.Namespace) -> int:
     overrides += list(args.overrides)
     summary = train(args.preset or "pgd-at", args.out, overrides=overrides, overwrite=args.overwrite,
                     progress=progress, evaluate=not args.no_eval)
-    print(f"run written to {summary['run_dir']}")
+    if is_main_process():
+        print(f"run written to {summary['run_dir']}")
     return 0

@@ -5,6 +5,11 @@ directory (:class:`advlab.runs.RunDir`): a failed start leaves an existing run a
 validate (clean and the evaluation's own attack on the validation split), let the parts react, append a line
 to ``metrics.jsonl``, write ``last.pt`` (and ``best.pt`` when validation robust accuracy improves). At the
 end, evaluate best and last on the test split and write ``summary.json``.
+
+Under torchrun with several processes (``docs/DISTRIBUTED.md``) the same loop runs on every rank: each takes
+its shard of every global batch, DistributedDataParallel averages the gradients, per-sample state is
+exchanged after each step, validation and the final evaluation are dealt over the ranks and gathered, and
+only rank 0 writes the run directory and prints.
 """
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ import torch
 from tqdm import tqdm
 
 from .. import data as datasets
+from .. import distributed
 from ..config import PART_KINDS, TrainConfig, from_dict, load_config
 from ..crashpoints import crash_point
+from ..data.loader import epoch_seed
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import evaluate
@@ -33,6 +40,7 @@ from .tensorboard import EpochScalars
 from .validate import validate_config
 
 VALIDATION_SEED_OFFSET = 12345  # the validation attack's random starts: seed + this, apart from the test's
+RANK_STREAM = 1000  # under torchrun, rank r reseeds its global RNG each epoch from (seed, epoch, this + r)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -59,8 +67,12 @@ class Trainer:
         validate_config(config)
         self.config = c = config
         self.run = RunDir(run) if isinstance(run, (str, Path)) else run
-        self.progress = progress
-        self.device = pick_device(c.device)
+        launch = distributed.launch_from_env()
+        self.device = distributed.process_device(pick_device(c.device), launch)
+        if launch.distributed:
+            _check_distributed(c, self.device)
+        self.collective = distributed.start(launch, self.device, c.distributed.backend, c.distributed.timeout_s)
+        self.progress = progress and self.collective.is_main
         torch.manual_seed(c.seed)
 
         meta = datasets.info(c.data.name)
@@ -75,6 +87,8 @@ class Trainer:
             crop_padding=meta.crop_padding if c.data.crop_padding is None else c.data.crop_padding,
             flip=meta.flip if c.data.flip is None else c.data.flip, seed=c.seed,
         )
+        if self.collective.distributed:
+            self.loader.shard(self.collective.rank, self.collective.world_size)
         val_x, val_y = datasets.load(c.data.name, "val", root=c.data.root)
         self.val_x, self.val_y = val_x[: c.validation.n], val_y[: c.validation.n]
 
@@ -93,8 +107,14 @@ class Trainer:
         _check_model_fits(self.model, split.images[:2], meta.num_classes, self.device)
         if c.init.from_:
             _load_warm_start(self.model, c.init.from_, self.model_spec)
-        # the training step's model (compiled / channels-last); self.model stays the eager module it wraps
+        if self.collective.distributed and c.distributed.sync_batchnorm:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state-dict keys
+        # the training step's model (compiled / channels-last, or DDP's wrapper under torchrun); self.model
+        # stays the eager module it wraps, which checkpoints save
         self.step_model = step_model(self.model, c.compile, c.channels_last)
+        if self.collective.distributed:  # broadcasts rank 0's parameters and buffers
+            self.step_model = torch.nn.parallel.DistributedDataParallel(
+                self.step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.compile_check: dict[str, float] | None = None  # check_compiled on the first batch trained
         self.optimizer = make_optimizer(self.model.parameters(), c.optimizer)
         self.rate = make_schedule(c.schedule, c.optimizer.lr, c.epochs)
@@ -107,9 +127,14 @@ class Trainer:
                         class_counts=torch.bincount(split.labels, minlength=meta.num_classes).tolist(),
                         meta_images=split.meta_images if has_meta else None,
                         meta_labels=split.meta_labels if has_meta else None,
-                        model=self.model, optimizer=self.optimizer)
+                        model=self.model, optimizer=self.optimizer, collective=self.collective)
         self.recipe: Recipe = build_recipe(
             {kind: (getattr(c, kind).name, getattr(c, kind).options) for kind in PART_KINDS}, env)
+        if self.collective.distributed:
+            for kind, part in self.recipe.parts():
+                if not part.distributed:
+                    raise ConfigError(f"{kind}.name: {part.name!r} does not support training over several "
+                                      "processes yet; run it in one process (without torchrun)")
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best = {"epoch": -1, "val_robust": -1.0, "val_clean": -1.0}
@@ -148,9 +173,13 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One epoch of :func:`advlab.recipes.train_step` over the training split; its log numbers."""
-        c = self.config
+        c, comm = self.config, self.collective
         for _, part in self.recipe.parts():
             part.on_epoch_start(epoch)
+        if comm.distributed:  # each rank its own stream (random starts, dropout), the same after a resume
+            torch.manual_seed(epoch_seed(c.seed, epoch, RANK_STREAM + comm.rank))
+        per_sample = {f"{kind}.{name}": t for kind, part in self.recipe.parts()
+                      for name, t in part.per_sample_state().items()}
         self.loader.set_epoch(epoch)
         n_batches = len(self.loader)
         loss_sum = torch.zeros((), device=self.device)
@@ -168,9 +197,14 @@ class Trainer:
             lr = self.rate(epoch + i / n_batches)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            # DDP averages the ranks' gradients: scaling by world * local / global makes it the gradient of
+            # the mean over the global batch (the shards differ in size by at most one)
+            global_n = min(c.batch_size, len(self.loader.labels) - i * c.batch_size)
+            scale = comm.world_size * len(y) / global_n if comm.distributed else 1.0
             step = train_step(self.step_model, x, y, index, epoch, self.recipe,
                               self.optimizer, precision=c.precision, attack_precision=c.attack_precision,
-                              scaler=self.scaler)
+                              scaler=self.scaler, loss_scale=scale)
+            distributed.sync_rows(comm, index, per_sample)
             loss_sum += step.loss.detach() * len(y)
             correct += (step.outputs[accuracy_view].detach().argmax(1) == y).sum()
             seen += len(y)
@@ -183,6 +217,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                                 lr=f"{lr:.3g}")
         seconds = time.perf_counter() - start
+        if comm.distributed:
+            totals = comm.all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
+                                                      torch.tensor(float(seen), dtype=torch.float64,
+                                                                   device=loss_sum.device)]))
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
         return {"lr": lr, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                 "train_seconds": seconds, "images_per_second": seen / seconds}
 
@@ -194,17 +233,19 @@ class Trainer:
         result = evaluate(self.model, self.val_x, self.val_y, c.eps, c.norm, attacks=(v.attack,),
                           batch_size=v.batch_size, device=self.device, sanity=False,
                           seed=c.seed + VALIDATION_SEED_OFFSET, progress=False, num_classes=self.num_classes,
-                          autoattack_version=c.evaluation.autoattack_version)
+                          autoattack_version=c.evaluation.autoattack_version, collective=self.collective)
         crash_point("validation")  # test hook (advlab.crashpoints); a no-op unless set
-        return {"val_clean": result.accuracy("clean"), "val_robust": result.accuracy("robust")}
+        val = {"val_clean": result.accuracy("clean"), "val_robust": result.accuracy("robust")}
+        return self.collective.broadcast_object(val)  # one decision for every rank (the same numbers anyway)
 
     # ----------------------------------------------------------------------------------------------
     def fit(self, until: int | None = None) -> None:
         """Train from ``start_epoch`` to the last epoch (or to epoch ``until``), checkpointing every epoch."""
         if self.run is None:
             raise AdvlabError("Trainer.fit needs a run directory: Trainer(config, run_dir)")
-        c, run = self.config, self.run
-        run.write_metrics(self.history)  # drops any line of an epoch that did not finish
+        c, run, main = self.config, self.run, self.collective.is_main
+        if main:
+            run.write_metrics(self.history)  # drops any line of an epoch that did not finish
         for epoch in range(self.start_epoch, c.epochs if until is None else min(until, c.epochs)):
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1}
@@ -216,18 +257,21 @@ class Trainer:
                 row.update(part.epoch_metrics())
             row["seconds"] = time.perf_counter() - t0
             improved = (val["val_robust"], val["val_clean"]) > (self.best["val_robust"], self.best["val_clean"])
+            improved = self.collective.broadcast_object(improved)  # rank 0 decides; all keep the same best
             if improved:
                 self.best = {"epoch": epoch + 1, **val}
             row["best_epoch"] = self.best["epoch"]
             self.history.append(row)
-            payload = self.payload(epoch)
-            if improved:  # best first: last.pt is the epoch's commit point, so a kill between the two writes
-                run.save_checkpoint("best", payload)  # redoes the epoch and never leaves a stale best.pt
-            run.save_checkpoint("last", payload)
-            run.append_metrics(row)
-            if self.tensorboard is not None:
-                self.tensorboard.write(row, run.file(TENSORBOARD))
+            if main:  # only rank 0 writes; the others hold the same state
+                payload = self.payload(epoch)
+                if improved:  # best first: last.pt is the epoch's commit point, so a kill between the two writes
+                    run.save_checkpoint("best", payload)  # redoes the epoch and never leaves a stale best.pt
+                run.save_checkpoint("last", payload)
+                run.append_metrics(row)
+                if self.tensorboard is not None:
+                    self.tensorboard.write(row, run.file(TENSORBOARD))
             self.log(row)
+        self.collective.barrier()  # the checkpoints are on disk before any rank reads them
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.progress:
@@ -262,15 +306,28 @@ class Trainer:
                           f"{', '.join(e.attacks)}", file=sys.stderr, flush=True)
                 result = evaluate(model, test_x, test_y, eps=c.eps, norm=c.norm, attacks=tuple(e.attacks),
                                   batch_size=e.batch_size, device=self.device, sanity=e.sanity, seed=c.seed,
-                                  progress=self.progress, autoattack_version=e.autoattack_version)
+                                  progress=self.progress, autoattack_version=e.autoattack_version,
+                                  collective=self.collective)
                 results[epoch] = {"epoch": epoch, **result.to_dict()}
                 crash_point("evaluation")  # test hook (advlab.crashpoints); a no-op unless set
                 summary.setdefault("tables", {})[which] = result.table()
             else:
                 summary.setdefault("tables", {})[which] = f"(same checkpoint as epoch {epoch}, shown above)"
             summary[which] = results[epoch]
-        run.write_json(SUMMARY, summary)
+        if self.collective.is_main:
+            run.write_json(SUMMARY, summary)
         return summary
+
+
+def _check_distributed(config: TrainConfig, device: torch.device) -> None:
+    """ConfigError naming the key for what a run over several processes cannot do (yet)."""
+    if config.compile != "none":
+        raise ConfigError("compile: torch.compile is not combined with training over several processes yet; "
+                          "use compile=none under torchrun")
+    if config.distributed.sync_batchnorm and device.type != "cuda":
+        raise ConfigError(f"distributed.sync_batchnorm: SyncBatchNorm needs CUDA devices; this run trains on "
+                          f"{device.type}")
+    distributed.pick_backend(config.distributed.backend, device)
 
 
 def _check_model_fits(model: torch.nn.Module, images: torch.Tensor, num_classes: int, device: torch.device) -> None:
@@ -355,24 +412,43 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
     if out is not None and not isinstance(out, (str, Path)):
         raise ConfigError(f"out must be a folder path (str or Path), got {out!r}")
     path = out or config.out or f"runs/{config.preset}"
-    RunDir.check_new(path, overwrite)
+    RunDir.check_new(path, overwrite)  # reads only: every rank checks, and fails alike
     trainer = Trainer(config, None, progress=progress)
-    trainer.run = RunDir.create(path, overwrite)
-    trainer.run.write_config(config)
-    trainer.run.write_json(DATA, trainer.data_record)
-    return _run(trainer, evaluate)
+    try:
+        if trainer.collective.is_main:
+            trainer.run = RunDir.create(path, overwrite)
+            trainer.run.write_config(config)
+            trainer.run.write_json(DATA, trainer.data_record)
+        else:
+            trainer.run = RunDir(path)
+        trainer.collective.barrier()
+        summary = _run(trainer, evaluate)
+    except BaseException:
+        trainer.collective.close(wait=False)
+        raise
+    trainer.collective.close()
+    return summary
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its ``last`` checkpoint (or from scratch if it has none)."""
     run = RunDir.open(run_dir)
-    run.remove_partial_writes()
     trainer = Trainer(run.read_config(), run, progress=progress)
-    if run.has_checkpoint("last"):
-        trainer.restore(run.load_checkpoint("last", map_location=trainer.device))
-    if run.read_json(DATA) is None:
-        run.write_json(DATA, trainer.data_record)
-    return _run(trainer, evaluate)
+    try:
+        main = trainer.collective.is_main
+        if main:
+            run.remove_partial_writes()
+        trainer.collective.barrier()  # (a checkpoint written by any number of processes resumes on any number)
+        if run.has_checkpoint("last"):
+            trainer.restore(run.load_checkpoint("last", map_location=trainer.device))
+        if main and run.read_json(DATA) is None:
+            run.write_json(DATA, trainer.data_record)
+        summary = _run(trainer, evaluate)
+    except BaseException:
+        trainer.collective.close(wait=False)
+        raise
+    trainer.collective.close()
+    return summary
 
 
 def _run(trainer: Trainer, evaluate: bool) -> dict[str, Any]:

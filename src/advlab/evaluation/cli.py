@@ -12,6 +12,7 @@ from .. import data
 from ..attacks import NORMS
 from ..attacks.norms import get_norm
 from ..devices import pick_device
+from ..distributed import launch_from_env
 from ..errors import AdvlabError, CheckpointError
 from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
 from .model_card import model_card
@@ -106,6 +107,9 @@ def _load_data(name: str, split: str, root: str | None, n: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    if launch_from_env().distributed:  # every process would evaluate everything and write the same --out
+        raise AdvlabError("advlab eval runs in one process; start it without torchrun (training under torchrun "
+                          "evaluates over all its processes by itself)")
     path = resolve_checkpoint(args.target, args.checkpoint)
     if args.n < 1:
         raise AdvlabError(f"--n must be >= 1, got {args.n}")

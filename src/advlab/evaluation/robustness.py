@@ -12,6 +12,7 @@ from ..attacks.context import eval_mode
 from ..attacks.losses import as_labels
 from ..attacks.model_output import forward_logits
 from ..devices import pick_device
+from ..distributed import Collective
 from ..errors import AdvlabError
 from .report import EvalResult
 from .runner import EvalData, run_attack, run_clean
@@ -104,6 +105,7 @@ def evaluate(
     num_classes: int | None = None,
     autoattack_version: str = "standard",
     square_queries: int = 1000,
+    collective: Collective | None = None,
 ) -> EvalResult:
     """Robustness of ``model`` on (images, labels) within the ``norm`` ball of radius ``eps``.
 
@@ -123,6 +125,11 @@ def evaluate(
         autoattack_version: ``standard`` (default), ``plus`` or ``rand`` (pyautoattack's), or the reduced
             ``fast``, ``apgd``, ``apgd-ce`` (see ``advlab.evaluation.suite.AA_REDUCED_VERSIONS``).
         square_queries: query budget of the standalone ``square`` attack.
+        collective: the processes evaluating together under torchrun (``advlab.distributed``; None: this one).
+            Every rank passes the same arguments; the batches are dealt over the ranks and the flags gathered,
+            so every rank returns the result of one process, flag for flag (attacks whose random draws cannot
+            be replayed for another rank's batch, such as PGD with restarts or AutoAttack, run every batch on
+            every rank).
 
     Returns:
         EvalResult: per-sample flags, accuracies as fractions in [0, 1], sanity checks, ``to_json()``,
@@ -153,7 +160,7 @@ def evaluate(
     dev = _device(model, device)
     if device is not None and device != "auto":
         model.to(dev)
-    data = EvalData(model, images, labels, batch_size, dev, progress)
+    data = EvalData(model, images, labels, batch_size, dev, progress, collective or Collective())
     with eval_mode(model):
         try:
             with torch.no_grad():

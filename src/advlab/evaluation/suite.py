@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from ..attacks import pgd
+from ..attacks import get_norm, pgd
 from ..attacks.context import eval_mode
 from ..attacks.losses import as_labels, ce_loss
 from ..attacks.model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient,
@@ -66,6 +66,15 @@ class PGDEval:
         self.steps, self.loss, self.logit_scale, self.restarts = steps, loss, logit_scale, restarts
         self.step_size = self.eps / 4 if step_size is None else step_size
         self.generator = torch.Generator().manual_seed(setup.seed)
+        # one restart draws one start for every point of a batch: a batch attacked elsewhere (another rank)
+        # is replayed by drawing the same noise; more restarts draw for the points not yet fooled
+        self.can_skip = restarts == 1
+
+    def skip(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Advance the random state as attacking the batch x (B, ...) would, without attacking it (exact for
+        one restart: ``can_skip``)."""
+        eps = torch.full((len(x),), float(self.eps), dtype=x.dtype, device=x.device)
+        get_norm(self.norm).random(x, eps, self.generator)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The adversarial batch (B, ...) for images x in [0, 1] (B, ...) and integer labels y (B,) (pgd checks

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..attacks import forward_logits
 from ..config import PART_KINDS
+from ..distributed import Collective
 from ..registry import Registry
 
 
@@ -37,7 +38,9 @@ class RecipeEnv:
     N x C x H x W and int64 N, or None; ``class_counts``: training images per class (after imbalance).
     ``model``/``optimizer``: the model being trained and its optimiser, for parts that evaluate the model
     between epochs (FRL) or look one optimiser step ahead (CAAT's meta-learning); None outside a trainer
-    unless the caller sets them.
+    unless the caller sets them. ``collective``: the processes training together (``advlab.distributed``);
+    under torchrun each step holds this rank's shard of the global batch, and a part whose per-step
+    computation spans the batch (NoiLIn's draws, GAIR's normalisation) gathers over it.
     """
 
     num_train: int  # size of the training split; per-sample state has this many rows
@@ -53,6 +56,7 @@ class RecipeEnv:
     meta_labels: torch.Tensor | None = None
     model: nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
+    collective: Collective = field(default_factory=Collective)
 
 
 @dataclass
@@ -97,7 +101,10 @@ class Step:
     """Everything one training step knows, filled in stage by stage (see the module docs).
 
     ``x`` (B, ...) pixels in [0, 1]; ``y`` (B,) int64 given labels; ``index`` (B,) int64 dataset indices
-    (rows of per-sample state); ``epoch`` 0-indexed.
+    (rows of per-sample state); ``epoch`` 0-indexed. ``model`` trains (under torchrun: the
+    DistributedDataParallel wrapper, whose forward passes join the gradient exchange); ``local_model`` is the
+    module without the wrapper, for forward passes that must stay on this process (the attack, no-grad
+    predictions); the same as ``model`` for one process.
     """
 
     model: nn.Module
@@ -105,6 +112,7 @@ class Step:
     y: torch.Tensor
     index: torch.Tensor
     epoch: int
+    local_model: nn.Module | None = None
     attack_target: torch.Tensor | None = None
     views: dict[str, View] = field(default_factory=dict)
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -112,6 +120,11 @@ class Step:
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
     weights: dict[str, torch.Tensor | None] = field(default_factory=dict)
     loss: torch.Tensor | None = None
+
+    @property
+    def own_model(self) -> nn.Module:
+        """The model for forward passes that stay on this process: ``local_model``, else ``model``."""
+        return self.model if self.local_model is None else self.local_model
 
 
 class Part:
@@ -131,6 +144,7 @@ class Part:
     needs_soft_targets: ClassVar[bool] = False
     needs_meta_split: ClassVar[bool] = False
     needs_outputs: ClassVar[tuple[str, ...]] = ()
+    distributed: ClassVar[bool] = True  # keeps its state identical on every rank under torchrun (see docs/DISTRIBUTED.md)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -166,6 +180,12 @@ class Part:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def per_sample_state(self) -> dict[str, torch.Tensor]:
+        """Live tensors of per-sample state (dim 0 = dataset index) that a step changes only at the rows of its
+        own ``step.index``. Under torchrun the trainer gathers those rows from every rank after each step and
+        writes them on every rank, so the state stays identical (``advlab.distributed.sync_rows``)."""
+        return {}
 
 
 class LabelsPart(Part):

@@ -106,11 +106,16 @@ class NoilinLabels(LabelsPart):
         if self._drawn_for is not None and self._drawn_for() is step:
             noisy = self._noisy
         else:
-            noisy = flip_labels(step.y, self.rate, self.env.num_classes, kind=self.options.kind,
-                                generator=self.generator)
+            # under torchrun every rank draws for the whole global batch from the same stream and keeps its
+            # shard: the labels, the stream and the counts are those of one process
+            collective = self.env.collective
+            y = collective.all_gather_cat(step.y)
+            noisy_all = flip_labels(y, self.rate, self.env.num_classes, kind=self.options.kind,
+                                    generator=self.generator)
+            noisy = noisy_all[collective.shard(len(y))] if collective.distributed else noisy_all
             self._drawn_for, self._noisy = weakref.ref(step), noisy
-            self.flipped += (noisy != step.y).sum().to(self.flipped.device)
-            self.seen += int(step.y.shape[0])
+            self.flipped += (noisy_all != y).sum().to(self.flipped.device)
+            self.seen += int(y.shape[0])
         return noisy
 
     def attack_target(self, step: Step) -> torch.Tensor:

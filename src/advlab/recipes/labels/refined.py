@@ -54,6 +54,10 @@ class RefinedLabelsPart(LabelsPart):
         """Soft-label drift over the rows updated this epoch (see ``SoftLabelBank.diagnostics``)."""
         return self.bank.diagnostics()
 
+    def per_sample_state(self) -> dict[str, torch.Tensor]:
+        """The bank's rows, given labels and touched flags: a step changes only its own rows of each."""
+        return {"targets": self.bank.targets, "given": self.bank.given, "touched": self.bank.touched}
+
     def state_dict(self) -> dict[str, Any]:
         return {"bank": self.bank.state_dict(), "start_epoch": self.start}
 

@@ -86,10 +86,10 @@ class SGLRLabels(RefinedLabelsPart):
             if shared is not None:
                 p_adv = shared.detach().float().softmax(1)
             else:
-                p_adv = predict(step.model, step.views["adv"].x, o.clean_bn)
+                p_adv = predict(step.own_model, step.views["adv"].x, o.clean_bn)
         elif view == "adv":
             p_adv = own
-            p_clean = predict(step.model, step.x, o.clean_bn)
+            p_clean = predict(step.own_model, step.x, o.clean_bn)
         else:
             raise ValueError(f"view must be 'adv' or 'clean', got {view!r}")
         q = o.clean_share * p_clean + (1.0 - o.clean_share) * p_adv

@@ -44,6 +44,8 @@ class CAATPerturbationOptions:
 class CAATPerturbation(PerturbationPart):
     """The ``adv`` view by KL ascent and the ``anti`` view by CE descent, each sample in its own bound."""
 
+    distributed = False  # its random starts and bounds are not kept identical over ranks yet
+
     Options = CAATPerturbationOptions
     views = {"adv": frozenset({"attack_steps", "steps_taken", "eps", "direction"}),
              "anti": frozenset({"attack_steps", "steps_taken", "eps", "direction"})}
@@ -110,7 +112,7 @@ class CAATPerturbation(PerturbationPart):
         return views
 
     def perturb(self, step: Step) -> dict[str, View]:
-        return self.make_views(step.model, step.x, step.y)
+        return self.make_views(step.own_model, step.x, step.y)
 
     # -- diagnostics ---------------------------------------------------------------------------------
     def _reset(self) -> None:

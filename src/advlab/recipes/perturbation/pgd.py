@@ -42,7 +42,7 @@ class PGDPerturbation(PerturbationPart):
         target = step.attack_target
         kappa_labels = target if target is not None and target.dtype == torch.int64 else step.y
         result = pgd(
-            step.model, step.x, kappa_labels,
+            step.own_model, step.x, kappa_labels,
             eps=self.env.eps, step_size=self.step_size(), steps=o.steps, norm=self.env.norm,
             loss=o.loss, target=None if o.loss == "kl" else target,
             random_start=None if o.random_start == "none" else o.random_start,
@@ -68,7 +68,7 @@ class FGSMPerturbation(PerturbationPart):
     def perturb(self, step: Step) -> dict[str, View]:
         o = self.options
         result = pgd(
-            step.model, step.x, step.y, eps=self.env.eps, step_size=o.step_size * self.env.eps, steps=1,
+            step.own_model, step.x, step.y, eps=self.env.eps, step_size=o.step_size * self.env.eps, steps=1,
             norm=self.env.norm, target=step.attack_target,
             random_start=None if o.random_start == "none" else o.random_start, bn_mode=o.bn_mode,
             track_final=False,

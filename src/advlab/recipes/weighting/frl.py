@@ -149,6 +149,7 @@ class FRLWeightingBase(WeightingPart):
     """Shared by ``frl`` and ``caat``: the duals, updated on the meta split before every epoch."""
 
     needs_meta_split = True
+    distributed = False  # the duals come from attacks on the meta split drawn from each rank's own RNG
 
     def __init__(self, options: Any, env: RecipeEnv) -> None:
         super().__init__(options, env)

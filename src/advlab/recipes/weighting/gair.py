@@ -149,13 +149,19 @@ class GairWeighting(WeightingPart):
                 raise AdvlabError(f"weighting 'gair': kappa outside 0..K={steps} (max {int(kappa.max())}); "
                                   "weighting.steps must equal the perturbation's steps")
             self._checked = True
-        self._record_kappa(kappa, steps)
+        # under torchrun the weights are normalised over the global batch (kappa gathered from every rank),
+        # and each rank keeps its shard: the weights and diagnostics of one process
+        collective = self.env.collective
+        kappa_all = collective.all_gather_cat(kappa)
+        self._record_kappa(kappa_all, steps)
         lam = self.lam()
         if lam is None:
             return None
-        log_w = gair_log_weights(kappa, steps, lam, self.options.form)
+        log_w = gair_log_weights(kappa_all, steps, lam, self.options.form)
         w = log_w.softmax(0) * len(log_w)
         self._record_weights(log_w, w)
+        if collective.distributed:
+            w = w[collective.shard(len(w))]
         return w.to(device=kappa.device, dtype=torch.float32)
 
     # -- diagnostics ---------------------------------------------------------------------------------

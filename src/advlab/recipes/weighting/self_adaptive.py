@@ -35,4 +35,9 @@ class SelfAdaptiveWeighting(WeightingPart):
         if targets is None or not targets.is_floating_point():
             return None
         w = targets.max(1).values
+        # under torchrun: normalised over the global batch (sum and size gathered from every rank)
+        collective = self.env.collective
+        if collective.distributed:
+            total = collective.all_reduce_sum(torch.stack([w.sum(), w.new_tensor(float(len(w)))]))
+            return w * (total[1] / total[0])
         return w * (len(w) / w.sum())
