@@ -132,17 +132,33 @@ FAULTS: tuple[Fault, ...] = (
           "            return lr * t / peak", "            return lr",
           ("tests/test_engine_oracles.py", "-k", "one_cycle"), "the one-cycle schedule starts at its peak rate"),
     Fault("stale-best-after-kill", "src/advlab/engine/trainer.py",
-          '            if improved:  # best first: last.pt is the epoch\'s commit point, so a kill between the two '
-          'writes\n                run.save_checkpoint("best", payload)  # redoes the epoch and never leaves a stale '
-          'best.pt\n            run.save_checkpoint("last", payload)\n',
-          '            run.save_checkpoint("last", payload)\n            if improved:\n'
-          '                run.save_checkpoint("best", payload)\n',
+          '                if improved:  # best first: last.pt is the epoch\'s commit point, so a kill between the two '
+          'writes\n                    run.save_checkpoint("best", payload)  # redoes the epoch and never leaves a '
+          'stale best.pt\n                run.save_checkpoint("last", payload)\n',
+          '                run.save_checkpoint("last", payload)\n                if improved:\n'
+          '                    run.save_checkpoint("best", payload)\n',
           ("tests/test_kill_resume.py", "-k", "best_pt"),
           "last.pt written before best.pt: a kill between them leaves a stale best.pt"),
     Fault("killed-write-left-behind", "src/advlab/engine/trainer.py",
           "    run.remove_partial_writes()\n", "",
           ("tests/test_kill_resume.py", "-k", "writing-last"),
           "a resumed run keeps the temporary file of a killed checkpoint write"),
+    Fault("attack-precision-ignored", "src/advlab/recipes/step.py",
+          '    if attack_precision == "same":\n', "    if True:\n",
+          ("tests/test_acceleration.py", "-k", "attack_precision"),
+          "attack_precision=fp32 leaves the attack under the step's bf16 autocast"),
+    Fault("attack-trains-weight-gradients", "src/advlab/attacks/pgd.py",
+          "with _bn_mode(model, bn_mode), no_param_grad(model):", "with _bn_mode(model, bn_mode):",
+          ("tests/test_acceleration.py", "-k", "frozen"),
+          "the attack's backward computes every weight gradient (a compiled model's graph does)"),
+    Fault("compile-check-tolerates-zero-gradient", "src/advlab/engine/acceleration.py",
+          '    if not found["input_gradient_cosine"] >= min_cosine:\n',
+          '    if not found["input_gradient_cosine"] >= -1:\n',
+          ("tests/test_acceleration.py", "-k", "check_compiled"),
+          "a compiled model with a zero input gradient trains silently"),
+    Fault("ddp-remainder-dropped", "src/advlab/distributed.py",
+          "    return start, start + base + (1 if rank < extra else 0)\n", "    return rank * base, rank * base + base\n",
+          ("tests/test_distributed.py", "-k", "shard"), "the remainder of a global batch is dropped from the shards"),
 )
 
 
