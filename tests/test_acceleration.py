@@ -37,8 +37,8 @@ def _step(model, preset="pgd-at", channels_last=False, **kwargs):
 
 
 def _conv_net() -> torch.nn.Module:
-    # small-cnn is not used here: torch 2.13.0's CPU inductor returns a zero input gradient for it (the
-    # Trainer's check_compiled refuses it, see test_check_compiled_refuses_a_wrong_gradient)
+    # small and quick to compile; small-cnn compiles correctly too as the attack runs it (parameters frozen),
+    # but torch 2.13.0's CPU inductor gets its backward wrong when input and parameters both need gradients
     return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
                                torch.nn.Linear(8 * 13 * 13, 10))
 
@@ -71,7 +71,8 @@ def test_compiled_step_gives_the_same_attack_and_loss_as_eager(one_thread):
 
 
 class _ZeroInputGradient(torch.autograd.Function):
-    """Identity forward, no gradient to the input: the fault torch 2.13.0's CPU inductor has on small-cnn."""
+    """Identity forward, no gradient to the input: the fault of torch 2.13.0's CPU inductor on small-cnn when its
+    parameters require gradients too."""
 
     @staticmethod
     def forward(ctx, x):
@@ -237,3 +238,16 @@ def test_the_attack_runs_with_parameters_frozen_and_restores_them():
     assert [p.requires_grad for p in model.parameters()] == [True, False, True, True]
     step.loss.backward()
     assert model[0].weight.grad is not None and model[0].bias.grad is None
+
+
+def test_a_compiler_with_wrong_gradients_stops_the_run_before_anything_is_written(tmp_path, monkeypatch,
+                                                                                   fashion_mnist, one_thread):
+    import advlab.engine.trainer as trainer_module
+    from advlab.errors import AdvlabError
+
+    monkeypatch.setattr(trainer_module, "step_model", lambda model, mode, channels_last: _Faulty(model))
+    out = tmp_path / "run"
+    with pytest.raises(AdvlabError, match="compile=none"):
+        trainer_module.train("pgd-at", out, overrides=["device=cpu", "compile=default", "data.train_size=40",
+                                                       "validation.n=10", "batch_size=20"], progress=False)
+    assert not out.exists()

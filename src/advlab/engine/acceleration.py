@@ -5,7 +5,8 @@ module) and gives the training step, attack included, the model :func:`step_mode
 shares its parameters and buffers with the eager one, so the optimiser, the checkpoints and every part that
 reads ``env.model`` (CAAT's look-ahead) see the same weights. Before a compiled model trains, :func:`check_compiled`
 compares its logits and input gradient with the eager module's on the first batch and stops the run if they
-differ (torch 2.13.0's CPU backend returns a zero input gradient for ``small-cnn``: see benchmarks/README.md).
+differ (torch 2.13.0's CPU backend returns a zero input gradient for ``small-cnn`` when its parameters require
+gradients too, which the attack avoids by freezing them: see benchmarks/README.md).
 
 Measured in ``benchmarks/README.md`` (Engine speed); the choices are config keys ``compile`` and
 ``channels_last``.

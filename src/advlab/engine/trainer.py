@@ -115,7 +115,11 @@ class Trainer:
         if self.collective.distributed:  # broadcasts rank 0's parameters and buffers
             self.step_model = torch.nn.parallel.DistributedDataParallel(
                 self.step_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.compile_check: dict[str, float] | None = None  # check_compiled on the first batch trained
+        self.compile_check: dict[str, float] | None = None
+        if c.compile != "none":  # before anything is written: a compiler that gets the gradients wrong stops here
+            n = min(c.batch_size, len(self.loader.labels))  # a training batch's shape: compiled once, reused
+            x0 = as_step_input(self.loader.images[:n].float().div(255), c.channels_last)
+            self.compile_check = check_compiled(self.model, self.step_model, x0, self.loader.labels[:n])
         self.optimizer = make_optimizer(self.model.parameters(), c.optimizer)
         self.rate = make_schedule(c.schedule, c.optimizer.lr, c.epochs)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
@@ -192,8 +196,6 @@ class Trainer:
         accuracy_view = self.recipe.objective.accuracy_view
         for i, (x, y, index) in enumerate(bar):
             x = as_step_input(x, c.channels_last)
-            if self.step_model is not self.model and self.compile_check is None:
-                self.compile_check = check_compiled(self.model, self.step_model, x, y)
             lr = self.rate(epoch + i / n_batches)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
