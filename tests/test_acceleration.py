@@ -20,8 +20,7 @@ def _recipe(preset: str, batch: int):
     c = load_config(preset, ["device=cpu"])
     env = RecipeEnv(num_train=batch, num_classes=10, epochs=c.epochs, eps=c.eps, norm=c.norm,
                     device=torch.device("cpu"), seed=0)
-    return build_recipe({k: (getattr(c, k).name, getattr(c, k).options) for k in ("labels", "perturbation",
-                                                                                  "weighting", "objective")}, env)
+    return build_recipe(c.parts(), env)
 
 
 def _batch(n=32, shape=(1, 28, 28)):
@@ -173,7 +172,7 @@ def test_flop_count_of_a_linear_layer_and_its_input_gradient():
     lin = torch.nn.Linear(5, 3, bias=False)
     x = torch.rand(4, 5, requires_grad=True)
     with FlopCount() as counter:
-        out = lin(x)
+        lin(x)
     assert counter.flops == 2 * 4 * 5 * 3  # one (4x5) @ (5x3) product
     with FlopCount() as counter:
         (grad,) = torch.autograd.grad(lin(x).sum(), x)  # the attack's backward: to the input only

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.config import PART_KINDS, load_config, preset_names
+from advlab.config import load_config, preset_names
 from advlab.engine.schedule import first_decay_epoch
 from advlab.errors import ConfigError
 from advlab.models import create
@@ -25,7 +25,7 @@ def env(**kw) -> RecipeEnv:
 
 
 def sections(config) -> dict:
-    return {kind: (getattr(config, kind).name, getattr(config, kind).options) for kind in PART_KINDS}
+    return config.parts()
 
 
 def pinned_protocol(name: str) -> list[float]:

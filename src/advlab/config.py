@@ -159,6 +159,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
 
+    def parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """``{kind: (option name, options)}`` for each of PART_KINDS: what ``advlab.recipes.build_recipe`` takes."""
+        return {kind: (getattr(self, kind).name, getattr(self, kind).options) for kind in PART_KINDS}
+
+    def model_spec(self, num_classes: int, in_channels: int) -> dict[str, Any]:
+        """The model this config builds for data of ``num_classes`` classes and ``in_channels`` channels, as
+        ``advlab.models.create(spec.pop("name"), **spec)`` takes it and checkpoints record it."""
+        return {"name": self.model.name, "num_classes": num_classes, "in_channels": in_channels,
+                "activation": self.model.activation, **self.model.options}
+
 
 def _to_plain(obj: Any) -> Any:
     if isinstance(obj, PartConfig):

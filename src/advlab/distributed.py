@@ -178,6 +178,14 @@ class Collective:
         """Tear down the process group if this object started it; ``wait``: after every rank got here (the
         normal end: no rank tears down while another still talks to it); False on the way out of an error."""
 
+    def __enter__(self) -> "Collective":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        """``with collective:`` closes it at the end: after every rank got there, or at once on an error."""
+        self.close(wait=exc_type is None)
+        return False
+
 
 class GroupCollective(Collective):
     """The processes of ``torch.distributed``'s default group (initialised by :func:`start`).

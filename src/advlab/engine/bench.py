@@ -17,7 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from ..config import PART_KINDS, TrainConfig
+from ..config import TrainConfig
 from ..devices import pick_device
 from ..errors import AdvlabError
 from ..models import create
@@ -79,8 +79,8 @@ class _Setup:
         self.x = torch.randint(0, 256, (batch_size, *shape), dtype=torch.uint8, generator=g).to(self.device)
         self.y = torch.randint(0, num_classes, (batch_size,), generator=g).to(self.device)
         self.index = torch.arange(batch_size, device=self.device)
-        self.model = create(c.model.name, num_classes=num_classes, in_channels=shape[0], activation=c.model.activation,
-                            **c.model.options).to(self.device)
+        spec = c.model_spec(num_classes, shape[0])
+        self.model = create(spec.pop("name"), **spec).to(self.device)
         self.step_model = step_model(self.model, c.compile, c.channels_last)
         self.optimizer = make_optimizer(self.model.parameters(), c.optimizer)
         meta = c.data.meta_size
@@ -89,7 +89,7 @@ class _Setup:
                         meta_images=torch.randint(0, 256, (meta, *shape), dtype=torch.uint8, generator=g) if meta else None,
                         meta_labels=torch.arange(meta) % num_classes if meta else None,
                         model=self.model, optimizer=self.optimizer)
-        self.recipe = build_recipe({kind: (getattr(c, kind).name, getattr(c, kind).options) for kind in PART_KINDS}, env)
+        self.recipe = build_recipe(c.parts(), env)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
         if self.step_model is not self.model:
             check_compiled(self.model, self.step_model, as_step_input(self.x.float().div(255), c.channels_last), self.y)

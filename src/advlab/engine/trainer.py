@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .. import data as datasets
 from .. import distributed
-from ..config import PART_KINDS, TrainConfig, from_dict, load_config
+from ..config import TrainConfig, from_dict, load_config
 from ..crashpoints import crash_point
 from ..data.loader import epoch_seed
 from ..devices import pick_device
@@ -92,10 +92,7 @@ class Trainer:
         val_x, val_y = datasets.load(c.data.name, "val", root=c.data.root)
         self.val_x, self.val_y = val_x[: c.validation.n], val_y[: c.validation.n]
 
-        self.model_spec = {
-            "name": c.model.name, "num_classes": meta.num_classes,
-            "in_channels": meta.in_channels, "activation": c.model.activation, **c.model.options,
-        }
+        self.model_spec = c.model_spec(meta.num_classes, meta.in_channels)
         spec = dict(self.model_spec)
         try:
             model = create(spec.pop("name"), **spec)
@@ -132,8 +129,7 @@ class Trainer:
                         meta_images=split.meta_images if has_meta else None,
                         meta_labels=split.meta_labels if has_meta else None,
                         model=self.model, optimizer=self.optimizer, collective=self.collective)
-        self.recipe: Recipe = build_recipe(
-            {kind: (getattr(c, kind).name, getattr(c, kind).options) for kind in PART_KINDS}, env)
+        self.recipe: Recipe = build_recipe(c.parts(), env)
         if self.collective.distributed:
             for kind, part in self.recipe.parts():
                 if not part.distributed:
@@ -416,7 +412,7 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
     path = out or config.out or f"runs/{config.preset}"
     RunDir.check_new(path, overwrite)  # reads only: every rank checks, and fails alike
     trainer = Trainer(config, None, progress=progress)
-    try:
+    with trainer.collective:
         if trainer.collective.is_main:
             trainer.run = RunDir.create(path, overwrite)
             trainer.run.write_config(config)
@@ -424,19 +420,14 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
         else:
             trainer.run = RunDir(path)
         trainer.collective.barrier()
-        summary = _run(trainer, evaluate)
-    except BaseException:
-        trainer.collective.close(wait=False)
-        raise
-    trainer.collective.close()
-    return summary
+        return _run(trainer, evaluate)
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its ``last`` checkpoint (or from scratch if it has none)."""
     run = RunDir.open(run_dir)
     trainer = Trainer(run.read_config(), run, progress=progress)
-    try:
+    with trainer.collective:
         main = trainer.collective.is_main
         if main:
             run.remove_partial_writes()
@@ -445,12 +436,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True)
             trainer.restore(run.load_checkpoint("last", map_location=trainer.device))
         if main and run.read_json(DATA) is None:
             run.write_json(DATA, trainer.data_record)
-        summary = _run(trainer, evaluate)
-    except BaseException:
-        trainer.collective.close(wait=False)
-        raise
-    trainer.collective.close()
-    return summary
+        return _run(trainer, evaluate)
 
 
 def _run(trainer: Trainer, evaluate: bool) -> dict[str, Any]:
