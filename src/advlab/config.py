@@ -57,6 +57,21 @@ class ModelConfig:
     name: str = "small-cnn"  # advlab.models.list_models()
     activation: str = "relu"  # advlab.models.list_activations()
     options: dict[str, Any] = field(default_factory=dict)  # extra arguments of the model, e.g. dropout, depth
+    head: str = "linear"  # advlab.models.HEADS: linear (logits) or projection (encoder + projection head, self-supervised)
+    projection_dim: int = option(128, low=1)  # width of the projection head's output (head: projection)
+    freeze: str = "none"  # advlab.models.FREEZE: none, or encoder (only the last linear layer trains: linear evaluation)
+
+
+@dataclass
+class KNNConfig:
+    """The k-nearest-neighbour classifier over a model's representation (``advlab.models.KNNClassifier``):
+    its bank is the training split's features; evaluation and validation use it when
+    ``evaluation.classifier`` says so."""
+
+    k: int = option(75, low=1)  # neighbours (the paper's DkNN: 75)
+    metric: str = "cosine"  # advlab.models.KNN_METRICS
+    vote: str = "majority"  # advlab.models.KNN_VOTES: what predicts; gradients always come from the soft vote
+    temperature: float = option(0.1, low=0, low_open=True)  # of the soft vote, exp(similarity / temperature)
 
 
 @dataclass
@@ -91,6 +106,7 @@ class EvaluationConfig:
     checkpoints: list[str] = field(default_factory=lambda: ["best", "last"])
     batch_size: int = option(500, low=1)
     sanity: bool = True  # the extra sanity checks (large-eps, more-steps) beside the final numbers
+    classifier: str = "auto"  # advlab.evaluation.CLASSIFIERS: softmax (the model's logits), knn, or auto (knn for head: projection)
 
 
 @dataclass
@@ -99,6 +115,7 @@ class InitConfig:
     weights are loaded before training (CAAT fine-tunes a warm model). The attribute is ``from_``."""
 
     from_: str | None = field(default=None, metadata={"key": "from"})
+    part: Literal["model", "encoder"] = "model"  # model: all weights (same architecture); encoder: the encoder only (a linear head starts fresh)
 
 
 @dataclass
@@ -144,6 +161,7 @@ class TrainConfig:
     compile: str = "none"  # advlab.engine.acceleration.COMPILE_MODES: torch.compile of the training step's model
     channels_last: bool = False  # the training step's model and inputs in the channels-last memory format
     init: InitConfig = field(default_factory=InitConfig)
+    knn: KNNConfig = field(default_factory=KNNConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     labels: PartConfig = _part("hard")
@@ -166,8 +184,13 @@ class TrainConfig:
     def model_spec(self, num_classes: int, in_channels: int) -> dict[str, Any]:
         """The model this config builds for data of ``num_classes`` classes and ``in_channels`` channels, as
         ``advlab.models.create(spec.pop("name"), **spec)`` takes it and checkpoints record it."""
-        return {"name": self.model.name, "num_classes": num_classes, "in_channels": in_channels,
+        spec = {"name": self.model.name, "num_classes": num_classes, "in_channels": in_channels,
                 "activation": self.model.activation, **self.model.options}
+        if self.model.head != "linear":  # default values stay out, so older checkpoints keep their spec
+            spec.update(head=self.model.head, projection_dim=self.model.projection_dim)
+        if self.model.freeze != "none":
+            spec["freeze"] = self.model.freeze
+        return spec
 
 
 def _to_plain(obj: Any) -> Any:

@@ -12,8 +12,8 @@ from ..config import PART_KINDS, TrainConfig
 from ..data import DATASETS
 from ..data.scenarios import NOISE_KINDS
 from ..errors import ConfigError
-from ..evaluation import AA_VERSIONS, EVAL_ATTACKS, eval_attack_names
-from ..models import list_activations, list_models
+from ..evaluation import AA_VERSIONS, CLASSIFIERS, EVAL_ATTACKS, eval_attack_names
+from ..models import FREEZE, HEADS, KNN_METRICS, KNN_VOTES, list_activations, list_models
 from ..recipes import ATTACK_PRECISIONS, PRECISIONS, part_registry
 from .acceleration import COMPILE_MODES
 from ..runs import CHECKPOINT_NAMES
@@ -25,6 +25,11 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "data.label_noise.kind": lambda: list(NOISE_KINDS),
     "model.name": list_models,
     "model.activation": list_activations,
+    "model.head": lambda: list(HEADS),
+    "model.freeze": lambda: list(FREEZE),
+    "knn.metric": lambda: list(KNN_METRICS),
+    "knn.vote": lambda: list(KNN_VOTES),
+    "evaluation.classifier": lambda: list(CLASSIFIERS),
     "norm": lambda: list(NORMS),
     "precision": lambda: list(PRECISIONS),
     "attack_precision": lambda: list(ATTACK_PRECISIONS),

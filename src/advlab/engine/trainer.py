@@ -13,6 +13,7 @@ only rank 0 writes the run directory and prints.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -28,8 +29,8 @@ from ..crashpoints import crash_point
 from ..data.loader import epoch_seed
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
-from ..evaluation import evaluate
-from ..models import create
+from ..evaluation import as_classifier, describe_classifier, evaluate
+from ..models import create, encoder_state_dict, load_encoder_state
 from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
 from ..runs import (CHECKPOINT_NAMES, DATA, SUMMARY, TENSORBOARD, RunDir, load_checkpoint, load_model,
                     resolve_checkpoint)
@@ -81,6 +82,7 @@ class Trainer:
             label_noise=c.data.label_noise if c.data.label_noise.rate > 0 else None,
             imbalance=c.data.imbalance if c.data.imbalance.ratio > 1 else None, seed=c.seed)
         self.data_record = split.record
+        self.train_images, self.train_labels = split.images, split.labels  # the kNN classifier's bank
         self.num_classes = meta.num_classes
         self.loader = datasets.DeviceLoader(
             split.images, split.labels, c.batch_size, device=self.device, shuffle=True,
@@ -101,9 +103,10 @@ class Trainer:
         except AdvlabError as exc:  # the model's own checks of model.options / model.activation
             raise ConfigError(f"model: {exc}") from None
         self.model = model.to(self.device)
-        _check_model_fits(self.model, split.images[:2], meta.num_classes, self.device)
+        width = c.model.projection_dim if c.model.head == "projection" else meta.num_classes
+        _check_model_fits(self.model, split.images[:2], width, self.device)
         if c.init.from_:
-            _load_warm_start(self.model, c.init.from_, self.model_spec)
+            _load_warm_start(self.model, c.init.from_, self.model_spec, c.init.part)
         if self.collective.distributed and c.distributed.sync_batchnorm:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state-dict keys
         # the training step's model (compiled / channels-last, or DDP's wrapper under torchrun); self.model
@@ -189,7 +192,6 @@ class Trainer:
                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
         start = time.perf_counter()
         lr = self.rate(epoch)
-        accuracy_view = self.recipe.objective.accuracy_view
         for i, (x, y, index) in enumerate(bar):
             x = as_step_input(x, c.channels_last)
             lr = self.rate(epoch + i / n_batches)
@@ -204,7 +206,7 @@ class Trainer:
                               scaler=self.scaler, loss_scale=scale)
             distributed.sync_rows(comm, index, per_sample)
             loss_sum += step.loss.detach() * len(y)
-            correct += (step.outputs[accuracy_view].detach().argmax(1) == y).sum()
+            correct += self.recipe.objective.correct(step).sum()
             seen += len(y)
             crash_point("batch")  # test hook (advlab.crashpoints); a no-op unless set
             if i % 20 == 0 or i == n_batches - 1:  # checked every few batches: each check waits for the device
@@ -223,12 +225,19 @@ class Trainer:
         return {"lr": lr, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                 "train_seconds": seconds, "images_per_second": seen / seconds}
 
+    def classifier(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What validation and evaluation attack (``evaluation.classifier``): ``model``, or a kNN classifier over
+        its representation with the training split as the bank (built now, from the model as it is)."""
+        c = self.config
+        return as_classifier(model, c.evaluation.classifier, self.train_images, self.train_labels, self.num_classes,
+                             dataclasses.asdict(c.knn), batch_size=c.validation.batch_size, device=self.device)
+
     def validate(self) -> dict[str, float]:
         """Clean and robust accuracy on the validation split, measured by :func:`advlab.evaluate` with the
         configured evaluation attack (``validation.attack``, default ``pgd20``: the attack that is reported);
         robust is the per-sample AND of clean and the attack."""
         c, v = self.config, self.config.validation
-        result = evaluate(self.model, self.val_x, self.val_y, c.eps, c.norm, attacks=(v.attack,),
+        result = evaluate(self.classifier(self.model), self.val_x, self.val_y, c.eps, c.norm, attacks=(v.attack,),
                           batch_size=v.batch_size, device=self.device, sanity=False,
                           seed=c.seed + VALIDATION_SEED_OFFSET, progress=False, num_classes=self.num_classes,
                           autoattack_version=c.evaluation.autoattack_version, collective=self.collective)
@@ -297,6 +306,7 @@ class Trainer:
         results: dict[int, dict[str, Any]] = {}
         for which in e.checkpoints:
             model, ckpt = load_model(run.path, which, device=self.device)
+            model = self.classifier(model)
             epoch = int(ckpt["epoch"])
             if epoch not in results:
                 if self.progress:
@@ -306,7 +316,7 @@ class Trainer:
                                   batch_size=e.batch_size, device=self.device, sanity=e.sanity, seed=c.seed,
                                   progress=self.progress, autoattack_version=e.autoattack_version,
                                   collective=self.collective)
-                results[epoch] = {"epoch": epoch, **result.to_dict()}
+                results[epoch] = {"epoch": epoch, "classifier": describe_classifier(model), **result.to_dict()}
                 crash_point("evaluation")  # test hook (advlab.crashpoints); a no-op unless set
                 summary.setdefault("tables", {})[which] = result.table()
             else:
@@ -328,8 +338,9 @@ def _check_distributed(config: TrainConfig, device: torch.device) -> None:
     distributed.pick_backend(config.distributed.backend, device)
 
 
-def _check_model_fits(model: torch.nn.Module, images: torch.Tensor, num_classes: int, device: torch.device) -> None:
-    """ConfigError unless the model maps two training images to logits (2, num_classes)."""
+def _check_model_fits(model: torch.nn.Module, images: torch.Tensor, width: int, device: torch.device) -> None:
+    """ConfigError unless the model maps two training images to (2, width): logits of the dataset's classes, or
+    a projection of ``model.projection_dim``."""
     was_training = model.training
     model.eval()
     try:
@@ -340,14 +351,23 @@ def _check_model_fits(model: torch.nn.Module, images: torch.Tensor, num_classes:
                           f"{str(exc).splitlines()[0]}") from None
     finally:
         model.train(was_training)
-    if not torch.is_tensor(out) or tuple(out.shape) != (len(images), num_classes):
+    if not torch.is_tensor(out) or tuple(out.shape) != (len(images), width):
         got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-        raise ConfigError(f"model: must return logits of shape (B, {num_classes}) for this dataset, got {got}")
+        raise ConfigError(f"model: must return outputs of shape (B, {width}) for this dataset and head, got {got}")
 
 
-def _load_warm_start(model: torch.nn.Module, source: str, spec: dict[str, Any]) -> None:
-    """Load the weights of ``source`` (a run directory's best checkpoint, or a checkpoint file) into ``model``;
+def _load_warm_start(model: torch.nn.Module, source: str, spec: dict[str, Any], part: str = "model") -> None:
+    """Load the weights of ``source`` (a run directory's best checkpoint, or a checkpoint file) into ``model``:
+    all of them (``part`` model: the same architecture), or the encoder's (``part`` encoder: any head on the
+    same backbone, e.g. a linear head on a self-supervised encoder; the head keeps its initialisation).
     ConfigError naming ``init.from`` when it is missing, unreadable or of another architecture."""
+    if part == "encoder":
+        try:
+            source_model, _ = load_model(source, "best")
+            load_encoder_state(model, encoder_state_dict(source_model), f"init.from {source}")
+        except AdvlabError as exc:
+            raise ConfigError(f"init.from: {exc}") from None
+        return
     try:
         ckpt = load_checkpoint(resolve_checkpoint(source, "best"))
     except AdvlabError as exc:

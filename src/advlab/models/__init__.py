@@ -4,7 +4,8 @@
 >>> model = create("preact-resnet18", num_classes=10, activation="silu",
 ...                normalize=((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)))
 
-Every nonlinearity comes from the activation registry (``list_activations()``), and input
+``create(..., head="projection")`` gives an encoder with a projection head (self-supervised training) and
+``KNNClassifier`` classifies by k nearest neighbours over an encoder's features. Every nonlinearity comes from the activation registry (``list_activations()``), and input
 normalisation is a layer of the model, so attacks always work on [0, 1] pixels.
 """
 from __future__ import annotations
@@ -15,6 +16,9 @@ from .activations import (
 from .factory import MODELS, ModelFactory, create, list_models, register_model
 from .normalize import Normalize, with_normalization
 from .params import count_parameters
+from .representation import (FREEZE, HEADS, ContrastiveModel, FrozenEncoder, encoder_state_dict, feature_extractor,
+                             load_encoder_state, strip_head)
+from .knn import KNN_METRICS, KNN_VOTES, KNNClassifier, knn_classifier
 
 # imported for their registrations
 from . import preact_resnet, resnet, small_cnn, wide_resnet  # noqa: E402,F401  isort: skip
@@ -24,6 +28,8 @@ from .small_cnn import SmallCNN
 from .wide_resnet import WideResNet
 
 __all__ = [
+    "FREEZE", "HEADS", "KNN_METRICS", "KNN_VOTES", "ContrastiveModel", "FrozenEncoder", "KNNClassifier",
+    "encoder_state_dict", "feature_extractor", "knn_classifier", "load_encoder_state", "strip_head",
     "ACTIVATIONS", "MODELS", "ActivationFactory", "ActivationSpec", "ModelFactory", "Normalize",
     "PreActResNet", "ResNet", "SmallCNN", "WideResNet", "activation_factory", "count_parameters", "create",
     "create_activation", "list_activations", "list_models", "register_model", "with_normalization",

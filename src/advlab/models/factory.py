@@ -15,6 +15,7 @@ from ..registry import Registry
 from .activations import ActivationSpec, activation_factory
 from .checks import check_call, positive_int
 from .normalize import Normalize, with_normalization
+from .representation import FREEZE, HEADS, ContrastiveModel, FrozenEncoder, strip_head
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -35,8 +36,14 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def create(name: str, num_classes: int = 10, in_channels: int = 3, activation: ActivationSpec = "relu",
            *, normalize: Optional[tuple[Sequence[float] | float, Sequence[float] | float]] = None,
-           activation_kwargs: Optional[dict[str, Any]] = None, **kwargs: Any) -> nn.Module:
+           activation_kwargs: Optional[dict[str, Any]] = None, head: str = "linear", projection_dim: int = 128,
+           freeze: str = "none", **kwargs: Any) -> nn.Module:
     """Build model ``name`` with every nonlinearity from ``activation``, in train mode.
+
+    ``head`` (:data:`HEADS`): ``linear``, the backbone's classifier (logits (B, num_classes)); or
+    ``projection``, a :class:`ContrastiveModel` over the backbone's encoder (output (B, projection_dim),
+    ``model.features(x)`` the representation). ``freeze`` (:data:`FREEZE`): ``encoder`` wraps a linear-head
+    model in :class:`FrozenEncoder` (only the last linear layer trains: linear evaluation).
 
     ``normalize=(mean, std)`` puts a :class:`Normalize` layer in front (``Sequential(normalize, model)``)
     so the model takes [0, 1] pixels; ``activation_kwargs`` go to the activation
@@ -44,6 +51,13 @@ def create(name: str, num_classes: int = 10, in_channels: int = 3, activation: A
     to the model's factory. Unknown names and bad arguments raise an AdvlabError.
     """
     factory = MODELS.get(name)
+    if head not in HEADS:
+        raise AdvlabError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if freeze not in FREEZE:
+        raise AdvlabError(f"freeze must be one of {', '.join(FREEZE)}, got {freeze!r}")
+    if freeze != "none" and head != "linear":
+        raise AdvlabError(f"freeze={freeze!r} trains the last linear layer alone; it needs head='linear'")
+    projection_dim = positive_int(projection_dim, "projection_dim")
     num_classes = positive_int(num_classes, "num_classes")
     in_channels = positive_int(in_channels, "in_channels")
     if activation_kwargs is not None and not isinstance(activation_kwargs, dict):
@@ -63,4 +77,9 @@ def create(name: str, num_classes: int = 10, in_channels: int = 3, activation: A
         if layer.num_channels not in (1, in_channels):
             raise AdvlabError(f"normalize has {layer.num_channels} channels but in_channels is {in_channels}")
         model = with_normalization(model, mean, std)
+    if head == "projection":
+        encoder, feature_dim = strip_head(model)
+        model = ContrastiveModel(encoder, feature_dim, projection_dim)
+    if freeze == "encoder":
+        model = FrozenEncoder(model)
     return model

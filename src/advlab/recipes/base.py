@@ -240,6 +240,12 @@ class ObjectivePart(Part):
         """Per-sample loss (B,) of each term of ``term_specs``."""
         raise NotImplementedError
 
+    def correct(self, step: Step) -> torch.Tensor:
+        """(B,) bool: which samples the step got right, for the training accuracy in the log: by default the
+        argmax of the ``accuracy_view``'s outputs against the given labels (a representation objective
+        says what is right for it)."""
+        return step.outputs[self.accuracy_view].detach().argmax(1) == step.y
+
     def coefficients(self) -> dict[str, float]:
         """The multiplier of each term in the loss (1 unless the objective says otherwise)."""
         return {spec.name: 1.0 for spec in self.term_specs}

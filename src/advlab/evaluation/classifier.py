@@ -1,0 +1,64 @@
+"""Which classifier an evaluation attacks: the model's own logits, or k nearest neighbours over its features.
+
+A run with a projection head (self-supervised) has no logits to classify with; a supervised model can be
+classified either way (its softmax head, or kNN over its penultimate features, as Chen et al. 2020 compare).
+``evaluation.classifier`` (config) and ``advlab eval --classifier`` choose among :data:`CLASSIFIERS`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AdvlabError
+from ..models import ContrastiveModel, KNNClassifier, feature_extractor, knn_classifier
+
+CLASSIFIERS = ("auto", "softmax", "knn")
+"""``softmax``: the model's logits; ``knn``: :class:`advlab.models.KNNClassifier` over its representation with
+the training split as the bank; ``auto``: knn for a model with a projection head, softmax otherwise."""
+
+
+def classifier_kind(choice: str, model: nn.Module) -> str:
+    """``softmax`` or ``knn`` for ``choice`` (:data:`CLASSIFIERS`) and ``model``; AdvlabError for an unknown
+    choice or softmax of a model without a classifier head."""
+    if choice not in CLASSIFIERS:
+        raise AdvlabError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {choice!r}")
+    has_head = not isinstance(model, ContrastiveModel)
+    if choice == "auto":
+        return "softmax" if has_head else "knn"
+    if choice == "softmax" and not has_head:
+        raise AdvlabError("classifier softmax: this model has a projection head, not a classifier; use knn "
+                          "(or train a linear head on it with advlab probe)")
+    return choice
+
+
+def as_classifier(model: nn.Module, choice: str, train_images: torch.Tensor | None, train_labels: torch.Tensor | None,
+                  num_classes: int, knn: dict[str, Any] | None = None, *, batch_size: int = 500,
+                  device: torch.device | str | None = None) -> nn.Module:
+    """The module to evaluate: ``model`` itself (softmax), or a :class:`KNNClassifier` over its representation
+    whose bank is the features of (train_images (N, C, H, W) uint8 or [0, 1] floats, train_labels (N,)),
+    built once in eval mode. ``knn``: k, metric, vote, temperature (``KNNConfig``); k above N is cut to N."""
+    if classifier_kind(choice, model) == "softmax":
+        return model
+    if train_images is None or train_labels is None:
+        raise AdvlabError("a kNN classifier needs the training split for its bank")
+    options = dict(knn or {})
+    options["k"] = min(int(options.get("k", 75)), len(train_labels))
+    return knn_classifier(feature_extractor(model), train_images, train_labels, num_classes, batch_size=batch_size,
+                          device=device, **options)
+
+
+def is_knn(model: nn.Module) -> bool:
+    """Whether ``model`` is a kNN classifier (for reports and attacks that need its bank)."""
+    return isinstance(model, KNNClassifier)
+
+
+def describe_classifier(model: nn.Module) -> dict[str, Any]:
+    """What a reported number was measured on, JSON-ready: ``{"kind": "softmax"}``, or the kNN's settings and
+    bank size with what predicts (the hard vote) and what the attacks' gradients come from (the soft vote)."""
+    if not isinstance(model, KNNClassifier):
+        return {"kind": "softmax"}
+    return {"kind": "knn", "k": model.k, "metric": model.metric, "vote": model.vote,
+            "temperature": model.temperature, "bank": int(len(model.bank_labels)),
+            "prediction": f"hard vote ({model.vote})", "gradient": "soft vote (exp(similarity / temperature))"}

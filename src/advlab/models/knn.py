@@ -1,0 +1,140 @@
+"""A k-nearest-neighbour classifier over an encoder's representation, as an ``nn.Module`` attacks can run on.
+
+Self-supervised adversarial training (Chen et al., ICASSP 2020) classifies by kNN over a frozen encoder's
+features instead of a trained linear head. :class:`KNNClassifier` holds the encoder and a bank of training
+features and labels and returns class scores (B, C), so ``advlab.evaluate`` attacks it like any classifier:
+
+- the prediction (argmax of the scores) is the **hard vote** over the k nearest bank features: ``majority``
+  (the most frequent label among them; ties broken by the soft vote) or ``weighted`` (the class with the
+  largest sum of ``exp(similarity / temperature)`` over them);
+- gradients flow through the **soft vote** ``p`` (B, C): each class's share of ``exp(similarity / temperature)``
+  over the k nearest features. ``majority`` returns ``(counts + p) / k``: piecewise constant counts plus a
+  term below one vote, so the argmax is the majority vote and the input gradient is the soft vote's.
+  ``weighted`` returns ``p`` itself.
+
+The neighbours are chosen without gradients (``topk``); the similarities of the chosen ones carry them. The
+official code builds its DkNN over the whole training set at every step (methods.md part B 3.6); here the bank
+is built once (:func:`build_bank`) and refreshed by whoever owns it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import AdvlabError
+
+KNN_METRICS = ("cosine", "l2")
+"""Similarity of a representation to a bank feature: ``cosine`` (of the two vectors) or ``l2`` (minus their
+Euclidean distance; the paper's DkNN-L2)."""
+
+KNN_VOTES = ("majority", "weighted")
+"""The hard vote that predicts: ``majority`` of the k labels, or ``weighted`` by exp(similarity / temperature)."""
+
+
+def similarity(features: torch.Tensor, bank: torch.Tensor, metric: str) -> torch.Tensor:
+    """Similarity (B, N) of features (B, D) to bank rows (N, D): cosine, or minus the Euclidean distance.
+    ``bank`` is used as given (for cosine, :func:`build_bank` stores it normalised)."""
+    if metric == "cosine":
+        return F.normalize(features.float(), dim=1) @ F.normalize(bank.float(), dim=1).T
+    if metric == "l2":
+        return -torch.cdist(features.float(), bank.float())
+    raise AdvlabError(f"metric must be one of {', '.join(KNN_METRICS)}, got {metric!r}")
+
+
+class KNNClassifier(nn.Module):
+    """kNN over ``encoder``'s features: ``forward(x)`` (B, C, H, W) pixels in [0, 1] -> class scores (B, C).
+
+    Args:
+        encoder: maps pixels to features (B, D) (``advlab.models.representation.feature_extractor``).
+        bank_features: (N, D) features of the training split; bank_labels: (N,) integer labels in [0, C).
+        num_classes: C. k: neighbours (<= N). metric: :data:`KNN_METRICS`. vote: :data:`KNN_VOTES`.
+        temperature: of the soft vote's exp(similarity / temperature), > 0 (cosine similarities are in [-1, 1]).
+
+    The bank lives in buffers (moved by ``.to``, not in the state dict: it is rebuilt from the encoder and the
+    training split). Raises AdvlabError for bad arguments; see the module docs for what the scores are.
+    """
+
+    def __init__(self, encoder: nn.Module, bank_features: torch.Tensor, bank_labels: torch.Tensor,
+                 num_classes: int, k: int = 75, metric: str = "cosine", vote: str = "majority",
+                 temperature: float = 0.1) -> None:
+        super().__init__()
+        if not isinstance(encoder, nn.Module):
+            raise AdvlabError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
+        if metric not in KNN_METRICS:
+            raise AdvlabError(f"knn metric must be one of {', '.join(KNN_METRICS)}, got {metric!r}")
+        if vote not in KNN_VOTES:
+            raise AdvlabError(f"knn vote must be one of {', '.join(KNN_VOTES)}, got {vote!r}")
+        if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0):
+            raise AdvlabError(f"knn temperature must be a number > 0, got {temperature!r}")
+        if bank_features.dim() != 2 or bank_labels.dim() != 1 or len(bank_features) != len(bank_labels):
+            raise AdvlabError(f"the bank needs features (N, D) and labels (N,), got {tuple(bank_features.shape)} "
+                              f"and {tuple(bank_labels.shape)}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(bank_labels):
+            raise AdvlabError(f"knn k must be an integer in [1, {len(bank_labels)}] (the bank's size), got {k!r}")
+        if len(bank_labels) and (int(bank_labels.min()) < 0 or int(bank_labels.max()) >= num_classes):
+            raise AdvlabError(f"bank labels must be in [0, {num_classes})")
+        self.encoder = encoder
+        self.num_classes, self.k, self.metric, self.vote = int(num_classes), k, metric, vote
+        self.temperature = float(temperature)
+        bank = bank_features.detach().float()
+        self.register_buffer("bank_features", F.normalize(bank, dim=1) if metric == "cosine" else bank,
+                             persistent=False)
+        self.register_buffer("bank_labels", bank_labels.detach().long(), persistent=False)
+
+    def neighbours(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The k nearest bank rows of features (B, D): similarities (B, k) (with the features' gradient),
+        their labels (B, k) and bank indices (B, k), nearest first."""
+        sims = similarity(features, self.bank_features, self.metric)
+        index = sims.detach().topk(self.k, dim=1).indices
+        return sims.gather(1, index), self.bank_labels[index], index
+
+    def votes(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(counts, soft)`` (B, C): the k neighbours' label counts (no gradient) and the soft vote p (rows sum to 1)."""
+        sims, labels, _ = self.neighbours(features)
+        weights = torch.softmax(sims / self.temperature, dim=1)  # exp(s/T) normalised over the k neighbours
+        soft = torch.zeros(len(features), self.num_classes, device=features.device, dtype=weights.dtype)
+        soft = soft.scatter_add(1, labels, weights)
+        counts = torch.zeros_like(soft).scatter_add_(1, labels, torch.ones_like(weights))
+        return counts, soft
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        counts, soft = self.votes(self.encoder(x))
+        if self.vote == "weighted":
+            return soft
+        return (counts + soft) / self.k
+
+    def extra_repr(self) -> str:
+        return (f"bank={tuple(self.bank_features.shape)}, k={self.k}, metric={self.metric}, vote={self.vote}, "
+                f"temperature={self.temperature}")
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500,
+           device: torch.device | str | None = None) -> torch.Tensor:
+    """Features (N, D) float32 of images (N, C, H, W) (uint8, divided by 255, or float in [0, 1]) by
+    ``encoder`` in eval mode (its train/eval flags restored), in batches of ``batch_size``, on ``device``
+    (default: the encoder's)."""
+    if device is None:
+        param = next(encoder.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    was = [m.training for m in encoder.modules()]
+    encoder.eval()
+    try:
+        out = []
+        for start in range(0, len(images), batch_size):
+            xb = images[start:start + batch_size].to(device)
+            xb = xb.float().div(255) if xb.dtype == torch.uint8 else xb.float()
+            out.append(encoder(xb).float())
+        return torch.cat(out) if out else torch.zeros(0, 0, device=device)
+    finally:
+        for m, flag in zip(encoder.modules(), was):
+            m.training = flag
+
+
+def knn_classifier(encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+                   batch_size: int = 500, device: torch.device | str | None = None, **options) -> KNNClassifier:
+    """A :class:`KNNClassifier` whose bank is ``encoder``'s features of (images, labels) (the training split),
+    built once; ``options``: k, metric, vote, temperature."""
+    bank = encode(encoder, images, batch_size, device)
+    return KNNClassifier(encoder, bank, labels.to(bank.device), num_classes, **options)
