@@ -6,6 +6,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..config import OptimizerConfig
+from ..errors import ConfigError
 from ..registry import Registry
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], OptimizerConfig], torch.optim.Optimizer]
@@ -20,8 +21,11 @@ def _sgd(params: Iterable[torch.nn.Parameter], c: OptimizerConfig) -> torch.opti
 
 @OPTIMIZERS.register("adam")
 def _adam(params: Iterable[torch.nn.Parameter], c: OptimizerConfig) -> torch.optim.Optimizer:
-    """Adam with L2 weight decay (``momentum`` and ``nesterov`` unused)."""
-    return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+    """Adam with L2 weight decay; ``momentum`` is its beta1 (default 0.9, Adam's own; the SSAT code uses 0.8),
+    beta2 0.999; ``nesterov`` unused."""
+    if c.momentum >= 1:
+        raise ConfigError(f"optimizer.momentum: Adam's beta1 must be below 1, got {c.momentum}")
+    return torch.optim.Adam(params, lr=c.lr, betas=(c.momentum, 0.999), weight_decay=c.weight_decay)
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:

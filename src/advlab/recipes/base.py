@@ -38,7 +38,10 @@ class RecipeEnv:
     N x C x H x W and int64 N, or None; ``class_counts``: training images per class (after imbalance).
     ``model``/``optimizer``: the model being trained and its optimiser, for parts that evaluate the model
     between epochs (FRL) or look one optimiser step ahead (CAAT's meta-learning); None outside a trainer
-    unless the caller sets them. ``collective``: the processes training together (``advlab.distributed``);
+    unless the caller sets them. ``train_images``/``train_labels``: the training split itself (uint8
+    N x C x H x W, int64 N; rows = dataset indices), for parts that keep a representation of all of it (the
+    kNN bank of ``pgd-knn``); ``knn``: the run's kNN classifier settings (``KNNConfig`` as a dict: k,
+    metric, vote, temperature), so a training attack aims at the classifier that is evaluated. ``collective``: the processes training together (``advlab.distributed``);
     under torchrun each step holds this rank's shard of the global batch, and a part whose per-step
     computation spans the batch (NoiLIn's draws, GAIR's normalisation) gathers over it.
     """
@@ -57,6 +60,9 @@ class RecipeEnv:
     model: nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
     collective: Collective = field(default_factory=Collective)
+    train_images: torch.Tensor | None = None
+    train_labels: torch.Tensor | None = None
+    knn: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,7 +77,9 @@ class View:
     ``x``: (B, ...) pixels in [0, 1]. ``kappa``: (B,) int64, GAIRAT's count of attack iterates still
     classified correctly; ``attack_steps``: K, the steps the attack was given; ``steps_taken``: (B,) int64
     gradient steps each sample took; ``eps``: (B,) the bound of each sample in pixel units; ``direction``:
-    (B,) +1 (adversarial) or -1 (anti-adversarial). Facts an attack does not give are None.
+    (B,) +1 (adversarial) or -1 (anti-adversarial); ``fooled``: (B,) bool, whether the view fools the
+    classifier the attack aimed at (``pgd-knn``: the kNN's hard vote differs from the label). Facts an attack
+    does not give are None.
     """
 
     x: torch.Tensor
@@ -80,6 +88,7 @@ class View:
     steps_taken: torch.Tensor | None = None
     eps: torch.Tensor | None = None
     direction: torch.Tensor | None = None
+    fooled: torch.Tensor | None = None
 
 
 VIEW_FACTS = frozenset(f.name for f in dataclasses.fields(View) if f.name != "x")
@@ -134,6 +143,7 @@ class Part:
     ``needs_views``: view name -> facts of :class:`View` this part reads (given by the perturbation);
     ``needs_soft_targets``: reads soft (B, C) loss targets (given by a labels part with ``soft_targets``);
     ``needs_meta_split``: needs ``RecipeEnv.meta_images`` (``data.meta_size > 0``);
+    ``needs_train_split``: needs ``RecipeEnv.train_images`` and ``train_labels`` (a trainer gives them);
     ``needs_outputs``: views whose model outputs it reads (the objective must forward them).
     """
 
@@ -143,6 +153,7 @@ class Part:
     needs_views: ClassVar[dict[str, frozenset[str]]] = {}
     needs_soft_targets: ClassVar[bool] = False
     needs_meta_split: ClassVar[bool] = False
+    needs_train_split: ClassVar[bool] = False
     needs_outputs: ClassVar[tuple[str, ...]] = ()
     distributed: ClassVar[bool] = True  # keeps its state identical on every rank under torchrun (see docs/DISTRIBUTED.md)
 

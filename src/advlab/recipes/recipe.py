@@ -104,6 +104,9 @@ def check_recipe(recipe: Recipe) -> None:
                                   f"{', '.join(recipe.objective.forward_views)})")
         if part.needs_meta_split and part.env.meta_images is None:
             raise ConfigError(f"{_describe(kind, part)} needs the meta split: set data.meta_size > 0")
+        if part.needs_train_split and (part.env.train_images is None or part.env.train_labels is None):
+            raise ConfigError(f"{_describe(kind, part)} needs the training split (RecipeEnv.train_images and "
+                              "train_labels), which the trainer gives; pass them when building the recipe yourself")
     objective = recipe.objective
     for view in objective.forward_views:
         if view not in made:

@@ -1,0 +1,131 @@
+"""Adversarial examples against a k-nearest-neighbour classifier over the model's representation (SSAT).
+
+Self-supervised adversarial training (Chen et al., ICASSP 2020; methods.md part B 3) crafts x' against the
+kNN classifier over the encoder's features, with the labels, and trains the encoder to keep the
+representations of x and x' together (objective ``ssat``). The official notebook rebuilds its DkNN over the
+whole training set at every step; here the kNN's bank is the part's per-sample state, refreshed by a rule:
+
+- the whole bank is re-encoded (encoder in eval mode, no gradients) at the start of every epoch and, within
+  an epoch, every ``refresh_every`` steps (0: at epoch starts only);
+- at every step the rows of the batch's own samples are replaced by their clean features (free of extra
+  passes over the data; the bank holds the sample itself, as the official DkNN over x_train does).
+
+The attack is PGD (``advlab.attacks.pgd``) with cross-entropy on the kNN's scores, whose gradient is the
+soft vote's (``advlab.models.KNNClassifier``); the ``adv`` view says which examples fool the kNN's hard vote
+(``fooled``), so the objective can keep only those, as the official code does. The kNN's settings are the
+run's ``knn`` section: training aims at the classifier that is evaluated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...attacks import pgd
+from ...attacks.context import eval_mode
+from ...errors import ConfigError
+from ...models import ContrastiveModel, KNNClassifier
+from ...models.knn import encode
+from ...options import option
+from ..base import PerturbationPart, Step, View, register
+
+
+@dataclass
+class PGDKNNOptions:
+    steps: int = option(10, low=1)  # the official STL-10 setting: 10 steps
+    step_size: float | None = option(None, low=0, low_open=True)  # pixel units; None = eps / 6 (0.005 for 0.03)
+    random_start: Literal["uniform", "none"] = "uniform"
+    refresh_every: int = option(0, low=0)  # steps between full re-encodings of the bank within an epoch; 0 = epoch starts only
+    encode_batch_size: int = option(500, low=1)  # images per forward pass when the bank is re-encoded
+
+
+def representation_module(model: nn.Module) -> nn.Module:
+    """The module whose output is the representation the kNN reads: a ContrastiveModel's encoder, else the
+    model itself (its output taken as the representation). A compiled module is looked through."""
+    model = getattr(model, "_orig_mod", model)
+    return model.encoder if isinstance(model, ContrastiveModel) else model
+
+
+@register("perturbation", "pgd-knn")
+class PGDKNNPerturbation(PerturbationPart):
+    """PGD against the kNN classifier over the representation, with the labels; the ``adv`` view carries
+    kappa (kNN-correct iterates), the steps and ``fooled`` (the final x' fools the kNN's hard vote)."""
+
+    Options = PGDKNNOptions
+    views = {"adv": frozenset({"kappa", "attack_steps", "steps_taken", "fooled"})}
+    needs_train_split = True
+
+    def __init__(self, options: Any, env) -> None:
+        super().__init__(options, env)
+        self.knn_options = {key: env.knn[key] for key in ("k", "metric", "vote", "temperature") if key in env.knn}
+        self.bank: torch.Tensor | None = None  # (N, D) features of the training split, normalised for cosine
+        self.labels = None if env.train_labels is None else env.train_labels.to(env.device).long()
+        self.stale = True
+        self.steps_in_epoch = 0
+        self.fooled = 0
+        self.seen = 0
+        self.refreshes = 0
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.steps_in_epoch = 0
+        self.fooled = self.seen = self.refreshes = 0
+        self.stale = True
+        if self.env.model is not None:  # the trainer's model: refresh now, so the bank exists before any step
+            self.refresh(representation_module(self.env.model))
+
+    def step_size(self) -> float:
+        o = self.options
+        return o.step_size if o.step_size is not None else self.env.eps / 6
+
+    def _store(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features, dim=1) if self.knn_options.get("metric", "cosine") == "cosine" else features
+
+    def refresh(self, encoder: nn.Module) -> None:
+        """Re-encode the whole training split into the bank (eval mode, no gradients)."""
+        features = self._store(encode(encoder, self.env.train_images, self.options.encode_batch_size,
+                                      self.env.device))
+        if self.bank is None or self.bank.shape != features.shape:
+            self.bank = features
+        else:  # in place: the trainer holds this tensor to exchange its rows between processes
+            self.bank.copy_(features)
+        self.stale = False
+        self.refreshes += 1
+
+    def classifier(self, encoder: nn.Module) -> KNNClassifier:
+        """The kNN classifier over ``encoder`` whose bank is this part's (shared, not copied)."""
+        k = min(int(self.knn_options.get("k", 75)), len(self.bank))
+        knn = KNNClassifier(encoder, self.bank[:k], self.labels[:k], self.env.num_classes,
+                            **{**self.knn_options, "k": k})
+        knn.bank_features, knn.bank_labels = self.bank, self.labels  # the live bank, not a copy
+        return knn
+
+    def perturb(self, step: Step) -> dict[str, View]:
+        o = self.options
+        encoder = representation_module(step.own_model)
+        due = o.refresh_every and self.steps_in_epoch and self.steps_in_epoch % o.refresh_every == 0
+        if self.stale or self.bank is None or due:
+            self.refresh(encoder)
+        self.steps_in_epoch += 1
+        if step.y.max() >= self.env.num_classes or step.y.min() < 0:
+            raise ConfigError(f"perturbation 'pgd-knn': labels must be in [0, {self.env.num_classes})")
+        knn = self.classifier(encoder)
+        result = pgd(knn, step.x, step.y, eps=self.env.eps, step_size=self.step_size(), steps=o.steps,
+                     norm=self.env.norm, loss="ce", random_start=None if o.random_start == "none" else "uniform",
+                     bn_mode="eval", track_final=False)
+        with torch.no_grad(), eval_mode(knn):
+            fooled = knn(result.x_adv).argmax(1) != step.y
+            self.bank[step.index.to(self.bank.device)] = self._store(encoder(step.x).float())
+        self.fooled += int(fooled.sum())
+        self.seen += len(fooled)
+        return {"adv": View(x=result.x_adv, kappa=result.kappa, attack_steps=o.steps, steps_taken=result.steps,
+                            fooled=fooled)}
+
+    def per_sample_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.bank is None else {"bank": self.bank}
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        return {"knn_fooled": self.fooled / max(self.seen, 1), "knn_bank_refreshes": self.refreshes}
