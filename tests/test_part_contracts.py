@@ -25,10 +25,13 @@ COMPANIONS = {
     ("weighting", "caat"): {"perturbation": "caat", "objective": "caat"},
     ("weighting", "frl"): {"objective": "trades"},
     ("objective", "caat"): {"perturbation": "caat"},
+    ("perturbation", "pgd-knn"): {"objective": "ssat"},
+    ("objective", "ssat"): {"perturbation": "pgd-knn"},
 }
 # options that keep the parts cheap on the tiny problem (a meta step every 2 steps, a short FRL attack)
 CHEAP = {("weighting", "caat"): {"meta_every": 2, "meta_batch_size": 8, "attack_steps": 2},
-         ("weighting", "frl"): {"attack_steps": 2}, ("perturbation", "caat"): {"steps": 2}}
+         ("weighting", "frl"): {"attack_steps": 2}, ("perturbation", "caat"): {"steps": 2},
+         ("perturbation", "pgd-knn"): {"steps": 2}}
 EPOCHS, N, B = 4, 24, 8
 
 ALL_PARTS = [(kind, name) for kind in PART_KINDS for name in part_registry(kind).names()]
@@ -49,9 +52,12 @@ class Tiny(nn.Module):
 def make_env(model=None, optimizer=None) -> RecipeEnv:
     g = torch.Generator().manual_seed(9)
     meta_images = torch.randint(0, 256, (8, 1, 8, 8), generator=g, dtype=torch.uint8)
+    x, y = data()
     return RecipeEnv(num_train=N, num_classes=4, epochs=EPOCHS, eps=0.1, norm="linf", device=torch.device("cpu"),
                      seed=0, first_decay_epoch=1, class_counts=[6, 6, 6, 6], meta_images=meta_images,
-                     meta_labels=torch.tensor([0, 1, 2, 3] * 2), model=model, optimizer=optimizer)
+                     meta_labels=torch.tensor([0, 1, 2, 3] * 2), model=model, optimizer=optimizer,
+                     train_images=(x * 255).round().to(torch.uint8), train_labels=y,
+                     knn={"k": 3, "metric": "cosine", "vote": "majority", "temperature": 0.1})
 
 
 def recipe_with(kind: str, name: str, model=None, optimizer=None):

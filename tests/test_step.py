@@ -32,18 +32,22 @@ def pinned_protocol(name: str) -> list[float]:
     """The protocol of tests/fixtures/make_pins_pre_refactor.py (run on commit 3551f95, before the one-way
     step): small-cnn seeded 0, 64 random images seeded 1, two SGD steps in epoch 0 and two in the last.
     Presets added later (CAAT, FRL: NEW_PRESETS) were pinned by this protocol when they were added, with a
-    meta split of 20 random images for the parts that need one."""
+    meta split of 20 random images for the parts that need one, and the self-supervised presets (SSL_PRESETS) with
+    their projection head, a training split of 64 random images and a kNN of k=5."""
     c = load_config(name)
     torch.manual_seed(0)
-    model = create("small-cnn", num_classes=10, in_channels=1, activation=c.model.activation)
+    head = {"head": c.model.head, "projection_dim": c.model.projection_dim} if c.model.head != "linear" else {}
+    model = create("small-cnn", num_classes=10, in_channels=1, activation=c.model.activation, **head)
     g = torch.Generator().manual_seed(1)
     x_all = torch.rand(64, 1, 28, 28, generator=g)
     y_all = torch.randint(0, 10, (64,), generator=g)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     meta_images = (torch.rand(20, 1, 28, 28, generator=g) * 255).to(torch.uint8)  # drawn after the batch
+    train_images = (x_all * 255).round().to(torch.uint8)
     recipe = build_recipe(sections(c), env(first_decay_epoch=first_decay_epoch(c.schedule, EPOCHS),
                                            meta_images=meta_images, meta_labels=torch.arange(20) % 10,
-                                           model=model, optimizer=opt))
+                                           model=model, optimizer=opt, train_images=train_images,
+                                           train_labels=y_all, knn={**vars(c.knn), "k": 5}))
     losses = []
     for epoch in (0, EPOCHS - 1):
         for _, part in recipe.parts():
@@ -56,6 +60,7 @@ def pinned_protocol(name: str) -> list[float]:
 
 
 NEW_PRESETS = ("caat", "caat-grad", "frl", "frl-remargin", "frl-reweight")
+SSL_PRESETS = ("ssat",)
 
 
 def test_every_preset_has_a_pinned_loss():
