@@ -159,6 +159,13 @@ FAULTS: tuple[Fault, ...] = (
     Fault("ddp-remainder-dropped", "src/advlab/distributed.py",
           "    return start, start + base + (1 if rank < extra else 0)\n", "    return rank * base, rank * base + base\n",
           ("tests/test_distributed.py", "-k", "shard"), "the remainder of a global batch is dropped from the shards"),
+    # ---- self-supervised adversarial training (SSAT)
+    Fault("ssat-keeps-unfooled-pairs", "src/advlab/recipes/objectives/ssat.py",
+          'keep = fooled if o.keep == "fooled" else torch.ones_like(fooled)', "keep = torch.ones_like(fooled)",
+          ("tests/test_ssat.py",), "SSAT's MI term uses every (x, x') pair, not only those that fool the kNN"),
+    Fault("ssat-bank-rows-stale", "src/advlab/recipes/perturbation/pgd_knn.py",
+          "            self.bank[step.index.to(self.bank.device)] = ", "            _ = ",
+          ("tests/test_ssat.py",), "the kNN bank keeps stale features of the batch's samples between full refreshes"),
 )
 
 
