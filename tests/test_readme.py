@@ -20,6 +20,8 @@ SMALL = {
     "report": ["--quiet"],
     "compare": ["--quiet"],
     "bench": ["--batches", "1", "--warmup", "0", "--batch-size", "8", "--steps", "1", "--device", "cpu"],
+    "probe": ["--epochs", "1", "--quiet", "--device", "cpu", "data.train_size=300", "batch_size=100", "validation.n=40",
+              "evaluation.n=40", "evaluation.attacks=[pgd20]"],
 }
 
 

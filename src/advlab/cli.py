@@ -23,6 +23,7 @@ COMMANDS = {
     "report": "advlab.reports.cli_report",
     "compare": "advlab.reports.cli_compare",
     "bench": "advlab.engine.cli_bench",
+    "probe": "advlab.engine.cli_probe",
 }
 
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after flags: `advlab train --preset x a=1 --epochs 3 b=2`
-        if getattr(args, "command", None) not in ("train", "bench") or not all("=" in e and not e.startswith("-") for e in extra):
+        takes_overrides = isinstance(getattr(args, "overrides", None), list)  # train, bench, probe
+        if not takes_overrides or not all("=" in e and not e.startswith("-") for e in extra):
             command = getattr(args, "command", None)
             prog = f"advlab {command}" if command else "advlab"
             OneLineParser(prog=prog).error(f"unrecognized arguments: {' '.join(extra)}")
