@@ -64,7 +64,8 @@ class Trainer:
     the data's shape, the parts fitting together) and writes nothing.
     """
 
-    def __init__(self, config: TrainConfig, run: RunDir | str | Path | None = None, progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, run: RunDir | str | Path | None = None, progress: bool = True,
+                 warm_start: bool = True) -> None:
         validate_config(config)
         self.config = c = config
         self.run = RunDir(run) if isinstance(run, (str, Path)) else run
@@ -105,7 +106,7 @@ class Trainer:
         self.model = model.to(self.device)
         width = c.model.projection_dim if c.model.head == "projection" else meta.num_classes
         _check_model_fits(self.model, split.images[:2], width, self.device)
-        if c.init.from_:
+        if c.init.from_ and warm_start:  # not when resuming: last.pt holds the weights (init.from may be gone)
             _load_warm_start(self.model, c.init.from_, self.model_spec, c.init.part)
         if self.collective.distributed and c.distributed.sync_batchnorm:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state-dict keys
@@ -447,7 +448,7 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
 def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Continue the run in ``run_dir`` from its ``last`` checkpoint (or from scratch if it has none)."""
     run = RunDir.open(run_dir)
-    trainer = Trainer(run.read_config(), run, progress=progress)
+    trainer = Trainer(run.read_config(), run, progress=progress, warm_start=not run.has_checkpoint("last"))
     with trainer.collective:
         main = trainer.collective.is_main
         if main:
