@@ -242,9 +242,14 @@ def test_a_supervised_run_is_probed_by_the_command_with_a_fresh_head(supervised_
     assert summary["best"]["classifier"] == {"kind": "softmax"} and summary["preset"] == "probe-slf"
 
 
-def test_a_probe_resumes_to_the_same_run(contrastive_run, tmp_path, whole_and_resumed):
-    config = probe_config(contrastive_run, "alf", tiny("alf") + ["epochs=2"])
-    whole, part = whole_and_resumed(config, tmp_path, 1)
+def test_a_probe_resumes_to_the_same_run_even_when_its_source_has_moved(contrastive_run, tmp_path,
+                                                                       whole_and_resumed):
+    import shutil
+    source = tmp_path / "source"
+    shutil.copytree(contrastive_run, source)
+    config = probe_config(source, "alf", tiny("alf") + ["epochs=2"])
+    # the resume reads last.pt, not init.from: the source may be gone by then
+    whole, part = whole_and_resumed(config, tmp_path, 1, on_stop=lambda _: shutil.rmtree(source))
     a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(part / "last.pt")
     assert a["epoch"] == b["epoch"] == 2
     for key in a["model"]:
