@@ -36,13 +36,11 @@ KNN_VOTES = ("majority", "weighted")
 """The hard vote that predicts: ``majority`` of the k labels, or ``weighted`` by exp(similarity / temperature)."""
 
 
-def similarity(features: torch.Tensor, bank: torch.Tensor, metric: str, *, bank_normalized: bool = False
-               ) -> torch.Tensor:
+def similarity(features: torch.Tensor, bank: torch.Tensor, metric: str) -> torch.Tensor:
     """Similarity (B, N) float32 of features (B, D) to bank rows (N, D): cosine, or minus the Euclidean
-    distance. ``bank_normalized``: the bank rows already have unit norm (cosine skips normalising them)."""
+    distance. Cosine normalises both (a bank stored normalised, or replaced by its owner, is right either way)."""
     if metric == "cosine":
-        rows = bank.float() if bank_normalized else F.normalize(bank.float(), dim=1)
-        return F.normalize(features.float(), dim=1) @ rows.T
+        return F.normalize(features.float(), dim=1) @ F.normalize(bank.float(), dim=1).T
     if metric == "l2":
         return -torch.cdist(features.float(), bank.float())
     raise AdvlabError(f"metric must be one of {', '.join(KNN_METRICS)}, got {metric!r}")
@@ -116,7 +114,7 @@ class KNNClassifier(nn.Module):
     def similarities(self, features: torch.Tensor) -> torch.Tensor:
         """Similarity (B, N) of features (B, D) to every bank row, in the kNN's metric (with the features'
         gradient)."""
-        return similarity(features, self.bank_features, self.metric, bank_normalized=True)
+        return similarity(features, self.bank_features, self.metric)
 
     def neighbours(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The k nearest bank rows of features (B, D): similarities (B, k) (with the features' gradient),
