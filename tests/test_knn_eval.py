@@ -109,6 +109,17 @@ def test_the_bank_is_the_training_split_the_trainer_trains_on():
     assert len(labels) < 100 and not torch.equal(labels, data.run_training_split(config.data, 3).clean_labels)
 
 
+def test_a_config_that_attacks_a_knn_it_does_not_evaluate_is_refused_before_the_run():
+    from advlab.engine.validate import validate_config
+    from advlab.errors import ConfigError
+
+    for override, key in (("validation.attack=pgd-knn", "validation.attack"),
+                          ("evaluation.attacks=[pgd20,pgd-knn]", "evaluation.attacks")):
+        with pytest.raises(ConfigError, match=f"{key}: pgd-knn attacks a kNN classifier.*evaluation.classifier: knn"):
+            validate_config(load_config("standard", TINY + [override]))
+        validate_config(load_config("standard", TINY + [override, "evaluation.classifier=knn"]))
+
+
 def write_checkpoint(path, spec, config=None):
     from advlab.models import create
     from advlab.runs import save_checkpoint
@@ -139,6 +150,13 @@ def test_projection_head_checkpoints_and_the_flags_errors(tmp_path, capsys):
     assert code == 0, err
     described = json.loads((tmp_path / "ssl.json").read_text())["meta"]["classifier"]
     assert (described["kind"], described["k"], described["metric"], described["bank"]) == ("knn", 3, "l2", 50)
+
+    # a run whose config chose kNN evaluation is evaluated by kNN unless --classifier says otherwise
+    config.evaluation.classifier = "knn"
+    chosen = write_checkpoint(tmp_path / "chosen.pt", linear_spec, json.loads(json.dumps(config.to_dict())))
+    code, _, err = run_cli([chosen, "--attacks", "pgd20", "--out", tmp_path / "chosen.json", *common], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "chosen.json").read_text())["meta"]["classifier"]["kind"] == "knn"
 
     bad = [
         ([projection, "--classifier", "softmax"], "--classifier: classifier softmax: this model has a projection head"),

@@ -39,10 +39,11 @@ from __future__ import annotations
 
 from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_classifier
 from .fairness import class_errors
+from .knn_attack import KNN_ATTACKS
 from .report import AttackOutcome, EvalResult
 from .robustness import DEFAULT_ATTACKS, evaluate
 from .suite import AA_VERSIONS, EVAL_ATTACKS, AttackSetup, eval_attack_names
 from .threat import verify_threat_model
 
-__all__ = ["CLASSIFIERS", "as_classifier", "classifier_kind", "describe_classifier", "AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
+__all__ = ["KNN_ATTACKS", "CLASSIFIERS", "as_classifier", "classifier_kind", "describe_classifier", "AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
            "class_errors", "eval_attack_names", "verify_threat_model"]

@@ -20,6 +20,7 @@ from ..errors import AdvlabError, CheckpointError
 from ..models import KNN_METRICS, KNN_VOTES
 from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
 from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_classifier
+from .knn_attack import KNN_ATTACKS
 from .model_card import model_card
 from .robustness import DEFAULT_ATTACKS, attack_names, evaluate
 from .threat import check_eps
@@ -210,8 +211,9 @@ def run(args: argparse.Namespace) -> int:
 
     model, ckpt = _load_model(path, device)
     kind, knn = _classifier(args, ckpt, path, model)
-    if "pgd-knn" in attacks and kind != "knn":
-        raise AdvlabError("--attacks pgd-knn attacks a kNN classifier: evaluate with --classifier knn")
+    needs_knn = [name for name in attacks if name in KNN_ATTACKS]
+    if needs_knn and kind != "knn":
+        raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier: evaluate with --classifier knn")
     bank = _knn_bank(args, ckpt) if kind == "knn" else (None, None, None)
     images, labels = _load_data(dataset, args.split, args.data_root, args.n)
     if kind == "knn":

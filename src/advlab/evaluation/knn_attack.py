@@ -38,6 +38,9 @@ from ..models.knn import guide_similarity
 if TYPE_CHECKING:
     from .suite import AttackSetup
 
+KNN_ATTACKS = ("pgd-knn",)
+"""Evaluation attacks that need a :class:`advlab.models.KNNClassifier` (``evaluation.classifier: knn``)."""
+
 
 def guide_count(knn: KNNClassifier, m: int) -> int:
     """The number of guides used for a requested ``m``: ``min(m, the smallest class count of the bank)``
