@@ -180,6 +180,30 @@ FAULTS: tuple[Fault, ...] = (
     Fault("ssat-bank-rows-stale", "src/advlab/recipes/perturbation/pgd_knn.py",
           "            self.bank[step.index.to(self.bank.device)] = ", "            _ = ",
           ("tests/test_ssat.py",), "the kNN bank keeps stale features of the batch's samples between full refreshes"),
+    # ---- the kNN classifier and its evaluation
+    Fault("knn-soft-vote-detached", "src/advlab/models/knn.py",
+          "weights = torch.softmax(sims / self.temperature, dim=1)",
+          "weights = torch.softmax(sims.detach() / self.temperature, dim=1)",
+          ("tests/test_knn.py",), "the kNN's soft vote cut from the graph: no input gradient"),
+    Fault("knn-wrong-neighbours", "src/advlab/models/knn.py",
+          "index = sims.detach().topk(self.k, dim=1).indices",
+          "index = sims.detach().topk(self.k, dim=1, largest=self.metric != \"l2\").indices",
+          ("tests/test_knn.py",), "the L2 kNN takes the k farthest bank rows instead of the nearest"),
+    Fault("knn-majority-rounding", "src/advlab/models/knn.py",
+          "return (counts + 0.5 * soft) / self.k", "return (counts + soft) / self.k",
+          ("tests/test_knn.py",), "majority scores counts + p: a soft vote near 1 ties a class one vote ahead"),
+    Fault("pgd-knn-guides-of-own-class", "src/advlab/evaluation/knn_attack.py",
+          '        mean.scatter_(1, y[:, None], float("-inf"))\n', "",
+          ("tests/test_knn.py",), "pgd-knn may take the point's own class as its target"),
+    Fault("dsr-over-all-points", "src/advlab/evaluation/report.py",
+          "return int((clean & flags).sum()) / n if n else None",
+          "return int((clean & flags).sum()) / len(clean) if n else None",
+          ("tests/test_knn.py",), "the defence success rate divided by all points, not the correct clean ones"),
+    Fault("knn-bank-without-scenarios", "src/advlab/evaluation/cli.py",
+          'split = data.run_training_split(settings, config["seed"])',
+          'split = data.training_split(settings["name"], root=settings["root"], train_size=settings["train_size"], '
+          'seed=config["seed"])',
+          ("tests/test_knn_eval.py",), "advlab eval's kNN bank ignores the run's meta split, imbalance and label noise"),
 )
 
 

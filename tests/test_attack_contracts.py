@@ -13,7 +13,9 @@ The model is ``tiny_net``: conv -> BatchNorm -> Dropout -> flatten -> linear on 
 eval mode it is an affine map ``W x + b``, which the tests read off the model on basis images (no attack
 involved), so each point's exact distance to the decision boundary is known: ``min_k (z_y - z_k) / ||w_y -
 w_k||_q`` (q the dual norm). AutoAttack runs as its reduced ``apgd-ce`` version and Square with
-``SQUARE_QUERIES`` queries, so that the whole file takes seconds on a CPU.
+``SQUARE_QUERIES`` queries, so that the whole file takes seconds on a CPU. An attack of a kNN classifier
+(``KNN_ONLY``: ``pgd-knn``) gets ``tiny_net`` as the encoder of a kNN that predicts exactly as it does
+(:func:`prototype_knn`), so every test here, written against ``tiny_net``'s decisions, holds for it too.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from torch import nn
 from advlab.attacks import fgsm, no_param_grad, pgd
 from advlab.errors import AdvlabError
 from advlab.evaluation import EVAL_ATTACKS, AttackSetup
+from advlab.models import KNNClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,6 +35,7 @@ EPS = {"linf": 0.03, "l2": 0.2}  # the median distance to the boundary of the po
 SQUARE_QUERIES = 200
 ATTACKS = EVAL_ATTACKS.names()  # every registered evaluation attack, at collection time
 BLACK_BOX = {"square"}  # attacks that need no gradient: they must work on a model without input gradients
+KNN_ONLY = {"pgd-knn"}  # attacks of a KNNClassifier only: given tiny_net inside prototype_knn
 INT_DTYPES = [torch.int8, torch.int16, torch.int32, torch.uint8]
 
 
@@ -99,8 +103,18 @@ def cases():
     return {norm: Case(tiny_net(), norm) for norm in ("linf", "l2")}
 
 
+def prototype_knn(net: nn.Module) -> KNNClassifier:
+    """A kNN over ``net``'s outputs z (B, K) as features: bank one unit vector e_c per class c, k = 1, cosine.
+    Its hard vote is argmax_c cos(z, e_c) = argmax_c z_c / ||z||: exactly ``net``'s prediction. ``net`` itself
+    is its encoder (its flags, parameters and buffers are what the tests check)."""
+    return KNNClassifier(net, torch.eye(K), torch.arange(K), K, k=1, metric="cosine")
+
+
 def make(name: str, model: nn.Module, norm: str = "linf", eps: float | None = None, seed: int = 0):
-    """A fresh evaluation attack ``name`` for ``model``: apgd-ce for AutoAttack, SQUARE_QUERIES for Square."""
+    """A fresh evaluation attack ``name`` for ``model``: apgd-ce for AutoAttack, SQUARE_QUERIES for Square, a
+    :func:`prototype_knn` over ``model`` for the attacks of a kNN."""
+    if name in KNN_ONLY:
+        model = prototype_knn(model)
     setup = AttackSetup(model, EPS[norm] if eps is None else eps, norm, torch.device("cpu"), seed, K,
                         autoattack_version="apgd-ce", square_queries=SQUARE_QUERIES)
     return EVAL_ATTACKS.get(name)(setup)
@@ -142,8 +156,8 @@ def assert_same_state(model: nn.Module, before) -> None:
 
 def test_every_registered_attack_is_covered_by_the_contracts():
     assert ATTACKS == EVAL_ATTACKS.names(), "an attack was registered after this file parametrised its tests"
-    assert {"pgd20", "cw20", "pgd20-scaled", "autoattack", "square"} <= set(ATTACKS)
-    assert BLACK_BOX <= set(ATTACKS)
+    assert {"pgd20", "cw20", "pgd20-scaled", "autoattack", "square", "pgd-knn"} <= set(ATTACKS)
+    assert BLACK_BOX <= set(ATTACKS) and KNN_ONLY <= set(ATTACKS)
 
 
 # ---------------------------------------------------------------------------------------------------------

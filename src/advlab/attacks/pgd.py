@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from torch import nn
 from ..errors import AdvlabError
 from .context import BNMode, bn_mode as _bn_mode, no_param_grad
 from .losses import LossSpec, as_labels, get_loss, kl_loss
-from .model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient,
+from .model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient, logits_of,
                            outside_inference_mode)
 from .norms import get_norm, per_sample
 
@@ -150,12 +151,13 @@ def pgd(
     logit_scale: float = 1.0,
     generator: torch.Generator | None = None,
     track_final: bool = True,
+    classify: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> AttackResult:
     """Projected gradient ascent (``direction=1``) or descent (``-1``) of a per-sample loss in an eps-ball.
 
     Args:
         model: maps x in [0, 1] (B, ...) to a float tensor (B, C): logits for the built-in losses, or any
-            (B, C) output a custom loss reads.
+            (B, C) output a custom loss reads (with ``classify``: a representation (B, D)).
         x: clean inputs, float in [0, 1]; never modified.
         y: integer labels (B,) of any integer dtype (used as int64): used for kappa, first_wrong and early
             stop, and as the loss target when ``target`` is None.
@@ -175,6 +177,11 @@ def pgd(
         track_final: with ``y`` given, forward the final iterate (only of samples not yet misclassified,
             one extra forward at most) to complete ``first_wrong``; False skips it and returns
             ``first_wrong=None`` (leanest training path).
+        classify: None, or a function mapping the model's output to logits (B, C) (e.g. a kNN's vote over a
+            representation, ``KNNClassifier.scores``): the loss then reads the model's output itself (a
+            representation (B, D), compared with ``target``), while the labels are checked, and kappa,
+            first_wrong and early stop judged, on ``classify``'s logits (computed without gradient).
+            ``logit_scale`` must then be 1.
 
     Returns:
         AttackResult with the detached adversarial batch (same shape, dtype, device as x; inside the ball and
@@ -190,6 +197,8 @@ def pgd(
     """
     y = _check_inputs(x, y, steps, random_start, early_stop)
     _check_numbers(logit_scale, generator, eps=eps, step_size=step_size, direction=direction)
+    if classify is not None and (not callable(classify) or logit_scale != 1.0):
+        raise AdvlabError("classify must be a callable (representation -> logits) and needs logit_scale 1")
     geometry = get_norm(norm)
     loss_fn = get_loss(loss)
     with outside_inference_mode():  # autograd cannot run in inference mode; its tensors are cloned
@@ -216,29 +225,40 @@ def pgd(
             with torch.no_grad():
                 x_adv = _start(x, eps_t, geometry, random_start, generator)
             return _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop,
-                            logit_scale, track_final)
+                            logit_scale, track_final, classify)
+
+
+def _logits(out: torch.Tensor, classify: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """The logits (B, C) that judge the labels: the model's output, or ``classify`` of it (without gradient)."""
+    if classify is None:
+        return out
+    with torch.no_grad():
+        return logits_of(classify(out.detach()), "pgd (classify)", batch=len(out))
 
 
 def _forward_loss(model: nn.Module, xa: torch.Tensor, target: torch.Tensor, loss_fn, logit_scale: float,
-                  check: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  check: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
+                  classify: Callable[[torch.Tensor], torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, C) and per-sample losses (B,) at ``xa`` (a leaf requiring grad), with grad enabled.
     ``check``: the clean batch and the integer label tensors to check (:func:`_check_batch`) before the loss
-    reads them."""
+    reads them. With ``classify`` the loss reads the model's output and the logits are ``classify`` of it."""
     with torch.enable_grad():
         out = forward_logits(model, xa, "pgd")
+        logits = _logits(out, classify)
         if check is not None:
-            _check_batch(check[0], out, check[1])
+            _check_batch(check[0], logits, check[1])
         if logit_scale != 1.0:
             out = out * logit_scale
         losses = loss_fn(out, target)
     if not torch.is_tensor(losses) or losses.shape != (len(xa),):
         shape = tuple(losses.shape) if torch.is_tensor(losses) else type(losses).__name__
         raise AdvlabError(f"attack loss must return one value per sample, got shape {shape}")
-    return out, losses
+    return logits, losses
 
 
 def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop, logit_scale,
-             track_final) -> AttackResult:
+             track_final, classify=None) -> AttackResult:
     """The PGD loop over an active set of samples (all of them unless early stop froze some)."""
     n = len(x)
     long = dict(dtype=torch.long, device=x.device)
@@ -255,7 +275,7 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
     for k in range(steps):
         xa = rows(x_adv).detach().requires_grad_(True)
         check = None if k else (x, [t for t in (y, target) if t is not None and not t.is_floating_point()])
-        out, losses = _forward_loss(model, xa, rows(target), loss_fn, logit_scale, check)
+        out, losses = _forward_loss(model, xa, rows(target), loss_fn, logit_scale, check, classify)
         moving = None
         if track:
             correct = out.detach().argmax(1) == rows(y)
@@ -299,7 +319,7 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
         pending = (first_wrong == -1).nonzero().squeeze(1)
         if len(pending):
             with torch.no_grad():
-                pred = forward_logits(model, x_adv[pending], "pgd").argmax(1)
+                pred = _logits(forward_logits(model, x_adv[pending], "pgd"), classify).argmax(1)
             first_wrong[pending] = torch.where(pred != y[pending], taken[pending], first_wrong[pending])
     return AttackResult(x_adv=x_adv.detach(), kappa=kappa, first_wrong=first_wrong if track_final else None,
                         steps=taken)

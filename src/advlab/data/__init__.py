@@ -43,10 +43,10 @@ from .loading import SPLITS, clear_cache, load
 from .scenarios import (CLASS_ORDERS, NOISE_KINDS, LabelNoiseRecord, LongTailRecord, flip_labels, label_noise,
                         long_tail, two_class_targets)
 from .splits import class_balanced_subset
-from .training_split import TrainingSplit, check_scenarios, training_split
+from .training_split import TrainingSplit, check_scenarios, run_training_split, training_split
 
 __all__ = [
     "DATASETS", "DatasetInfo", "info", "load", "SPLITS", "clear_cache", "class_balanced_subset",
     "Batch", "DeviceLoader", "flip_labels", "label_noise", "long_tail", "LabelNoiseRecord", "LongTailRecord",
-    "NOISE_KINDS", "CLASS_ORDERS", "two_class_targets", "TrainingSplit", "training_split", "check_scenarios",
+    "NOISE_KINDS", "CLASS_ORDERS", "two_class_targets", "TrainingSplit", "training_split", "run_training_split", "check_scenarios",
 ]

@@ -215,4 +215,27 @@ def training_split(name: str, *, root: str | os.PathLike | None = None, train_si
                          meta_indices=meta_index, record=record)
 
 
-__all__ = ["TrainingSplit", "training_split", "check_scenarios"]
+def _field(value: Any, key: str, default: Any = None) -> Any:
+    """``value[key]`` of a mapping, or ``value.key`` of an object (a config's dataclass); ``default`` if absent."""
+    if isinstance(value, Mapping):
+        return value.get(key, default)
+    return getattr(value, key, default)
+
+
+def run_training_split(data: Any, seed: int) -> TrainingSplit:
+    """The training split of a run: :func:`training_split` of its data settings ``data`` (a ``DataConfig``, or
+    the ``data`` mapping of a run's stored config: ``name``, ``root``, ``train_size``, ``meta_size``,
+    ``label_noise`` {kind, rate, seed}, ``imbalance`` {ratio, class_order, seed}; a missing key takes
+    DataConfig's default) and its ``seed``. Label noise of rate 0 and imbalance of ratio 1 are off.
+
+    The trainer builds what it trains on with this, and ``advlab eval --classifier knn`` the kNN's bank from a
+    checkpoint's stored config, so the two are the same split. Raises DataError as :func:`training_split`.
+    """
+    noise, tail = _field(data, "label_noise"), _field(data, "imbalance")
+    noise = noise if noise is not None and (_field(noise, "rate", 0) or 0) > 0 else None
+    tail = tail if tail is not None and (_field(tail, "ratio", 1) or 1) > 1 else None
+    return training_split(_field(data, "name"), root=_field(data, "root"), train_size=_field(data, "train_size"),
+                          meta_size=_field(data, "meta_size", 0) or 0, label_noise=noise, imbalance=tail, seed=seed)
+
+
+__all__ = ["TrainingSplit", "training_split", "run_training_split", "check_scenarios"]

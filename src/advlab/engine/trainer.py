@@ -78,10 +78,7 @@ class Trainer:
         torch.manual_seed(c.seed)
 
         meta = datasets.info(c.data.name)
-        split = datasets.training_split(
-            c.data.name, root=c.data.root, train_size=c.data.train_size, meta_size=c.data.meta_size,
-            label_noise=c.data.label_noise if c.data.label_noise.rate > 0 else None,
-            imbalance=c.data.imbalance if c.data.imbalance.ratio > 1 else None, seed=c.seed)
+        split = datasets.run_training_split(c.data, c.seed)  # advlab eval --classifier knn rebuilds it alike
         self.data_record = split.record
         self.train_images, self.train_labels = split.images, split.labels  # the kNN classifier's bank
         self.num_classes = meta.num_classes

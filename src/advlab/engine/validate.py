@@ -10,6 +10,7 @@ from ..data import info
 from ..data.training_split import check_scenarios
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
+from ..evaluation import KNN_ATTACKS
 from ..evaluation.threat import check_eps
 from ..recipes import part_options
 from .choices import check_choices
@@ -37,6 +38,13 @@ def validate_config(config: TrainConfig) -> None:
         raise ConfigError("precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     if config.attack_precision == "fp16" and device.type != "cuda":
         raise ConfigError("attack_precision: fp16 needs a CUDA device; use same, bf16 or fp32 on CPU")
+    e = config.evaluation
+    knn = e.classifier == "knn" or (e.classifier == "auto" and config.model.head == "projection")
+    for key, names in (("validation.attack", [config.validation.attack]), ("evaluation.attacks", e.attacks)):
+        needs_knn = [name for name in names if name in KNN_ATTACKS]
+        if needs_knn and not knn:
+            raise ConfigError(f"{key}: {needs_knn[0]} attacks a kNN classifier, but this run is evaluated with its "
+                              "softmax head; set evaluation.classifier: knn")
     d = config.data
     try:
         check_scenarios(info(d.name).num_classes, d.meta_size, d.label_noise, d.imbalance)

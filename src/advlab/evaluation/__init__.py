@@ -9,10 +9,16 @@ JSON (``EvalResult.to_dict()``)::
     clean:     {acc, per_class: {"<class>": acc}, seconds}
     attacks:   {<name>: {acc, per_class, max_perturbation, seconds, <settings>}}
                PGD settings: steps, step_size, loss, random_start, restarts, stop[, logit_scale]
+               pgd-knn (a kNN classifier's guide attack, ``knn_attack``): the same plus guides, target
                AutoAttack / square: version, package, attacks, attacks_run, seed, apgd, apgd_t, fab,
                square, [warnings]
     robust:    {acc, per_class, worst_class: {class, acc, n}, over: ["clean", <names>]}
                (per-sample AND of clean and every attack)
+    defence_success_rate: {<name>: DSR, ..., "robust": DSR}
+               Chen et al. 2020's defence success rate: among the points correct clean, the fraction still
+               correct under that attack (robust: under every attack) = robust acc / clean acc; null when no
+               point is correct clean. The official test.py took the first 100 correct test images; here it
+               is every correct point of the evaluated set (the same number, not a subsample)
     fairness:  {<name>: {over: ["clean", <name>], natural: E, boundary: E, robust: E}, ...,
                 "robust": {over: ["clean", <names>], natural: E, boundary: E, robust: E}}
                one entry per attack in order, then the per-sample AND; E = {average, worst, worst_class,
@@ -25,16 +31,19 @@ JSON (``EvalResult.to_dict()``)::
     sanity:    [{name, status: "passed"|"failed"|"not run", message, details: {...}}]
     per_sample: {"clean": [0/1...], <name>: [...], "robust": [...]}
     version:   {advlab, torch, pyautoattack}
-    meta:      (optional) where the model and data came from, e.g. written by ``advlab eval``
+    meta:      (optional) where the model and data came from, e.g. written by ``advlab eval``; there also
+               classifier: what was evaluated (``describe_classifier``: {kind: softmax} or the kNN's
+               k, metric, vote, temperature, bank size, what predicts and what gives the gradients)
 """
 from __future__ import annotations
 
 from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_classifier
 from .fairness import class_errors
+from .knn_attack import KNN_ATTACKS
 from .report import AttackOutcome, EvalResult
 from .robustness import DEFAULT_ATTACKS, evaluate
 from .suite import AA_VERSIONS, EVAL_ATTACKS, AttackSetup, eval_attack_names
 from .threat import verify_threat_model
 
-__all__ = ["CLASSIFIERS", "as_classifier", "classifier_kind", "describe_classifier", "AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
+__all__ = ["KNN_ATTACKS", "CLASSIFIERS", "as_classifier", "classifier_kind", "describe_classifier", "AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
            "class_errors", "eval_attack_names", "verify_threat_model"]

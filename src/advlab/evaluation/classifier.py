@@ -21,9 +21,14 @@ the training split as the bank; ``auto``: knn for a model with a projection head
 
 def classifier_kind(choice: str, model: nn.Module) -> str:
     """``softmax`` or ``knn`` for ``choice`` (:data:`CLASSIFIERS`) and ``model``; AdvlabError for an unknown
-    choice or softmax of a model without a classifier head."""
+    choice or softmax of a model without a classifier head. A model that is already a KNNClassifier is
+    ``knn`` (softmax refused)."""
     if choice not in CLASSIFIERS:
         raise AdvlabError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {choice!r}")
+    if isinstance(model, KNNClassifier):
+        if choice == "softmax":
+            raise AdvlabError("classifier softmax: this model is a kNN classifier already")
+        return "knn"
     has_head = not isinstance(model, ContrastiveModel)
     if choice == "auto":
         return "softmax" if has_head else "knn"
@@ -39,7 +44,7 @@ def as_classifier(model: nn.Module, choice: str, train_images: torch.Tensor | No
     """The module to evaluate: ``model`` itself (softmax), or a :class:`KNNClassifier` over its representation
     whose bank is the features of (train_images (N, C, H, W) uint8 or [0, 1] floats, train_labels (N,)),
     built once in eval mode. ``knn``: k, metric, vote, temperature (``KNNConfig``); k above N is cut to N."""
-    if classifier_kind(choice, model) == "softmax":
+    if classifier_kind(choice, model) == "softmax" or isinstance(model, KNNClassifier):
         return model
     if train_images is None or train_labels is None:
         raise AdvlabError("a kNN classifier needs the training split for its bank")

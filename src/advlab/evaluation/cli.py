@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -11,10 +13,14 @@ from typing import Any, Callable
 from .. import data
 from ..attacks import NORMS
 from ..attacks.norms import get_norm
+from ..config import KNNConfig
 from ..devices import pick_device
 from ..distributed import launch_from_env
 from ..errors import AdvlabError, CheckpointError
+from ..models import KNN_METRICS, KNN_VOTES
 from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
+from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_classifier
+from .knn_attack import KNN_ATTACKS
 from .model_card import model_card
 from .robustness import DEFAULT_ATTACKS, attack_names, evaluate
 from .threat import check_eps
@@ -48,6 +54,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--square-queries", type=int, default=1000,
                    help="query budget of the standalone square attack (default: 1000)")
     p.add_argument("--batch-size", type=int, default=256, help="points per attacked batch (default: 256)")
+    p.add_argument("--classifier", choices=CLASSIFIERS,
+                   help="what to evaluate: softmax (the model's logits), knn (k nearest neighbours over its "
+                        "representation, the bank being the run's training split rebuilt from the checkpoint's "
+                        "config: penultimate features of a classifier, the encoder of a projection-head model), "
+                        "or auto (knn for a projection head, softmax otherwise) (default: the run's "
+                        "evaluation.classifier, else auto)")
+    p.add_argument("--knn-k", type=int, help="neighbours of the kNN (default: the run's knn.k, else "
+                                             f"{KNNConfig.k})")
+    p.add_argument("--knn-metric", choices=KNN_METRICS,
+                   help=f"similarity of the kNN (default: the run's knn.metric, else {KNNConfig.metric})")
+    p.add_argument("--knn-vote", choices=KNN_VOTES, help="hard vote that predicts (default: the run's knn.vote, "
+                                                         f"else {KNNConfig.vote})")
+    p.add_argument("--knn-temperature", type=float,
+                   help="temperature of the soft vote that gives the attacks' gradients (default: the run's "
+                        f"knn.temperature, else {KNNConfig.temperature})")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default: 0)")
     p.add_argument("--no-sanity", action="store_true",
@@ -100,6 +121,62 @@ def _load_model(path: Path, device):
                               f"{type(exc).__name__}: {exc}") from None
 
 
+KNN_FLAGS = {"k": "--knn-k", "metric": "--knn-metric", "vote": "--knn-vote", "temperature": "--knn-temperature"}
+
+
+def _knn_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The --knn-* options given (KNNConfig field -> value), each checked; AdvlabError naming the flag."""
+    given = {key: getattr(args, f"knn_{key}") for key in KNN_FLAGS if getattr(args, f"knn_{key}") is not None}
+    if "k" in given and given["k"] < 1:
+        raise AdvlabError(f"--knn-k must be >= 1, got {given['k']}")
+    if "temperature" in given and not 0 < given["temperature"] < math.inf:
+        raise AdvlabError(f"--knn-temperature must be a finite number > 0, got {given['temperature']}")
+    return given
+
+
+def _classifier(args: argparse.Namespace, ckpt: dict[str, Any], path: Path, model) -> tuple[str, dict[str, Any]]:
+    """The classifier to evaluate (softmax or knn) and, for knn, its options: --knn-* flags over the checkpoint
+    config's ``knn`` section over KNNConfig's defaults. AdvlabError for softmax of a projection head, --knn-*
+    flags without a kNN, and a kNN of a checkpoint that stores no config (its bank cannot be rebuilt)."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
+    stored = ((config or {}).get("evaluation") or {}).get("classifier")
+    choice = args.classifier or (stored if stored in CLASSIFIERS else "auto")
+    try:
+        kind = classifier_kind(choice, model)
+    except AdvlabError as exc:
+        where = "--classifier" if args.classifier else f"checkpoint {path} records evaluation.classifier {choice!r}"
+        raise AdvlabError(f"{where}: {exc}") from None
+    flags = _knn_flags(args)
+    if kind == "softmax":
+        if flags:
+            raise AdvlabError(f"{', '.join(KNN_FLAGS[k] for k in flags)}: options of the kNN classifier, but this "
+                              f"evaluation uses the model's softmax (classifier {choice}); pass --classifier knn")
+        return kind, {}
+    if config is None or not isinstance(config.get("data"), dict) or "seed" not in config:
+        raise CheckpointError(f"checkpoint {path} stores no training config, so the kNN's bank (the run's training "
+                              "split) cannot be rebuilt; evaluate a checkpoint written by advlab train, pass "
+                              "--classifier softmax for a classifier, or build the kNN in Python with "
+                              "advlab.evaluation.as_classifier(model, 'knn', train_images, train_labels, ...)")
+    options = dataclasses.asdict(KNNConfig())
+    options.update({k: v for k, v in (config.get("knn") or {}).items() if k in options})
+    options.update(flags)
+    return kind, options
+
+
+def _knn_bank(args: argparse.Namespace, ckpt: dict[str, Any]):
+    """The kNN's bank: the run's training split rebuilt from the checkpoint's config exactly as the trainer
+    built it (``advlab.data.run_training_split``; --data-root replaces the stored root), and its classes."""
+    config = ckpt["config"]
+    settings = dict(config["data"])
+    if args.data_root:
+        settings["root"] = args.data_root
+    split = data.run_training_split(settings, config["seed"])
+    if args.knn_k is not None and args.knn_k > len(split.labels):
+        raise AdvlabError(f"--knn-k {args.knn_k} is above the size of the kNN's bank, the run's "
+                          f"{len(split.labels)} training images")
+    return split.images, split.labels, data.info(settings["name"]).num_classes
+
+
 def _load_data(name: str, split: str, root: str | None, n: int):
     kwargs = {"root": root} if root else {}
     images, labels = data.load(name, split, **kwargs)
@@ -133,12 +210,21 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device, "--device")
 
     model, ckpt = _load_model(path, device)
+    kind, knn = _classifier(args, ckpt, path, model)
+    needs_knn = [name for name in attacks if name in KNN_ATTACKS]
+    if needs_knn and kind != "knn":
+        raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier: evaluate with --classifier knn")
+    bank = _knn_bank(args, ckpt) if kind == "knn" else (None, None, None)
     images, labels = _load_data(dataset, args.split, args.data_root, args.n)
+    if kind == "knn":
+        model = as_classifier(model, "knn", bank[0], bank[1], bank[2], knn, batch_size=args.batch_size,
+                              device=device)
     result = evaluate(model, images, labels, eps, norm, attacks=attacks, batch_size=args.batch_size, device=device,
                       sanity=not args.no_sanity, seed=args.seed, progress=not args.quiet,
                       autoattack_version=args.autoattack_version, square_queries=args.square_queries)
     result.meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "model_spec": ckpt.get("model_spec"),
-                   "dataset": dataset, "split": args.split, "first_n": len(labels)}
+                   "dataset": dataset, "split": args.split, "first_n": len(labels),
+                   "classifier": describe_classifier(model)}
     table = result.table()
     try:
         write_atomic(out, result.to_json() + "\n")

@@ -93,6 +93,25 @@ class EvalResult:
             return self.clean.acc
         return self.attacks[name].acc
 
+    def defence_success_rate(self) -> dict[str, float | None]:
+        """The defence success rate (DSR) of Chen et al. 2020: among the points classified correctly clean, the
+        fraction still classified correctly under the attack, = robust accuracy (correct clean AND under the
+        attack) / clean accuracy. ``{<attack>: fraction, ..., "robust": fraction}`` (``robust``: under every
+        attack, the per-sample AND); None for every entry when no point is correct clean.
+
+        The official ``test.py`` computes it on the first 100 correctly classified test images; this is over
+        every correctly classified point of the evaluated set.
+        """
+        clean = self.clean.correct
+        n = int(clean.sum())
+
+        def rate(flags: torch.Tensor) -> float | None:
+            return int((clean & flags).sum()) / n if n else None
+
+        out = {name: rate(o.correct) for name, o in self.attacks.items()}
+        out["robust"] = rate(self.robust_correct)
+        return out
+
     def fairness(self) -> dict[str, dict[str, Any]]:
         """Class-wise natural, boundary and robust error (FRL's definitions, ``advlab.evaluation.fairness``).
 
@@ -126,6 +145,7 @@ class EvalResult:
             "attacks": attacks,
             "robust": {"acc": accuracy(robust), "per_class": per_class(robust, self.labels),
                        "worst_class": worst_class(robust, self.labels), "over": ["clean", *self.attacks]},
+            "defence_success_rate": self.defence_success_rate(),
             "fairness": self.fairness(),
             "sanity": self.sanity,
             "per_sample": per_sample,
@@ -156,6 +176,7 @@ class EvalResult:
         for name, o in self.attacks.items():
             lines.append(row(name, o.correct, _describe(o)))
         lines.append(row("robust (AND)", self.robust_correct, "correct clean and under every attack above"))
+        lines.append(self.dsr_line())
         lines += ["", *self.fairness_table()]
         if self.sanity:
             lines.append("")
@@ -163,6 +184,15 @@ class EvalResult:
             for check in self.sanity:
                 lines.append(f"  {check['name']:<16} {check['status']:<8} {check.get('message', '')}".rstrip())
         return "\n".join(lines)
+
+    def dsr_line(self) -> str:
+        """The defence success rates in one line of :meth:`table` (in % of the points correct clean)."""
+        n = int(self.clean.correct.sum())
+        dsr = self.defence_success_rate()
+        if not n:
+            return "defence success rate: - (no point is correct clean)"
+        cells = ", ".join(f"{'robust (AND)' if k == 'robust' else k} {100 * v:.2f}" for k, v in dsr.items())
+        return f"defence success rate, % of the {n} points correct clean still correct under attack: {cells}"
 
     def fairness_table(self) -> list[str]:
         """Lines of the fairness block of :meth:`table`: average / worst-class error in % (worst class)."""
@@ -201,6 +231,6 @@ def _describe(o: AttackOutcome) -> str:
         if "square" in s:
             text += f"; square {s['square']['queries']} queries"
     else:
-        keys = ("steps", "step_size", "loss", "restarts", "logit_scale")
+        keys = ("steps", "step_size", "loss", "guides", "restarts", "logit_scale")
         text = " ".join(f"{k}={s[k]:.4g}" if isinstance(s[k], float) else f"{k}={s[k]}" for k in keys if k in s)
     return f"{text}; max pert {o.max_perturbation:.4g}"

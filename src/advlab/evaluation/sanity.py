@@ -25,7 +25,7 @@ from .suite import AttackSetup, PGDEval
 SUBSET = 200
 LARGE_EPS_LINF = 0.5
 MORE_STEPS, MORE_RESTARTS = 50, 3
-WHITE_BOX = ("pgd20", "cw20", "pgd20-scaled")
+WHITE_BOX = ("pgd20", "cw20", "pgd20-scaled", "pgd-knn")
 
 
 def tolerance(acc: float, n: int) -> float:
@@ -113,7 +113,7 @@ def black_box_gap(attacks: dict[str, AttackOutcome]) -> dict[str, Any]:
     """A black-box attack stronger than the white-box ones points to gradient masking."""
     white = {k: attacks[k].acc for k in WHITE_BOX if k in attacks}
     if "square" not in attacks or not white:
-        return _not_run("black-box-gap", "needs square and a white-box attack (pgd20, cw20, pgd20-scaled)")
+        return _not_run("black-box-gap", f"needs square and a white-box attack ({', '.join(WHITE_BOX)})")
     square = attacks["square"].acc
     best = min(white.values())
     tol = tolerance(best, len(attacks["square"].correct))

@@ -27,6 +27,7 @@ from ..attacks.model_output import (autograd_tensor, check_autograd_model, forwa
                                     outside_inference_mode)
 from ..errors import AdvlabError
 from ..registry import Registry
+from .knn_attack import GuideAttack
 
 
 @dataclass
@@ -107,6 +108,7 @@ class PGDEval:
 EVAL_ATTACKS.register("pgd20", lambda s: PGDEval(s, steps=20, loss="ce"))
 EVAL_ATTACKS.register("cw20", lambda s: PGDEval(s, steps=20, loss="cw"))
 EVAL_ATTACKS.register("pgd20-scaled", lambda s: PGDEval(s, steps=20, loss="ce", logit_scale=10.0))
+EVAL_ATTACKS.register("pgd-knn", lambda s: GuideAttack(s, steps=20))  # a KNNClassifier's: evaluation/knn_attack.py
 
 
 class _Capture(logging.Handler):
