@@ -192,7 +192,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("knn-majority-rounding", "src/advlab/models/knn.py",
           "return (counts + 0.5 * soft) / self.k", "return (counts + soft) / self.k",
           ("tests/test_knn.py",), "majority scores counts + p: a soft vote near 1 ties a class one vote ahead"),
-    Fault("pgd-knn-guides-of-own-class", "src/advlab/evaluation/knn_attack.py",
+    Fault("pgd-knn-guides-of-own-class", "src/advlab/models/knn.py",
           '        mean.scatter_(1, y[:, None], float("-inf"))\n', "",
           ("tests/test_knn.py",), "pgd-knn may take the point's own class as its target"),
     Fault("dsr-over-all-points", "src/advlab/evaluation/report.py",

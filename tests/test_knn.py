@@ -13,7 +13,8 @@ from torch import nn
 from advlab.errors import AdvlabError
 from advlab.evaluation import EVAL_ATTACKS, AttackSetup, EvalResult, as_classifier, classifier_kind, evaluate
 from advlab.evaluation.classifier import describe_classifier
-from advlab.evaluation.knn_attack import GuideAttack, guide_features
+from advlab.evaluation.knn_attack import GuideAttack
+from advlab.models.knn import guide_features
 from advlab.evaluation.report import AttackOutcome
 from advlab.models import ContrastiveModel, KNNClassifier, create, feature_extractor, strip_head
 from advlab.models.knn import encode

@@ -149,10 +149,11 @@ def test_refresh_every_n_steps_re_encodes_the_whole_bank():
     assert recipe.perturbation.epoch_metrics()["knn_bank_refreshes"] == 2  # epoch start + after 2 steps
 
 
-def test_the_attack_stays_in_the_ball_uses_the_labels_and_reports_what_fools_the_knn():
+@pytest.mark.parametrize("loss", ["guide", "soft-vote"])
+def test_the_attack_stays_in_the_ball_uses_the_labels_and_reports_what_fools_the_knn(loss):
     images, labels = clustered_data()
     model = tiny_model()
-    recipe = make_recipe(model, images, labels, perturbation={"steps": 5})
+    recipe = make_recipe(model, images, labels, perturbation={"steps": 5, "loss": loss})
     start_epoch(recipe)
     x, y, index = images[:B].float() / 255, labels[:B], torch.arange(B)
     torch.manual_seed(0)

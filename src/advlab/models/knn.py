@@ -58,6 +58,45 @@ def guide_similarity(features: torch.Tensor, guides: torch.Tensor, metric: str) 
     raise AdvlabError(f"metric must be one of {', '.join(KNN_METRICS)}, got {metric!r}")
 
 
+def guide_count(knn: "KNNClassifier", m: int) -> int:
+    """The number of guides used for a requested ``m``: ``min(m, the smallest class count of the bank)``
+    (classes without bank rows aside). AdvlabError unless m is a positive integer."""
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise AdvlabError(f"pgd-knn guides must be a positive integer, got {m!r}")
+    counts = torch.bincount(knn.bank_labels, minlength=knn.num_classes)
+    return min(m, int(counts[counts > 0].min()))
+
+
+def guide_features(knn: "KNNClassifier", features: torch.Tensor, y: torch.Tensor, m: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The guides of representations (B, D) of labels y (B,): ``(guides (B, m', D), target classes (B,),
+    mean similarities (B, C))``, without gradient; ``m' = guide_count(knn, m)``. The mean similarity of class
+    c is that of its m' bank rows most similar to the representation (-inf for y and for classes without bank
+    rows); the target is the class of the largest (ties: the smallest index); the guides are its m' rows.
+
+    Raises:
+        AdvlabError: m not a positive integer, or a label whose bank holds no other class.
+    """
+    m = guide_count(knn, m)
+    labels = knn.bank_labels
+    b = len(features)
+    with torch.no_grad():
+        sims = knn.similarities(features)  # (B, N)
+        mean = torch.full((b, knn.num_classes), float("-inf"), device=sims.device)
+        rows = torch.zeros(knn.num_classes, b, m, dtype=torch.long, device=sims.device)  # bank indices
+        for c in torch.unique(labels).tolist():
+            members = (labels == c).nonzero().squeeze(1)
+            top = sims[:, members].topk(m, dim=1)
+            mean[:, c] = top.values.mean(1)
+            rows[c] = members[top.indices]
+        mean.scatter_(1, y[:, None], float("-inf"))
+        if not bool(torch.isfinite(mean.max(1).values).all()):
+            raise AdvlabError("pgd-knn: the kNN's bank holds no class other than a point's label")
+        target = mean.argmax(1)
+        index = rows[target, torch.arange(b, device=sims.device)]  # (B, m)
+    return knn.bank_features[index], target, mean
+
+
 class KNNClassifier(nn.Module):
     """kNN over ``encoder``'s features: ``forward(x)`` (B, C, H, W) pixels in [0, 1] -> class scores (B, C).
 

@@ -10,10 +10,16 @@ whole training set at every step; here the kNN's bank is the part's per-sample s
 - at every step the rows of the batch's own samples are replaced by their clean features (free of extra
   passes over the data; the bank holds the sample itself, as the official DkNN over x_train does).
 
-The attack is PGD (``advlab.attacks.pgd``) with cross-entropy on the kNN's scores, whose gradient is the
-soft vote's (``advlab.models.KNNClassifier``); the ``adv`` view says which examples fool the kNN's hard vote
-(``fooled``), so the objective can keep only those, as the official code does. The kNN's settings are the
-run's ``knn`` section: training aims at the classifier that is evaluated.
+The attack is PGD (``advlab.attacks.pgd``) with the labels, of one of two losses (``loss``):
+
+- ``guide`` (default): the evaluation attack ``pgd-knn`` of the same name (``advlab.evaluation.knn_attack``): the
+  mean similarity of the representation to the m nearest bank features of the most similar other class
+  (``advlab.models.knn.guide_features``), as the paper's guide-sample PGD-kNN, in advlab's definition;
+- ``soft-vote``: cross-entropy on the kNN's scores, whose gradient is the soft vote's.
+
+Either way the kNN's hard vote judges kappa and ``fooled`` (which x' fool it), so the objective can keep only
+those, as the official code does. The kNN's settings are the run's ``knn`` section: training aims at the
+classifier that is evaluated.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ from ...attacks import pgd
 from ...attacks.context import eval_mode
 from ...errors import ConfigError
 from ...models import ContrastiveModel, KNNClassifier
-from ...models.knn import encode
+from ...models.knn import encode, guide_count, guide_features, guide_similarity
 from ...options import option
 from ..base import PerturbationPart, Step, View, register
 
@@ -38,6 +44,8 @@ class PGDKNNOptions:
     steps: int = option(10, low=1)  # the official STL-10 setting: 10 steps
     step_size: float | None = option(None, low=0, low_open=True)  # pixel units; None = eps / 6 (0.005 for 0.03)
     random_start: Literal["uniform", "none"] = "uniform"
+    loss: Literal["guide", "soft-vote"] = "guide"  # guide: pgd-knn's guide features; soft-vote: CE on the kNN's scores
+    guides: int | None = option(None, low=1)  # m of the guide loss; None = the kNN's k (cut to the smallest class)
     refresh_every: int = option(0, low=0)  # steps between full re-encodings of the bank within an epoch; 0 = epoch starts only
     encode_batch_size: int = option(500, low=1)  # images per forward pass when the bank is re-encoded
 
@@ -113,12 +121,23 @@ class PGDKNNPerturbation(PerturbationPart):
         if step.y.max() >= self.env.num_classes or step.y.min() < 0:
             raise ConfigError(f"perturbation 'pgd-knn': labels must be in [0, {self.env.num_classes})")
         knn = self.classifier(encoder)
-        result = pgd(knn, step.x, step.y, eps=self.env.eps, step_size=self.step_size(), steps=o.steps,
-                     norm=self.env.norm, loss="ce", random_start=None if o.random_start == "none" else "uniform",
-                     bn_mode="eval", track_final=False)
+        start = None if o.random_start == "none" else "uniform"
+        if o.loss == "guide":
+            with torch.no_grad(), eval_mode(knn):
+                clean = encoder(step.x).float()
+            m = guide_count(knn, knn.k if o.guides is None else o.guides)
+            guides, _, _ = guide_features(knn, clean, step.y, m)
+            metric = knn.metric
+            result = pgd(encoder, step.x, step.y, eps=self.env.eps, step_size=self.step_size(), steps=o.steps,
+                         norm=self.env.norm, loss=lambda rep, g: guide_similarity(rep, g, metric), target=guides,
+                         random_start=start, bn_mode="eval", track_final=False, classify=knn.scores)
+        else:
+            result = pgd(knn, step.x, step.y, eps=self.env.eps, step_size=self.step_size(), steps=o.steps,
+                         norm=self.env.norm, loss="ce", random_start=start, bn_mode="eval", track_final=False)
         with torch.no_grad(), eval_mode(knn):
             fooled = knn(result.x_adv).argmax(1) != step.y
-            self.bank[step.index.to(self.bank.device)] = self._store(encoder(step.x).float())
+            self.bank[step.index.to(self.bank.device)] = self._store(
+                clean if o.loss == "guide" else encoder(step.x).float())
         self.fooled += int(fooled.sum())
         self.seen += len(fooled)
         return {"adv": View(x=result.x_adv, kappa=result.kappa, attack_steps=o.steps, steps_taken=result.steps,
