@@ -132,6 +132,16 @@ def _start(x: torch.Tensor, eps: torch.Tensor, geometry, random_start: str | Non
     return (x + delta).clamp_(0, 1)
 
 
+def skip_start(x: torch.Tensor, eps: float | torch.Tensor, *, norm: str = "linf", random_start: str | None = "uniform",
+               generator: torch.Generator | None = None) -> None:
+    """Advance ``generator`` (or the global RNG) exactly as :func:`pgd`'s random start for the batch ``x``
+    (B, ...) would, without attacking: the same call, its result dropped. Lets several processes deal the
+    batches of one stream among themselves and still attack each batch from the start one process draws.
+    ``eps``: a number or (B,); the draws depend only on the shape of ``x``, the norm and ``random_start``."""
+    with torch.no_grad():
+        _start(x, per_sample(eps, x, "eps"), get_norm(norm), random_start, generator)
+
+
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
