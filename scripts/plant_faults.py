@@ -204,6 +204,23 @@ FAULTS: tuple[Fault, ...] = (
           'split = data.training_split(settings["name"], root=settings["root"], train_size=settings["train_size"], '
           'seed=config["seed"])',
           ("tests/test_knn_eval.py",), "advlab eval's kNN bank ignores the run's meta split, imbalance and label noise"),
+    Fault("ddp-lookahead-local-gradient", "src/advlab/recipes/weighting/lookahead.py",
+          "    if not collective.distributed:\n        return grads\n", "    return grads\n",
+          ("tests/test_distributed.py", "-k", "look_ahead or caat_meta_step"),
+          "under torchrun CAAT's look-ahead steps with the local shard's gradient, not the global batch's"),
+    Fault("ddp-meta-gradient-not-summed", "src/advlab/recipes/weighting/caat.py",
+          "*summed, loss_sum = all_reduce_sum_list(self.env.collective, [*used, meta_loss.detach()])",
+          "*summed, loss_sum = [*used, meta_loss.detach()]",
+          ("tests/test_distributed.py", "-k", "caat_meta_step"),
+          "under torchrun each rank steps CAAT's meta-net with its own share of the meta-gradient"),
+    Fault("ddp-frl-counts-not-summed", "src/advlab/recipes/weighting/frl.py",
+          "    counts = comm.all_reduce_sum(counts)", "    counts = counts.clone()",
+          ("tests/test_distributed.py", "-k", "meta_split_errors"),
+          "under torchrun FRL's duals come from each rank's share of the meta split only"),
+    Fault("ddp-frl-weights-per-shard", "src/advlab/recipes/weighting/frl.py",
+          "frl = self.frl_term_weights(*self.global_labels(step.y))", "frl = self.frl_term_weights(step.y)",
+          ("tests/test_distributed.py", "-k", "frl_on_2_processes"),
+          "under torchrun FRL's class weights are normalised over each rank's shard, not the global batch"),
 )
 
 

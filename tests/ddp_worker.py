@@ -3,8 +3,8 @@ under ``torchrun --nproc_per_node=2`` or alone (one process, the reference). Eac
 to ``OUT/rank<R>.pt`` (test code: advlab's own runs write only from rank 0).
 
 Modes:
-- ``epoch``: build a Trainer from the pgd-at preset and the overrides, train epoch 0, save the model and
-  every part's state;
+- ``epoch``: build a Trainer from the pgd-at preset (or ``--preset NAME`` first among the overrides) and the
+  overrides, train epoch 0, save the model and every part's state;
 - ``fit``: train all epochs into the run directory ``OUT/run``; save every part's state and the history;
 - ``eval``: evaluate the model ``OUT/../model.pt`` (a small-cnn state dict) on 21 test points, save the result;
 - ``fail``: ``advlab train`` with the overrides, whose rank 1 raises an AdvlabError at its second step;
@@ -19,9 +19,13 @@ import torch
 
 
 def _config(overrides: list[str]):
+    """The pgd-at preset, or the one named by leading ``--preset NAME``, with the overrides."""
     from advlab.config import load_config
 
-    return load_config("pgd-at", overrides)
+    preset = "pgd-at"
+    if overrides[:1] == ["--preset"]:
+        preset, overrides = overrides[1], overrides[2:]
+    return load_config(preset, overrides)
 
 
 def _parts(trainer) -> dict:

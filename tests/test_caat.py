@@ -53,6 +53,21 @@ def test_anti_view_lowers_the_loss_and_every_view_stays_in_its_own_bound(one_thr
     assert torch.equal(views["adv"].direction, torch.ones(12)) and torch.equal(views["anti"].direction, -torch.ones(12))
 
 
+def test_random_start_none_starts_from_x_and_draws_nothing(one_thread):
+    torch.manual_seed(0)
+    model = Linear(16, 3)
+    x = torch.rand(6, 1, 4, 4) * 0.6 + 0.2
+    y = torch.randint(0, 3, (6,))
+    part = CAATPerturbation(CAATPerturbationOptions(steps=1, random_start="none"), env(eps=0.05))
+    rng = torch.get_rng_state()
+    views = part.make_views(model, x, y)
+    assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global stream
+    x0 = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x0), y, reduction="sum"), [x0])
+    expected = (x - 0.2 * 0.05 * grad.sign()).clamp(0, 1)  # one anti step of 0.2 eps from x itself
+    assert torch.allclose(views["anti"].x, expected, atol=1e-7)
+
+
 def test_the_grad_bound_follows_its_definition():
     part = CAATPerturbation(CAATPerturbationOptions(bound="grad"), env(eps=0.1))
     p = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]])

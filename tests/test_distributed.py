@@ -6,9 +6,14 @@ tiny Fashion-MNIST config and compares with the same code in one process. The co
 per rank (the attack's random start: ``random_start=none``; dropout: ``dropout=0``; small-cnn has no batch
 norm), so the runs agree up to the floating-point order of sums: the parameters within ``PARAM_ATOL``.
 The global batch is 25 over 110 images: shards of 13 and 12, and a last batch of 10 (5 and 5).
+
+The meta-learning parts (FRL's duals, CAAT's meta-net) are tested twice: as 2 ranks in threads of this process
+(``tests/thread_ranks.py``) on a linear model in float64 against one process, number for number; and in runs
+of 2 processes under torchrun (rank-identical state, and the numbers of one process within float tolerance).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -16,12 +21,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from thread_ranks import run_ranks
+from torch import nn
 
 from advlab.crashpoints import ENV as CRASH_ENV
-from advlab.distributed import shard_bounds
+from advlab.distributed import Collective, shard_bounds
+from advlab.recipes import RecipeEnv, build_recipe, compute_loss
 
 pytestmark = [pytest.mark.usefixtures("fashion_mnist"),
               pytest.mark.skipif(sys.platform == "win32", reason="gloo on Windows, SIGKILL")]
@@ -234,6 +243,213 @@ def test_2_process_run_killed_and_resumed_on_1_process_ends_as_the_uninterrupted
         assert sb[which]["robust"]["acc"] == sa[which]["robust"]["acc"]
     pa, pb = (torch.load(tmp_path / r / "last.pt", weights_only=True)["model"] for r in ("whole", "part"))
     assert _max_diff(pa, pb) <= RUN_PARAM_ATOL
+
+
+# -- the meta-learning parts: FRL and CAAT ------------------------------------------------------------------
+# The unit tests run 2 ranks as threads of this process (tests/thread_ranks.py: the Collective interface without
+# a process group) on a linear model in float64, against the same code with the one-process Collective; the runs
+# below use torchrun, gloo and DistributedDataParallel.
+class _Linear(nn.Module):
+    """A linear classifier of 1 x 2 x 3 images into 3 classes (inputs cast to the weights' dtype)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1).to(self.fc.weight.dtype))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Bit for bit: tensors (torch.equal), dicts, lists and numbers, recursively."""
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_all_reduce_sum_list_sums_tensors_of_any_shape_and_dtype_in_rank_order():
+    from advlab.distributed import all_reduce_sum_list
+
+    def tensors(rank: int) -> list[torch.Tensor]:
+        return [torch.full((2, 3), rank + 1.0), torch.tensor([rank], dtype=torch.float64), torch.tensor(2.0 * rank)]
+
+    for out in run_ranks(2, lambda rank, c: all_reduce_sum_list(c, tensors(rank))):
+        assert [t.dtype for t in out] == [torch.float32, torch.float64, torch.float32]
+        assert torch.equal(out[0], torch.full((2, 3), 3.0)) and out[1].item() == 1.0 and out[2].item() == 2.0
+    assert all(torch.equal(a, b) for a, b in zip(all_reduce_sum_list(Collective(), tensors(0)), tensors(0)))
+    assert all_reduce_sum_list(Collective(), []) == []
+
+
+def test_frl_meta_split_errors_dealt_over_2_ranks_are_those_of_one_process():
+    from advlab.recipes.weighting.frl import class_errors
+
+    torch.manual_seed(0)
+    model = _Linear().double()
+    images = torch.randint(0, 256, (9, 1, 2, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2] * 3)
+
+    def errors(collective: Collective, net: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # batches of 4: 4 + 4 + 1, dealt to ranks 0, 1, 0; each rank skips the others' random starts
+        generator = torch.Generator().manual_seed(7)
+        clean, boundary = class_errors(net, images, labels, 3, 0.3, "linf", 3, 4, torch.device("cpu"), generator,
+                                       collective)
+        return clean, boundary, generator.get_state()
+
+    clean, boundary, state = errors(Collective(), model)
+    assert float(clean.sum()) > 0 and float(boundary.sum()) > 0
+    for rank in run_ranks(2, lambda rank, c: errors(c, copy.deepcopy(model))):
+        assert torch.equal(rank[0], clean) and torch.equal(rank[1], boundary)
+        assert torch.equal(rank[2], state)  # every rank's generator went through the draws of one process
+
+
+def test_the_look_ahead_over_2_ranks_steps_with_the_global_batch_mean_gradient():
+    from advlab.recipes.weighting.lookahead import global_mean_gradient, sgd_lookahead
+
+    torch.manual_seed(0)
+    model = _Linear().double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=0.01)
+    x, y = torch.rand(7, 1, 2, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()  # momentum buffers exist
+    weight = torch.rand(7, dtype=torch.float64, requires_grad=True)  # per-sample weights, as the meta-net's
+    probe = torch.randn(3, 6, dtype=torch.float64)
+
+    def ahead(rows: slice, collective: Collective) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The look-ahead parameters from this rank's samples ``rows``, and the gradient w.r.t. the weights of
+        a fixed function of them (what the meta-gradient flows through)."""
+        params = dict(model.named_parameters())
+        loss = (weight[rows] * nn.functional.cross_entropy(model(x[rows]), y[rows], reduction="none")).mean()
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=True)))
+        new = sgd_lookahead(model, global_mean_gradient(grads, len(y[rows]), len(y), collective), opt)
+        (meta,) = torch.autograd.grad((new["fc.weight"] * probe).sum(), [weight])
+        return {name: w.detach() for name, w in new.items()}, meta
+
+    whole, meta_whole = ahead(slice(None), Collective())
+    ranks = run_ranks(2, lambda rank, c: ahead(c.shard(len(y)), c))  # shards of 4 and 3 samples
+    for new, _ in ranks:  # the step of the global-batch mean gradient (what DDP's update uses), on both ranks
+        for name in whole:
+            assert torch.allclose(new[name], whole[name], rtol=0, atol=1e-12), name
+    # the graph reaches each rank's own samples: the ranks' meta-gradients sum to one process's
+    assert torch.allclose(ranks[0][1] + ranks[1][1], meta_whole, rtol=0, atol=1e-12)
+    assert float(ranks[0][1][4:].abs().sum()) == 0 and float(ranks[1][1][:4].abs().sum()) == 0
+
+
+def _caat_steps(collective: Collective, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """Epoch 0 (FRL's duals from the meta split) and two steps of the ``caat`` recipe, a meta step in each, on
+    this rank's shard of (x, y); DDP's update emulated (gradients averaged over the ranks). What the ranks
+    must agree on, after each step and at the end."""
+    meta_images = torch.randint(0, 256, (9, 1, 2, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=0.01)
+    env = RecipeEnv(num_train=len(y), num_classes=3, epochs=2, eps=1e-12, norm="linf", device=torch.device("cpu"),
+                    class_counts=[3, 2, 2], meta_images=meta_images, meta_labels=torch.tensor([0, 1, 2] * 3),
+                    model=model, optimizer=opt, collective=collective)
+    spec = {"labels": ("hard", {}), "perturbation": ("caat", {"steps": 2, "random_start": "none"}),
+            "weighting": ("caat", {"temperature": 1.0, "meta_every": 1, "meta_batch_size": 9, "batch_size": 4}),
+            "objective": ("caat", {})}
+    recipe = build_recipe(spec, env)
+    weighting = recipe.weighting
+    weighting.meta_net.double()
+    for _, part in recipe.parts():
+        part.on_epoch_start(0)
+    rows = collective.shard(len(y))
+    steps = []
+    for _ in range(2):
+        step = compute_loss(model.train(), x[rows], y[rows], torch.arange(len(y))[rows], 0, recipe)
+        steps.append({"meta_grads": [p.grad.clone() for p in weighting.meta_net.parameters()],
+                      "weights": {k: v.detach().clone() for k, v in step.weights.items()}})
+        opt.zero_grad()
+        (step.loss * (collective.world_size * len(step.y) / len(y))).backward()
+        for p in model.parameters():
+            p.grad = collective.all_reduce_sum(p.grad) / collective.world_size
+        opt.step()
+    state = weighting.state_dict()
+    return {"steps": steps, "rows": rows, "meta_net": state["meta_net"], "adam": state["meta_optimizer"],
+            "frl": state["frl"], "loss_sum": state["loss_sum"], "loss_count": state["loss_count"],
+            "metrics": {kind: part.epoch_metrics() for kind, part in recipe.parts()}}
+
+
+def test_a_caat_meta_step_over_2_ranks_is_that_of_one_process():
+    # eps 1e-12: the adv view starts at x, where the KL's gradient is zero, so its first step is the sign of
+    # rounding noise, which differs with the batch's shape; this small a bound makes that noise invisible
+    torch.manual_seed(3)
+    model = _Linear().double()
+    x, y = torch.rand(7, 1, 2, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    one = _caat_steps(Collective(), copy.deepcopy(model), x, y)
+    ranks = run_ranks(2, lambda rank, c: _caat_steps(c, copy.deepcopy(model), x, y))  # shards of 4 and 3
+
+    def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return torch.allclose(a.double(), b.double(), rtol=0, atol=1e-12)
+
+    assert float(one["frl"]["lam0"].abs().sum()) > 0  # FRL's class weights are not uniform
+    for k in range(2):
+        grads = [r["steps"][k]["meta_grads"] for r in ranks]
+        assert all(torch.equal(a, b) for a, b in zip(*grads))  # the same Adam step on both ranks
+        assert all(close(a, b) for a, b in zip(grads[0], one["steps"][k]["meta_grads"]))  # that of one process
+        assert max(float(g.abs().max()) for g in grads[0]) > 1e-5
+        for name, w in one["steps"][k]["weights"].items():  # a * FRL's w0, a * w1, b: each rank its rows
+            assert close(torch.cat([r["steps"][k]["weights"][name] for r in ranks]), w), (k, name)
+    for key in ("meta_net", "adam", "frl", "loss_sum", "loss_count", "metrics"):
+        assert _equal(ranks[0][key], ranks[1][key]), key
+    assert all(close(one["meta_net"][n], ranks[0]["meta_net"][n]) for n in one["meta_net"])  # incl. batch norm
+    assert close(one["loss_sum"], ranks[0]["loss_sum"]) and torch.equal(one["loss_count"], ranks[0]["loss_count"])
+    assert _equal(one["frl"], ranks[0]["frl"])
+    assert one["metrics"]["perturbation"] == ranks[0]["metrics"]["perturbation"]  # bounds of the global batch
+    for name in ("caat_a_mean", "caat_b_mean", "caat_meta_loss"):
+        assert ranks[0]["metrics"]["weighting"][name] == pytest.approx(one["metrics"]["weighting"][name], abs=1e-12)
+
+
+# Epoch 1's duals come from the initial model, epoch 2's from the model trained on 2 processes; the meta split
+# (60 images) is evaluated in batches of 25: 25 + 25 + 10, dealt to ranks 0, 1, 0.
+META = ["data.meta_size=60", "weighting.attack_steps=2", "weighting.batch_size=25", "epochs=2"]
+
+
+def test_frl_on_2_processes_keeps_the_duals_and_the_steps_of_one_process(tmp_path):
+    # TRADES with FRL's ReWeight; the attack on the cross-entropy (TRADES' KL has a zero gradient at its start,
+    # x with random_start none, so its first step is the sign of rounding noise, which differs with the shard)
+    config = ["--preset", "trades", *TINY, "weighting.name=frl", "perturbation.loss=ce", *META]
+    one = _worker("fit", tmp_path / "one", config, 1)[0]
+    two = _worker("fit", tmp_path / "two", config, 2)
+    duals = [r["parts"]["weighting"]["frl"] for r in (one, *two)]
+    assert _equal(duals[1], duals[2]) and _equal(duals[0], duals[1])  # lam0..2 and the meta errors, exactly
+    assert float(duals[0]["lam1"].abs().sum()) > 0 and float(duals[0]["lam0"].abs().sum()) > 0
+    frl = lambda h: [{k: v for k, v in row.items() if k.startswith("frl_")} for row in h]  # noqa: E731
+    assert frl(two[0]["history"]) == frl(two[1]["history"]) == frl(one["history"])
+    assert _max_diff(two[0]["model"], two[1]["model"]) == 0
+    # ReWeight's class weights normalised over the global batch: the update of one process
+    assert _max_diff(one["model"], two[0]["model"]) <= PARAM_ATOL
+
+
+def test_caat_on_2_processes_keeps_the_meta_net_identical_on_every_rank_and_close_to_one_process(tmp_path):
+    # eps 1e-6: the adv view's first step is the sign of rounding noise (see above), invisible at this bound;
+    # 5 steps an epoch, a meta step every 2: 2 meta steps in epoch 1, 3 in epoch 2
+    config = ["--preset", "caat", *TINY, "eps=0.000001", *META, "weighting.meta_every=2",
+              "weighting.meta_batch_size=30"]
+    one = _worker("fit", tmp_path / "one", config, 1)[0]
+    two = _worker("fit", tmp_path / "two", config, 2)
+    a, b, ref = (r["parts"]["weighting"] for r in (*two, one))
+    # meta-net (parameters and batch-norm statistics), its Adam state and meta-batch generator, FRL's duals,
+    # the class losses and counts: bit for bit on both ranks, and so the logged numbers
+    assert _equal(a, b)
+    untimed = lambda h: [{k: v for k, v in row.items() if k not in TIMING} for row in h]  # noqa: E731
+    assert untimed(two[0]["history"]) == untimed(two[1]["history"])
+    assert [row["caat_meta_steps"] for row in two[0]["history"]] == [2, 3] == [
+        row["caat_meta_steps"] for row in one["history"]]
+    assert _max_diff(two[0]["model"], two[1]["model"]) == 0
+    # and that of one process, up to the floating-point order of sums carried through second derivatives:
+    assert _equal(a["frl"], ref["frl"]) and a["steps_done"] == ref["steps_done"] == 10
+    assert torch.equal(a["loss_count"], ref["loss_count"])  # every sample counted once, by its class
+    # Adam moves each parameter by about its lr (1e-4) per meta step whatever the gradient's size: its first
+    # moment, the running mean of the meta-gradient, is the sharp measure (seen: within 0.3%; with the
+    # look-ahead on the local gradient: 2.6% to 95% per tensor)
+    for i, moments in ref["meta_optimizer"]["state"].items():
+        mean, mean_ref = a["meta_optimizer"]["state"][i]["exp_avg"], moments["exp_avg"]
+        assert (mean - mean_ref).abs().max() <= 0.05 * mean_ref.abs().max(), i
+    assert _max_diff(a["meta_net"], ref["meta_net"]) <= 1e-4  # seen: 1.7e-5
+    assert _max_diff(one["model"], two[0]["model"]) <= 1e-5  # seen: 9e-8
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------

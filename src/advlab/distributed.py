@@ -277,3 +277,25 @@ def sync_rows(collective: Collective, index: torch.Tensor, tensors: dict[str, to
     for tensor in tensors.values():
         rows = collective.all_gather_cat(tensor[index.to(tensor.device, torch.long)])
         tensor[all_index.to(tensor.device)] = rows.to(tensor.dtype)
+
+
+def all_reduce_sum_list(collective: Collective, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The elementwise sums over the ranks of several tensors, in ONE collective: each (any shape; dtypes may
+    differ) is flattened into one buffer of their common dtype, summed, and cut back to its shape and dtype.
+
+    Returns new tensors without graph, on each input's device; every rank must pass tensors of the same
+    shapes in the same order. The identity (copies) for one process; an empty list gives an empty list.
+    """
+    if not tensors:
+        return []
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    flat = torch.cat([t.detach().reshape(-1).to(tensors[0].device, dtype) for t in tensors])
+    total = collective.all_reduce_sum(flat)
+    out, offset = [], 0
+    for t in tensors:
+        n = t.numel()
+        out.append(total[offset:offset + n].reshape(t.shape).to(t.device, t.dtype))
+        offset += n
+    return out

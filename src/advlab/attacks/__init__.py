@@ -13,10 +13,10 @@ from .context import bn_mode, eval_mode, no_param_grad, train_mode
 from .losses import LOSSES, as_labels, ce_loss, cw_loss, dlr_loss, get_loss, kl_loss, margin
 from .model_output import forward_logits, logits_of
 from .norms import NORMS, L2, Linf, get_norm, per_sample
-from .pgd import RANDOM_STARTS, AttackResult, fgsm, pgd
+from .pgd import RANDOM_STARTS, AttackResult, fgsm, pgd, skip_start
 
 __all__ = [
-    "pgd", "fgsm", "AttackResult", "RANDOM_STARTS",
+    "pgd", "fgsm", "skip_start", "AttackResult", "RANDOM_STARTS",
     "LOSSES", "get_loss", "ce_loss", "cw_loss", "kl_loss", "dlr_loss", "margin", "as_labels",
     "logits_of", "forward_logits",
     "NORMS", "get_norm", "Linf", "L2", "per_sample",

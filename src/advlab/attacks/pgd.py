@@ -119,18 +119,35 @@ def _check_batch(x: torch.Tensor, out: torch.Tensor, labels: list[torch.Tensor])
         raise AdvlabError(f"labels must be class indices in [0, {c}) for a model with {c} outputs")
 
 
+def _start_offset(x: torch.Tensor, eps: torch.Tensor, geometry, random_start: str | None,
+                  generator: torch.Generator | None) -> torch.Tensor | None:
+    """The random offset of the start point from x (in the ball of radius eps (B,)), or None without a random
+    start: the one place the start's random draws are made."""
+    if random_start is None:
+        return None
+    if random_start == "uniform":
+        return geometry.random(x, eps, generator)
+    device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return geometry.project(NORMAL_START_STD * noise, eps)
+
+
 def _start(x: torch.Tensor, eps: torch.Tensor, geometry, random_start: str | None,
            generator: torch.Generator | None) -> torch.Tensor:
     """The start point x^(0): x, or a random point of the ball (inside [0, 1]); always a fresh tensor."""
-    if random_start is None:
-        return x.clone()
-    if random_start == "uniform":
-        delta = geometry.random(x, eps, generator)
-    else:
-        device = generator.device if generator is not None else x.device
-        noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
-        delta = geometry.project(NORMAL_START_STD * noise, eps)
-    return (x + delta).clamp_(0, 1)
+    delta = _start_offset(x, eps, geometry, random_start, generator)
+    return x.clone() if delta is None else (x + delta).clamp_(0, 1)
+
+
+def skip_start(x: torch.Tensor, eps: float | torch.Tensor, *, norm: str = "linf", random_start: str | None = "uniform",
+               generator: torch.Generator | None = None) -> None:
+    """Advance ``generator`` (or the global RNG) exactly as :func:`pgd`'s random start for the batch ``x``
+    (B, ...) would, without attacking: the same draws (``_start_offset``), their result dropped. Lets several
+    processes deal the batches of one stream among themselves and still attack each batch from the start one
+    process draws.
+    ``eps``: a number or (B,); the draws depend only on the shape of ``x``, the norm and ``random_start``."""
+    with torch.no_grad():
+        _start_offset(x, per_sample(eps, x, "eps"), get_norm(norm), random_start, generator)
 
 
 def pgd(

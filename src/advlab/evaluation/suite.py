@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from ..attacks import get_norm, pgd
+from ..attacks import pgd, skip_start
 from ..attacks.context import eval_mode
 from ..attacks.losses import as_labels, ce_loss
 from ..attacks.model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient,
@@ -74,8 +74,7 @@ class PGDEval:
     def skip(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Advance the random state as attacking the batch x (B, ...) would, without attacking it (exact for
         one restart: ``can_skip``)."""
-        eps = torch.full((len(x),), float(self.eps), dtype=x.dtype, device=x.device)
-        get_norm(self.norm).random(x, eps, self.generator)
+        skip_start(x, float(self.eps), norm=self.norm, random_start="uniform", generator=self.generator)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The adversarial batch (B, ...) for images x in [0, 1] (B, ...) and integer labels y (B,) (pgd checks

@@ -14,7 +14,13 @@ multiplier of the class (the released "CAAT (ReMargin)"; needs a weighting part 
 paper's unreleased "Grad-Based" bound as advlab defines it: the same range [m_min, m_max] = [0.98, 2.5] as
 ReMargin, set per sample by the gradient-norm feature instead of per class by the boundary-error dual,
 so samples the model already fits get wide bounds and samples it gets wrong (hard, noisy or minority
-ones) keep the base bound. With ``anti: false`` only the ``adv`` view is made (FRL's baselines).
+ones) keep the base bound. With ``anti: false`` only the ``adv`` view is made (FRL's baselines);
+``random_start: none`` starts from x (for comparisons without random draws).
+
+Under torchrun each rank perturbs its shard: the bounds are those of one process (``fixed``; ``remargin``
+from FRL's duals, identical on every rank; ``grad`` from each sample's own clean prediction), the logged
+bounds are gathered over the global batch, and the 0.001 Gaussian start is drawn from the rank's own stream,
+as for ``pgd``: equal in distribution to one process, not number for number.
 """
 from __future__ import annotations
 
@@ -38,13 +44,12 @@ class CAATPerturbationOptions:
     bound_min: float = option(0.98, low=0)  # grad bound: multiplier of the worst-fit sample
     bound_max: float = option(2.5, low=0)  # grad bound: multiplier of a perfectly fit sample
     anti: bool = True  # make the anti-adversarial view too
+    random_start: Literal["normal", "none"] = "normal"  # x + 0.001 N(0, I) (the code's), or x itself
 
 
 @register("perturbation", "caat")
 class CAATPerturbation(PerturbationPart):
     """The ``adv`` view by KL ascent and the ``anti`` view by CE descent, each sample in its own bound."""
-
-    distributed = False  # its random starts and bounds are not kept identical over ranks yet
 
     Options = CAATPerturbationOptions
     views = {"adv": frozenset({"attack_steps", "steps_taken", "eps", "direction"}),
@@ -100,10 +105,10 @@ class CAATPerturbation(PerturbationPart):
         else:
             x2, target, direction, eps2 = x, p_clean, torch.ones(n, device=x.device), eps
         result = pgd(model, x2, None, eps=eps2, step_size=self.step_size(), steps=o.steps, norm=self.env.norm,
-                     loss="ce", target=target.to(x.dtype), direction=direction.to(x.dtype), random_start="normal",
-                     bn_mode="eval")
-        if record:
-            self._record(eps)
+                     loss="ce", target=target.to(x.dtype), direction=direction.to(x.dtype),
+                     random_start=None if o.random_start == "none" else o.random_start, bn_mode="eval")
+        if record:  # under torchrun: the bounds of the global batch, so every rank logs one process's numbers
+            self._record(self.env.collective.all_gather_cat(eps))
         views = {"adv": View(x=result.x_adv[:n], attack_steps=o.steps, steps_taken=result.steps[:n], eps=eps,
                              direction=direction[:n])}
         if o.anti:

@@ -17,6 +17,15 @@ The model's update then uses g(zeta) of the updated meta-network, without gradie
 (class-average clean loss of the previous epoch) is tracked for real (the code's stays at its initial 5);
 before the first epoch ends it is ln C, the loss of a uniform prediction. During ``warmup_epochs`` the
 weights are a = 1, b = 0 (TRADES with FRL's weights) and the meta-network is not trained.
+
+Under torchrun (docs/DISTRIBUTED.md) the features and labels of the global batch are gathered, so the
+meta-net (batch norm included), the class losses and the diagnostics see the batch of one process on every
+rank, and each rank keeps the weights of its shard. The look-ahead steps with the global-batch mean gradient
+(the update DDP makes; :func:`.lookahead.global_mean_gradient`); every rank draws the same meta batch, and
+the ranks' meta-gradients (each through its own samples) are summed, so every rank makes the Adam step of
+one process: the meta-net, its Adam state and its generator stay identical on every rank. The features
+need no per-sample history (they are computed from the step's clean logits), so nothing is exchanged by
+dataset index.
 """
 from __future__ import annotations
 
@@ -26,10 +35,11 @@ from typing import Any
 
 import torch
 
+from ...distributed import all_reduce_sum_list
 from ...options import option
 from ..base import RecipeEnv, Step, TermSpec, View, combine, register
 from .frl import FRLOptions, FRLWeightingBase
-from .lookahead import LookAhead, check_sgd, sgd_lookahead
+from .lookahead import LookAhead, check_sgd, global_mean_gradient, sgd_lookahead
 from .meta_net import MetaNet
 from .training_dynamics import training_dynamics
 
@@ -94,12 +104,14 @@ class CAATWeighting(FRLWeightingBase):
         dtype = next(self.meta_net.parameters()).dtype
         return training_dynamics(logits, y, self.class_loss, self.class_prior).to(dtype)
 
-    def combined_weights(self, ab: torch.Tensor | None, y: torch.Tensor, specs_names: list[str]
-                         ) -> dict[str, torch.Tensor | None]:
-        """Per-term weights: a * FRL's w0 / w1 on natural / boundary, b on anti (``ab`` None: a = b = 1)."""
-        frl = self.frl_term_weights(y)
-        a = ab[:, 0] if ab is not None else None
-        b = ab[:, 1] if ab is not None else None
+    def combined_weights(self, ab: torch.Tensor | None, y: torch.Tensor, specs_names: list[str],
+                         rows: slice = slice(None)) -> dict[str, torch.Tensor | None]:
+        """Per-term weights (of ``rows`` of the batch): a * FRL's w0 / w1 on natural / boundary, b on anti
+        (``ab`` None: a = b = 1). ``ab`` (B, 2) and ``y`` (B,) are of the whole batch (under torchrun the
+        global one: FRL's class weights are normalised over it); ``rows``: the samples weighted here."""
+        frl = self.frl_term_weights(y, rows)
+        a = ab[rows, 0] if ab is not None else None
+        b = ab[rows, 1] if ab is not None else None
 
         def times(u: torch.Tensor | None, v: torch.Tensor | None) -> torch.Tensor | None:
             if u is None:
@@ -109,23 +121,37 @@ class CAATWeighting(FRLWeightingBase):
         out = {"natural": times(a, frl["natural"]), "boundary": times(a, frl["boundary"]), "anti": b}
         return {name: out.get(name, a) for name in specs_names}
 
+    def global_features(self, step: Step) -> tuple[torch.Tensor, torch.Tensor, slice]:
+        """The features (B, 6) and labels (B,) of the whole batch and this rank's rows of it.
+
+        Under torchrun they are gathered from every rank in rank order (one collective: the labels travel
+        as a seventh column, exact below 2^24 classes), so the meta-net sees the global batch as in one
+        process (its batch norm takes the global statistics, its running statistics stay identical on every
+        rank) and the class losses are accumulated identically on every rank.
+        """
+        zeta = self.features(step.outputs["clean"], step.y)
+        collective = self.env.collective
+        if not collective.distributed:
+            return zeta, step.y, slice(None)
+        packed = collective.all_gather_cat(torch.cat([zeta, step.y.to(zeta.dtype)[:, None]], dim=1))
+        return packed[:, :6], packed[:, 6].round().long(), collective.shard(len(packed))
+
     def term_weights(self, step: Step, specs: tuple[TermSpec, ...]) -> dict[str, torch.Tensor | None]:
         names = [s.name for s in specs]
-        logits = step.outputs["clean"]
-        zeta = self.features(logits, step.y)
-        self._accumulate_class_loss(zeta[:, 0], step.y)
+        zeta, y, rows = self.global_features(step)
+        self._accumulate_class_loss(zeta[:, 0], y)
         if not self.active(step.epoch):
-            weights = self.combined_weights(None, step.y, names)
+            weights = self.combined_weights(None, y, names, rows)
             if "anti" in weights:
                 weights["anti"] = torch.zeros(len(step.y), device=step.y.device)
             return weights
         self.steps_done += 1
         if self.steps_done % self.options.meta_every == 0 and self.env.meta_images is not None:
-            self.meta_step(step, zeta)
+            self.meta_step(step, zeta, y)
         with torch.no_grad():
             ab = self.meta_net(zeta)
-        self._record(ab, step.y)
-        return self.combined_weights(ab, step.y, names)
+        self._record(ab, y)
+        return self.combined_weights(ab, y, names, rows)
 
     def _accumulate_class_loss(self, loss: torch.Tensor, y: torch.Tensor) -> None:
         self.loss_sum.index_add_(0, y.cpu(), loss.detach().double().cpu())
@@ -140,22 +166,32 @@ class CAATWeighting(FRLWeightingBase):
         x = self.env.meta_images[index].to(self.env.device).to(dtype).div(255)
         return x, self.env.meta_labels[index].to(self.env.device)
 
-    def meta_step_loss(self, step: Step, zeta: torch.Tensor) -> torch.Tensor:
-        """The meta loss (steps 1-2 of the module docs) as a function of the meta-net's parameters."""
+    def meta_step_loss(self, step: Step, zeta: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The meta loss (steps 1-2 of the module docs) as a function of the meta-net's parameters.
+
+        ``zeta`` (B, 6) and ``y`` (B,): the features and labels of the whole batch (under torchrun the global
+        one, :meth:`global_features`; ``y`` None: gathered from ``step.y``). The look-ahead runs on this
+        process's module (``step.own_model``, outside DDP) with the gradient of the global-batch mean
+        (:func:`.lookahead.global_mean_gradient`), the update DDP makes; its graph reaches the meta-net
+        through this rank's samples only, so the ranks' meta-gradients sum to that of one process.
+        """
         optimizer = self.env.optimizer
         check_sgd(optimizer, "weighting 'caat'")
-        model, objective = step.model, self.recipe.objective
+        model, objective = step.own_model, self.recipe.objective
         names = [s.name for s in objective.term_specs]
+        y, rows = self.global_labels(step.y) if y is None else (y, self.env.collective.shard(len(y)))
         params = dict(model.named_parameters())
         ab = self.meta_net(zeta)
         ahead_now = LookAhead(model, params)
         outputs = {v: ahead_now(step.views[v].x.detach()) for v in objective.forward_views}
         probe = Step(model=model, x=step.x, y=step.y, index=step.index, epoch=step.epoch, views=step.views,
                      outputs=outputs, loss_targets=step.loss_targets)
-        loss = combine(objective.terms(probe), objective.coefficients(), self.combined_weights(ab, step.y, names))
+        loss = combine(objective.terms(probe), objective.coefficients(),
+                       self.combined_weights(ab, y, names, rows))
         trainable = {n: p for n, p in params.items() if p.requires_grad}
-        grads = torch.autograd.grad(loss, list(trainable.values()), create_graph=True)
-        new = sgd_lookahead(model, dict(zip(trainable, grads)), optimizer)
+        grads = dict(zip(trainable, torch.autograd.grad(loss, list(trainable.values()), create_graph=True)))
+        grads = global_mean_gradient(grads, len(step.y), len(y), self.env.collective)
+        new = sgd_lookahead(model, grads, optimizer)
         new.update({n: p for n, p in params.items() if n not in trainable})
         x_m, y_m = self.meta_batch(dtype=next(iter(params.values())).dtype)
         frozen = LookAhead(model, {n: p.detach() for n, p in new.items()})
@@ -167,15 +203,26 @@ class CAATWeighting(FRLWeightingBase):
                           loss_targets={v: y_m for v in objective.target_views})
         return combine(objective.terms(meta_probe), objective.coefficients(), self.combined_weights(None, y_m, names))
 
-    def meta_step(self, step: Step, zeta: torch.Tensor) -> float:
-        """One bi-level update of the meta-net (see the module docs); returns the meta loss."""
-        meta_loss = self.meta_step_loss(step, zeta)
-        meta_grads = torch.autograd.grad(meta_loss, list(self.meta_net.parameters()), allow_unused=True)
+    def meta_step(self, step: Step, zeta: torch.Tensor, y: torch.Tensor | None = None) -> float:
+        """One bi-level update of the meta-net (see the module docs); returns the meta loss.
+
+        ``zeta``, ``y``: as for :meth:`meta_step_loss`. Under torchrun each rank's meta-gradient is its samples'
+        share; they are summed over the ranks (one all-reduce, with the meta loss), so every rank makes the
+        same Adam step, that of one process, and the meta-net and its Adam state stay identical. The meta
+        loss returned (and logged) is the mean of the ranks' (equal unless their meta views' random starts
+        differ).
+        """
+        params = list(self.meta_net.parameters())
+        meta_loss = self.meta_step_loss(step, zeta, y)
+        meta_grads = torch.autograd.grad(meta_loss, params, allow_unused=True)
+        used = [g.detach() for g in meta_grads if g is not None]  # the same parameters on every rank
+        *summed, loss_sum = all_reduce_sum_list(self.env.collective, [*used, meta_loss.detach()])
+        summed_grads = iter(summed)
         self.meta_optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(self.meta_net.parameters(), meta_grads):
-            p.grad = None if g is None else g.detach()
+        for p, g in zip(params, meta_grads):
+            p.grad = None if g is None else next(summed_grads)
         self.meta_optimizer.step()
-        value = float(meta_loss.detach())
+        value = float(loss_sum) / self.env.collective.world_size
         self._meta_losses.append(value)
         return value
 

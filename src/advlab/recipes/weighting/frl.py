@@ -17,6 +17,11 @@ batch term are ``w[y_i] * B / sum_j w[y_j]``, so ``mean(w l) = sum w[y] l / sum 
 
 The ``frl`` weighting part applies ReWeight to TRADES' ``natural`` and ``boundary`` terms; the class bound
 multipliers serve the ``caat`` perturbation's ``bound: remargin`` (FRL's ReMargin).
+
+Under torchrun every rank keeps the duals of one process: the meta split's batches are dealt over the ranks,
+each attacked from the random start one process draws from the epoch's seeded generator (the others' draws
+are skipped), and the per-class counts are summed (:func:`class_errors`); a batch's class weights are
+normalised over the global batch (its labels gathered) and each rank keeps its rows.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...attacks import eval_mode, forward_logits, pgd
+from ...attacks import eval_mode, forward_logits, pgd, skip_start
+from ...distributed import Collective
 from ...options import option
 from ..base import RecipeEnv, Step, TermSpec, WeightingPart, register
 
@@ -48,20 +54,30 @@ class FRLOptions:
 
 def class_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, eps: float,
                  norm: str, steps: int, batch_size: int, device: torch.device,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class clean error and boundary error (C,) of ``model`` on ``images`` (uint8 or float in [0, 1]).
+                 generator: torch.Generator | None = None,
+                 collective: Collective | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class clean error and boundary error (C,) float64 of ``model`` on ``images`` (uint8 or float in
+    [0, 1], (N, ...)) with labels (N,).
 
     Boundary error of class c: the fraction of its points classified correctly clean and wrongly after PGD
-    (``steps`` steps of eps/4 from a uniform start, each point stopped at its first misclassified iterate).
-    The model's train/eval flags are restored.
+    (``steps`` steps of eps/4 from a uniform start drawn from ``generator``, each point stopped at its first
+    misclassified iterate). The model's train/eval flags are restored.
+
+    ``collective``: the processes computing together (None: this one). With several, the batches (those of
+    one process) are dealt round-robin, batch j to rank ``j % world_size``; a rank advances ``generator`` over
+    the batches of the others (:func:`advlab.attacks.skip_start`), so every batch is attacked from the start
+    one process draws, and the per-class counts are summed over the ranks: every rank returns the errors of
+    one process (the same model and generator state on every rank assumed).
     """
-    wrong_clean = torch.zeros(num_classes, dtype=torch.float64)
-    boundary = torch.zeros(num_classes, dtype=torch.float64)
-    counts = torch.bincount(labels.cpu(), minlength=num_classes).double().clamp_min(1)
+    comm = collective or Collective()
+    counts = torch.zeros(2, num_classes, dtype=torch.float64)  # rows: wrong clean, boundary
     with eval_mode(model):
-        for s in range(0, len(labels), batch_size):
+        for j, s in enumerate(range(0, len(labels), batch_size)):
             x = images[s:s + batch_size].to(device)
             x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+            if j % comm.world_size != comm.rank:
+                skip_start(x, eps, norm=norm, random_start="uniform", generator=generator)
+                continue
             y = labels[s:s + batch_size].to(device)
             with torch.no_grad():
                 clean_ok = forward_logits(model, x, "FRL's evaluation").argmax(1) == y
@@ -69,9 +85,11 @@ def class_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n
                         bn_mode="eval", generator=generator).x_adv
             with torch.no_grad():
                 adv_ok = forward_logits(model, x_adv, "FRL's evaluation").argmax(1) == y
-            wrong_clean.index_add_(0, y.cpu(), (~clean_ok).double().cpu())
-            boundary.index_add_(0, y.cpu(), (clean_ok & ~adv_ok).double().cpu())
-    return wrong_clean / counts, boundary / counts
+            counts[0].index_add_(0, y.cpu(), (~clean_ok).double().cpu())
+            counts[1].index_add_(0, y.cpu(), (clean_ok & ~adv_ok).double().cpu())
+    counts = comm.all_reduce_sum(counts)  # integers in float64: exact in any order
+    per_class = torch.bincount(labels.cpu(), minlength=num_classes).double().clamp_min(1)
+    return counts[0] / per_class, counts[1] / per_class
 
 
 class FRLDuals:
@@ -138,8 +156,9 @@ class FRLDuals:
 
 
 def batch_class_weights(class_weights: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``w[y_i] * B / sum_j w[y_j]`` (B,): per-sample weights whose mean-weighted term is the code's
-    ``sum w[y] l / sum w[y]``."""
+    """``w[y_i] * B / sum_j w[y_j]`` (B,) for class weights (C,) and labels y (B,): per-sample weights whose
+    mean-weighted term is the code's ``sum w[y] l / sum w[y]``. Under torchrun pass the global batch's labels
+    and keep this rank's rows (:meth:`FRLWeightingBase.frl_term_weights` does)."""
     w = class_weights.to(y.device, torch.float32)[y]
     total = w.sum()
     return w * (len(w) / total) if float(total) != 0 else torch.ones_like(w)
@@ -149,7 +168,6 @@ class FRLWeightingBase(WeightingPart):
     """Shared by ``frl`` and ``caat``: the duals, updated on the meta split before every epoch."""
 
     needs_meta_split = True
-    distributed = False  # the duals come from attacks on the meta split drawn from each rank's own RNG
 
     def __init__(self, options: Any, env: RecipeEnv) -> None:
         super().__init__(options, env)
@@ -168,17 +186,30 @@ class FRLWeightingBase(WeightingPart):
         env, o = self.env, self.frl_options
         if env.model is None or env.meta_images is None:
             return  # outside a trainer without a model or meta split: the duals stay as they are
+        # the same generator on every rank; under torchrun the meta split's batches are dealt over the ranks
+        # and the counts summed: every rank updates its duals from the errors of one process
         generator = torch.Generator().manual_seed(env.seed + 7919 * (epoch + 1))
         clean, boundary = class_errors(env.model, env.meta_images, env.meta_labels, env.num_classes, env.eps,
-                                       env.norm, o.attack_steps, o.batch_size, env.device, generator)
+                                       env.norm, o.attack_steps, o.batch_size, env.device, generator,
+                                       env.collective)
         self.duals.update(epoch, clean, boundary)
 
-    def frl_term_weights(self, y: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """ReWeight's per-sample weights (B,) of the natural and boundary terms for labels y (None when off)."""
+    def frl_term_weights(self, y: torch.Tensor, rows: slice = slice(None)) -> dict[str, torch.Tensor | None]:
+        """ReWeight's per-sample weights of the natural and boundary terms (None when off), normalised over the
+        labels ``y`` (B,) of the whole batch, then ``rows`` of them kept: under torchrun ``y`` is the global
+        batch (every rank's labels in rank order) and ``rows`` this rank's shard, so the weights are this
+        rank's rows of one process's."""
         if not self.frl_options.reweight:
             return {"natural": None, "boundary": None}
-        return {"natural": batch_class_weights(self.duals.natural_weights, y),
-                "boundary": batch_class_weights(self.duals.boundary_weights, y)}
+        return {"natural": batch_class_weights(self.duals.natural_weights, y)[rows],
+                "boundary": batch_class_weights(self.duals.boundary_weights, y)[rows]}
+
+    def global_labels(self, y: torch.Tensor) -> tuple[torch.Tensor, slice]:
+        """The global batch's labels (B_global,) gathered from every rank in rank order (``y`` itself for one
+        process) and the rows of this rank's shard (``y`` = ``y_all[rows]``)."""
+        collective = self.env.collective
+        y_all = collective.all_gather_cat(y)
+        return y_all, collective.shard(len(y_all))
 
     def state_dict(self) -> dict[str, Any]:
         return {"frl": self.duals.state_dict()}
@@ -196,7 +227,9 @@ class FRLWeighting(FRLWeightingBase):
     Options = FRLOptions
 
     def term_weights(self, step: Step, specs: tuple[TermSpec, ...]) -> dict[str, torch.Tensor | None]:
-        frl = self.frl_term_weights(step.y)
+        if not self.frl_options.reweight:
+            return {s.name: None for s in specs}
+        frl = self.frl_term_weights(*self.global_labels(step.y))  # normalised over the global batch
         return {s.name: frl.get(s.name) for s in specs}
 
     def epoch_metrics(self) -> dict[str, Any]:

@@ -1,11 +1,15 @@
 """A one-step look-ahead of a model's parameters with its own SGD optimiser, differentiable, for any model
-(through ``torch.func.functional_call``; no copy of a hard-coded architecture as in CAAT's ``MetaSGD``)."""
+(through ``torch.func.functional_call``; no copy of a hard-coded architecture as in CAAT's ``MetaSGD``).
+
+Under torchrun the look-ahead takes the gradient the real (DDP) update takes, that of the global batch's
+mean loss: :func:`global_mean_gradient`."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from ...distributed import Collective, all_reduce_sum_list
 from ...errors import ConfigError
 
 
@@ -40,6 +44,29 @@ def sgd_lookahead(model: nn.Module, grads: dict[str, torch.Tensor],
             g = g + m * buf if nesterov else buf
         out[name] = w - lr * g
     return out
+
+
+def global_mean_gradient(grads: dict[str, torch.Tensor], local_n: int, global_n: int,
+                         collective: Collective) -> dict[str, torch.Tensor]:
+    """The gradient the real update uses, for the look-ahead: of the mean loss over the global batch.
+
+    ``grads``: by parameter name, the gradients of the mean loss over this rank's ``local_n`` samples (with
+    their graph, ``create_graph``); ``global_n``: the samples of the global batch (every rank's). Under
+    torchrun DDP's update is the gradient of the global-batch mean, ``sum_r (n_r / N) g_r``; this returns it
+    on every rank (one all-reduce of all the gradients), with the graph of this rank's own term only: the
+    other ranks' terms enter as constants, so the sum over ranks of each rank's meta-gradient through it is
+    the meta-gradient of one process. For one process ``grads`` unchanged. ValueError if ``local_n`` is
+    outside ``1..global_n``.
+    """
+    if not collective.distributed:
+        return grads
+    if not 0 < local_n <= global_n:
+        raise ValueError(f"local batch {local_n} outside 1..{global_n} (the global batch)")
+    share = local_n / global_n
+    local = {name: g * share for name, g in grads.items()}
+    totals = all_reduce_sum_list(collective, list(local.values()))
+    # the value is the sum (exactly: g - g.detach() is 0), the graph that of this rank's own term
+    return {name: total + (g - g.detach()) for (name, g), total in zip(local.items(), totals)}
 
 
 class LookAhead(nn.Module):
