@@ -49,6 +49,7 @@ class SSATObjective(ObjectivePart):
     target_views = ()
     term_specs = (TermSpec("mutual-information", ("clean", "adv"), supervised=False),)
     needs_views = {"adv": frozenset({"fooled"})}
+    distributed = False  # its negatives would be this rank's shard only, not the global batch (not gathered yet)
 
     def __init__(self, options, env) -> None:
         super().__init__(options, env)
