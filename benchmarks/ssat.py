@@ -248,7 +248,7 @@ def report(args: argparse.Namespace, command: str) -> tuple[str, list[dict[str, 
     for e in entries:
         aa = e["result"]["attacks"]["autoattack"].get("package", aa)
         break
-    config = load_config("simclr", common_overrides(args, args.seeds[0]))
+    config = load_config("ssat", common_overrides(args, args.seeds[0]))
     text = "\n".join([
         f"- command: `{command}` (after the workers: see the script's docstring)",
         f"- machine: {machine(args.device)}; AutoAttack: {aa}, version `{args.autoattack_version}`; Square "
