@@ -131,7 +131,8 @@ class Trainer:
                         class_counts=torch.bincount(split.labels, minlength=meta.num_classes).tolist(),
                         meta_images=split.meta_images if has_meta else None,
                         meta_labels=split.meta_labels if has_meta else None,
-                        model=self.model, optimizer=self.optimizer, collective=self.collective)
+                        model=self.model, optimizer=self.optimizer, collective=self.collective,
+                        dataset=c.data.name)
         self.recipe: Recipe = build_recipe(c.parts(), env)
         if self.collective.distributed:
             for kind, part in self.recipe.parts():

@@ -40,7 +40,9 @@ class RecipeEnv:
     between epochs (FRL) or look one optimiser step ahead (CAAT's meta-learning); None outside a trainer
     unless the caller sets them. ``collective``: the processes training together (``advlab.distributed``);
     under torchrun each step holds this rank's shard of the global batch, and a part whose per-step
-    computation spans the batch (NoiLIn's draws, GAIR's normalisation) gathers over it.
+    computation spans the batch (NoiLIn's draws, GAIR's normalisation) gathers over it. ``dataset``: the name of
+    the training dataset (``advlab.data.DATASETS``), for parts that read its record (the ``augment``
+    perturbation's flip default); None outside a trainer unless the caller sets it.
     """
 
     num_train: int  # size of the training split; per-sample state has this many rows
@@ -57,6 +59,7 @@ class RecipeEnv:
     model: nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
     collective: Collective = field(default_factory=Collective)
+    dataset: str | None = None
 
 
 @dataclass
@@ -222,7 +225,9 @@ class ObjectivePart(Part):
 
     ``forward_views``: the views whose model outputs the terms read, forwarded in this order (train mode,
     with gradients); ``target_views``: the views whose loss targets the labels part must give;
-    ``term_specs``: the terms; ``accuracy_view``: the view whose outputs give the training accuracy.
+    ``term_specs``: the terms; ``accuracy_view``: the view whose outputs give the training accuracy;
+    ``representation``: the terms read a representation (the output (B, D) of a model with a projection head,
+    ``model.head: projection``), not class logits; the run's config is refused when the two disagree.
     """
 
     kind = "objective"
@@ -230,6 +235,7 @@ class ObjectivePart(Part):
     target_views: ClassVar[tuple[str, ...]] = ("adv",)
     term_specs: ClassVar[tuple[TermSpec, ...]] = ()
     accuracy_view: ClassVar[str] = "adv"
+    representation: ClassVar[bool] = False
 
     def forward(self, step: Step) -> dict[str, torch.Tensor]:
         """Model outputs of ``forward_views``, one forward each, in order."""
