@@ -307,6 +307,19 @@ def test_contrastive_pgd_stays_in_the_ball_and_raises_the_contrastive_loss(norm,
     assert attacked > clean + 0.2, (clean, attacked)  # about 4.0 -> 4.4 (l2) to 5 (linf)
 
 
+def test_contrastive_pgd_aims_at_the_other_views_projection(pretrained):
+    x, y, i = batch()
+    model = copy.deepcopy(pretrained).train()
+    part = recipe(("contrastive-pgd", {"steps": 3}), ("contrastive-adv", {})).perturbation
+    seen = []
+    loss = part.attack_loss
+    part.attack_loss = lambda output, target: seen.append(target) or loss(output, target)
+    views = part.perturb(Step(model=model, x=x, y=y, index=i, epoch=0))
+    with torch.no_grad():
+        z2 = model.eval()(views["view2"].x)
+    assert len(seen) == 3 and all(torch.allclose(t, z2, atol=1e-6) and not t.requires_grad for t in seen)
+
+
 def test_contrastive_pgd_reads_no_labels_and_makes_the_augment_views():
     x, y, i = batch()
     model = tiny_model()
@@ -385,7 +398,7 @@ TINY = ["data.train_size=100", "batch_size=50", "validation.n=40", "evaluation.n
         "evaluation.sanity=false", "knn.k=10", "device=cpu"]
 
 
-def test_a_tiny_simclr_run_is_evaluated_by_its_knn_classifier(tmp_path, fashion_mnist):
+def test_a_tiny_simclr_run_is_evaluated_by_its_knn_classifier(tmp_path, fashion_mnist, one_thread):
     from advlab.engine.trainer import train
 
     summary = train("simclr", tmp_path / "simclr", overrides=TINY + ["epochs=1"], progress=False)
@@ -397,7 +410,7 @@ def test_a_tiny_simclr_run_is_evaluated_by_its_knn_classifier(tmp_path, fashion_
     assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_robust"] <= row["val_clean"] <= 1
 
 
-def test_a_stopped_and_resumed_ssat_instance_run_ends_with_the_uninterrupted_metrics(tmp_path, fashion_mnist,
+def test_a_stopped_and_resumed_ssat_instance_run_ends_with_the_uninterrupted_metrics(tmp_path, fashion_mnist, one_thread,
                                                                                      whole_and_resumed):
     import json
 
