@@ -370,7 +370,8 @@ def test_parts_that_cannot_feed_each_other_are_refused_naming_both(perturbation,
 @pytest.mark.parametrize("kind, options, match", [
     ("perturbation", ("augment", {"scale_min": 0.9, "scale_max": 0.5}), "perturbation.scale_min"),
     ("perturbation", ("augment", {"flip": "sometimes"}), "perturbation.flip"),
-    ("perturbation", ("contrastive-pgd", {"loss": "triplet"}), "perturbation.loss: unknown contrastive loss 'triplet'; allowed: info-nce, nt-xent"),
+    ("perturbation", ("contrastive-pgd", {"loss": "triplet"}),
+     "perturbation.loss: unknown contrastive loss 'triplet'; allowed: info-nce, nt-xent"),
     ("objective", ("contrastive", {"loss": "triplet"}), "objective.loss: unknown contrastive loss"),
     ("objective", ("contrastive", {"temperature": 0}), "objective.temperature"),
 ])
@@ -401,7 +402,10 @@ TINY = ["data.train_size=100", "batch_size=50", "validation.n=40", "evaluation.n
 def test_a_tiny_simclr_run_is_evaluated_by_its_knn_classifier(tmp_path, fashion_mnist, one_thread):
     from advlab.engine.trainer import train
 
-    summary = train("simclr", tmp_path / "simclr", overrides=TINY + ["epochs=1"], progress=False)
+    import json
+
+    train("simclr", tmp_path / "simclr", overrides=TINY + ["epochs=1"], progress=False)
+    summary = json.loads((tmp_path / "simclr" / "summary.json").read_text())
     for which in ("best", "last"):
         assert summary[which]["classifier"]["kind"] == "knn"
         assert summary[which]["classifier"]["bank"] == 100 and summary[which]["classifier"]["k"] == 10
@@ -410,8 +414,8 @@ def test_a_tiny_simclr_run_is_evaluated_by_its_knn_classifier(tmp_path, fashion_
     assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_robust"] <= row["val_clean"] <= 1
 
 
-def test_a_stopped_and_resumed_ssat_instance_run_ends_with_the_uninterrupted_metrics(tmp_path, fashion_mnist, one_thread,
-                                                                                     whole_and_resumed):
+def test_a_stopped_and_resumed_ssat_instance_run_ends_with_the_uninterrupted_metrics(
+        tmp_path, fashion_mnist, one_thread, whole_and_resumed):
     import json
 
     from advlab.config import load_config

@@ -62,7 +62,8 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> to
 
 def _check_views(name: str, z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> None:
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise AdvlabError(f"{name} needs two (B, D) views of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise AdvlabError(f"{name} needs two (B, D) views of the same shape, got {tuple(z1.shape)} and "
+                          f"{tuple(z2.shape)}")
     if len(z1) < 2:
         raise AdvlabError(f"{name} needs a batch of at least 2 samples (the others are the negatives)")
     if not temperature > 0:
