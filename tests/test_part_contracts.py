@@ -27,11 +27,18 @@ COMPANIONS = {
     ("objective", "caat"): {"perturbation": "caat"},
     ("perturbation", "pgd-knn"): {"objective": "ssat"},
     ("objective", "ssat"): {"perturbation": "pgd-knn"},
+    # the contrastive parts read and make views (view1, view2, adv) the supervised defaults do not; Tiny's (B, 4)
+    # output serves as the projection
+    ("perturbation", "augment"): {"objective": "contrastive"},
+    ("perturbation", "contrastive-pgd"): {"objective": "contrastive-adv"},
+    ("objective", "contrastive"): {"perturbation": "augment"},
+    ("objective", "contrastive-adv"): {"perturbation": "contrastive-pgd"},
 }
 # options that keep the parts cheap on the tiny problem (a meta step every 2 steps, a short FRL attack)
 CHEAP = {("weighting", "caat"): {"meta_every": 2, "meta_batch_size": 8, "attack_steps": 2},
          ("weighting", "frl"): {"attack_steps": 2}, ("perturbation", "caat"): {"steps": 2},
-         ("perturbation", "pgd-knn"): {"steps": 2}}
+         ("perturbation", "pgd-knn"): {"steps": 2},
+         ("perturbation", "contrastive-pgd"): {"steps": 2}}
 EPOCHS, N, B = 4, 24, 8
 
 ALL_PARTS = [(kind, name) for kind in PART_KINDS for name in part_registry(kind).names()]

@@ -31,13 +31,14 @@ def sections(config) -> dict:
 def pinned_protocol(name: str) -> list[float]:
     """The protocol of tests/fixtures/make_pins_pre_refactor.py (run on commit 3551f95, before the one-way
     step): small-cnn seeded 0, 64 random images seeded 1, two SGD steps in epoch 0 and two in the last.
-    Presets added later (CAAT, FRL: NEW_PRESETS) were pinned by this protocol when they were added, with a
-    meta split of 20 random images for the parts that need one, and the self-supervised presets (SSL_PRESETS) with
-    their projection head, a training split of 64 random images and a kNN of k=5."""
+    Presets added later (CAAT, FRL: NEW_PRESETS; simclr, ssat-instance) were pinned by this protocol when they
+    were added, with a meta split of 20 random images for the parts that need one, and the preset's model head
+    (a projection head for the self-supervised presets), a training split of 64 random images and a kNN of
+    k=5 for the parts that need them."""
     c = load_config(name)
     torch.manual_seed(0)
-    head = {"head": c.model.head, "projection_dim": c.model.projection_dim} if c.model.head != "linear" else {}
-    model = create("small-cnn", num_classes=10, in_channels=1, activation=c.model.activation, **head)
+    model = create("small-cnn", num_classes=10, in_channels=1, activation=c.model.activation, head=c.model.head,
+                   projection_dim=c.model.projection_dim)
     g = torch.Generator().manual_seed(1)
     x_all = torch.rand(64, 1, 28, 28, generator=g)
     y_all = torch.randint(0, 10, (64,), generator=g)

@@ -130,7 +130,8 @@ class Trainer:
                         meta_images=split.meta_images if has_meta else None,
                         meta_labels=split.meta_labels if has_meta else None,
                         model=self.model, optimizer=self.optimizer, collective=self.collective,
-                        train_images=split.images, train_labels=split.labels, knn=dataclasses.asdict(c.knn))
+                        train_images=split.images, train_labels=split.labels, knn=dataclasses.asdict(c.knn),
+                        dataset=c.data.name)
         self.recipe: Recipe = build_recipe(c.parts(), env)
         if self.collective.distributed:
             for kind, part in self.recipe.parts():

@@ -12,7 +12,7 @@ from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import KNN_ATTACKS
 from ..evaluation.threat import check_eps
-from ..recipes import part_options
+from ..recipes import part_class, part_options
 from .choices import check_choices
 
 
@@ -29,6 +29,7 @@ def validate_config(config: TrainConfig) -> None:
     for kind in PART_KINDS:
         section = getattr(config, kind)
         part_options(kind, section.name, section.options)
+    _check_head(config)
     try:
         check_eps(config.eps, config.norm)
     except AdvlabError as exc:
@@ -50,3 +51,14 @@ def validate_config(config: TrainConfig) -> None:
         check_scenarios(info(d.name).num_classes, d.meta_size, d.label_noise, d.imbalance)
     except AdvlabError as exc:
         raise ConfigError(f"data: {exc}") from None
+
+
+def _check_head(config: TrainConfig) -> None:
+    """ConfigError when the objective reads a representation (a contrastive objective) and the model ends in a
+    classifier, or the objective reads logits and the model ends in a projection head."""
+    name, head = config.objective.name, config.model.head
+    wants = "projection" if part_class("objective", name).representation else "linear"
+    if head != wants:
+        reads = "a representation (a projection head's output)" if wants == "projection" else "class logits"
+        raise ConfigError(f"model.head: objective {name!r} reads {reads}, which model.head {head!r} does not give; "
+                          f"set model.head: {wants}")

@@ -43,7 +43,9 @@ class RecipeEnv:
     kNN bank of ``pgd-knn``); ``knn``: the run's kNN classifier settings (``KNNConfig`` as a dict: k,
     metric, vote, temperature), so a training attack aims at the classifier that is evaluated. ``collective``: the processes training together (``advlab.distributed``);
     under torchrun each step holds this rank's shard of the global batch, and a part whose per-step
-    computation spans the batch (NoiLIn's draws, GAIR's normalisation) gathers over it.
+    computation spans the batch (NoiLIn's draws, GAIR's normalisation) gathers over it. ``dataset``: the name of
+    the training dataset (``advlab.data.DATASETS``), for parts that read its record (the ``augment``
+    perturbation's flip default); None outside a trainer unless the caller sets it.
     """
 
     num_train: int  # size of the training split; per-sample state has this many rows
@@ -63,6 +65,7 @@ class RecipeEnv:
     train_images: torch.Tensor | None = None
     train_labels: torch.Tensor | None = None
     knn: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
 
 
 @dataclass
@@ -233,7 +236,9 @@ class ObjectivePart(Part):
 
     ``forward_views``: the views whose model outputs the terms read, forwarded in this order (train mode,
     with gradients); ``target_views``: the views whose loss targets the labels part must give;
-    ``term_specs``: the terms; ``accuracy_view``: the view whose outputs give the training accuracy.
+    ``term_specs``: the terms; ``accuracy_view``: the view whose outputs give the training accuracy;
+    ``representation``: the terms read a representation (the output (B, D) of a model with a projection head,
+    ``model.head: projection``), not class logits; the run's config is refused when the two disagree.
     """
 
     kind = "objective"
@@ -241,6 +246,7 @@ class ObjectivePart(Part):
     target_views: ClassVar[tuple[str, ...]] = ("adv",)
     term_specs: ClassVar[tuple[TermSpec, ...]] = ()
     accuracy_view: ClassVar[str] = "adv"
+    representation: ClassVar[bool] = False
 
     def forward(self, step: Step) -> dict[str, torch.Tensor]:
         """Model outputs of ``forward_views``, one forward each, in order."""

@@ -47,6 +47,7 @@ class SSATObjective(ObjectivePart):
     Options = SSATOptions
     forward_views = ("clean", "adv")
     target_views = ()
+    representation = True
     term_specs = (TermSpec("mutual-information", ("clean", "adv"), supervised=False),)
     needs_views = {"adv": frozenset({"fooled"})}
     distributed = False  # its negatives would be this rank's shard only, not the global batch (not gathered yet)
