@@ -128,6 +128,8 @@ def train_run(args: argparse.Namespace, seed: int, run: str) -> None:
     if spec.probe:
         # the probe's own budget (advlab probe's mode defaults: the robust SSL benchmark's), not --epochs
         probe_overrides = [o for o in overrides if not o.startswith(("init.from=", "epochs="))]
+        if args.probe_epochs:
+            probe_overrides.append(f"epochs={args.probe_epochs}")
         if not finished(run_dir):
             start = time.perf_counter()
             advlab.probe(run_dir_of(args, seed, spec.after), spec.probe, out=run_dir, overrides=probe_overrides,
@@ -258,7 +260,9 @@ def report(args: argparse.Namespace, command: str) -> tuple[str, list[dict[str, 
         f"- data: {config.data.name}, {args.train_size} training images (the kNN bank), best checkpoint by validation "
         f"robust accuracy ({args.val_n} validation points); first {args.eval_n} test points; eps {config.eps} "
         f"({config.norm}); epochs: supervised and probes {args.epochs}, simclr / ssat-instance {args.ssl_epochs}, "
-        f"ssat {args.ssat_epochs} (from the simclr run); probes: `advlab probe`'s defaults per mode",
+        f"ssat {args.ssat_epochs} (from the simclr run); probes: "
+        + (f"{args.probe_epochs} epochs, otherwise `advlab probe`'s defaults per mode" if args.probe_epochs
+           else "`advlab probe`'s defaults per mode"),
         "", *lines]) + "\n"
     return text, entries
 
@@ -272,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--epochs", type=int, default=10, help="epochs of the supervised runs (probes: their mode's)")
     p.add_argument("--ssl-epochs", type=int, default=30, help="epochs of simclr and ssat-instance")
+    p.add_argument("--probe-epochs", type=int, default=None,
+                   help="epochs of the probes (default: advlab probe's per mode: slf/alf 25, aff trades')")
     p.add_argument("--ssat-epochs", type=int, default=8, help="epochs of ssat (fine-tuning from simclr)")
     p.add_argument("--train-size", type=int, default=5000, help="training images (and the kNN bank)")
     p.add_argument("--val-n", type=int, default=500, help="validation points per epoch")
