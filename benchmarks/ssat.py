@@ -100,8 +100,8 @@ def run_dir_of(args: argparse.Namespace, seed: int, run: str) -> Path:
 def overrides_of(args: argparse.Namespace, seed: int, run: str) -> list[str]:
     spec = RUNS[run]
     out = common_overrides(args, seed) + [f"epochs={epochs_of(args, run)}", *spec.overrides]
-    if spec.after and not spec.probe:
-        out.append(f"init.from={run_dir_of(args, seed, spec.after)}")
+    if spec.after and not spec.probe:  # the pre-training's last checkpoint: the paper fine-tunes a pre-trained encoder
+        out.append(f"init.from={run_dir_of(args, seed, spec.after) / 'last.pt'}")
     return out
 
 
