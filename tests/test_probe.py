@@ -15,7 +15,7 @@ from advlab.config import load_config, preset_dict
 from advlab.engine.probe import LINEAR_DEFAULTS, PROBE_MODES, ProbeMode, default_out, probe, probe_config
 from advlab.engine.trainer import Trainer
 from advlab.errors import AdvlabError, ConfigError
-from advlab.models import FREEZE, FrozenEncoder, create, register_model
+from advlab.models import FREEZE, MODELS, FrozenEncoder, create, register_model
 from advlab.runs import RunDir, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist", "one_thread")
@@ -24,17 +24,25 @@ BN_MODEL = "test-probe-bn"
 NO_LINEAR_MODEL = "test-probe-no-linear"
 
 
-@register_model(BN_MODEL, overwrite=True)
 def _tiny_bn(num_classes: int = 10, in_channels: int = 1, activation=nn.ReLU) -> nn.Module:
     """conv - batch norm - activation - global pool - linear: an encoder with BN statistics, and a head."""
     return nn.Sequential(nn.Conv2d(in_channels, 4, 3, stride=2), nn.BatchNorm2d(4), activation(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
 
 
-@register_model(NO_LINEAR_MODEL, overwrite=True)
 def _no_linear(num_classes: int = 10, in_channels: int = 1, activation=nn.ReLU) -> nn.Module:
     """A classifier without any nn.Linear: its logits are a convolution's channels, pooled."""
     return nn.Sequential(nn.Conv2d(in_channels, num_classes, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_models():
+    """The two test models, registered for this module only (other modules list the registry's built-ins)."""
+    register_model(BN_MODEL, _tiny_bn, overwrite=True)
+    register_model(NO_LINEAR_MODEL, _no_linear, overwrite=True)
+    yield
+    for name in (BN_MODEL, NO_LINEAR_MODEL):
+        MODELS._items.pop(name, None)
 
 
 TINY = ["data.train_size=256", "batch_size=64", "validation.n=64", "evaluation.n=64", "evaluation.attacks=[pgd20]",

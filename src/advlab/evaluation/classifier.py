@@ -6,11 +6,13 @@ classified either way (its softmax head, or kNN over its penultimate features, a
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..config import KNNConfig
 from ..errors import AdvlabError
 from ..models import ContrastiveModel, KNNClassifier, feature_extractor, knn_classifier
 
@@ -49,7 +51,8 @@ def as_classifier(model: nn.Module, choice: str, train_images: torch.Tensor | No
     if train_images is None or train_labels is None:
         raise AdvlabError("a kNN classifier needs the training split for its bank")
     options = dict(knn or {})
-    options["k"] = min(int(options.get("k", 75)), len(train_labels))
+    options = {**dataclasses.asdict(KNNConfig()), **options}  # the config's defaults, one source
+    options["k"] = min(int(options["k"]), len(train_labels))
     return knn_classifier(feature_extractor(model), train_images, train_labels, num_classes, batch_size=batch_size,
                           device=device, **options)
 

@@ -23,6 +23,7 @@ classifier that is evaluated.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from torch import nn
 
 from ...attacks import pgd
 from ...attacks.context import eval_mode
+from ...config import KNNConfig
 from ...errors import ConfigError
 from ...models import ContrastiveModel, KNNClassifier
 from ...models.knn import encode, guide_count, guide_features, guide_similarity
@@ -68,7 +70,7 @@ class PGDKNNPerturbation(PerturbationPart):
 
     def __init__(self, options: Any, env) -> None:
         super().__init__(options, env)
-        self.knn_options = {key: env.knn[key] for key in ("k", "metric", "vote", "temperature") if key in env.knn}
+        self.knn_options = {**dataclasses.asdict(KNNConfig()), **env.knn}  # the run's knn section over the defaults
         self.bank: torch.Tensor | None = None  # (N, D) features of the training split, normalised for cosine
         self.labels = None if env.train_labels is None else env.train_labels.to(env.device).long()
         self.stale = True
@@ -90,7 +92,7 @@ class PGDKNNPerturbation(PerturbationPart):
         return o.step_size if o.step_size is not None else self.env.eps / 6
 
     def _store(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(features, dim=1) if self.knn_options.get("metric", "cosine") == "cosine" else features
+        return F.normalize(features, dim=1) if self.knn_options["metric"] == "cosine" else features
 
     def refresh(self, encoder: nn.Module) -> None:
         """Re-encode the whole training split into the bank (eval mode, no gradients)."""
@@ -105,7 +107,7 @@ class PGDKNNPerturbation(PerturbationPart):
 
     def classifier(self, encoder: nn.Module) -> KNNClassifier:
         """The kNN classifier over ``encoder`` whose bank is this part's (shared, not copied)."""
-        k = min(int(self.knn_options.get("k", 75)), len(self.bank))
+        k = min(int(self.knn_options["k"]), len(self.bank))
         knn = KNNClassifier(encoder, self.bank[:k], self.labels[:k], self.env.num_classes,
                             **{**self.knn_options, "k": k})
         knn.bank_features, knn.bank_labels = self.bank, self.labels  # the live bank, not a copy
