@@ -44,7 +44,7 @@ from advlab import data as datasets
 from advlab.config import load_config, read_config
 from advlab.evaluation import as_classifier, describe_classifier
 from advlab.runs import load_model
-from common import cell, machine, run_one
+from common import cell, machine, sanity_cell
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def report(args: argparse.Namespace, command: str) -> tuple[str, list[dict[str, 
                 entries.append({"row": row, **json.loads(path.read_text())})
             else:
                 print(f"missing: {row} seed {seed}", file=sys.stderr)
-    head = ["row", "epoch (best)", *[title for _, title in COLUMNS]]
+    head = ["row", "epoch (best)", *[title for _, title in COLUMNS], "sanity checks"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in ROWS:
         mine = [e for e in entries if e["row"] == row]
@@ -245,6 +245,7 @@ def report(args: argparse.Namespace, command: str) -> tuple[str, list[dict[str, 
             continue
         cells = [row, ",".join(str(e["epoch"]) for e in mine)]
         cells += [cell([value(e, column) for e in mine]) for column, _ in COLUMNS]
+        cells.append(sanity_cell([e["result"] for e in mine]))
         lines.append("| " + " | ".join(cells) + " |")
     aa = "not run"
     for e in entries:
