@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("fashion_mnist")
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("overfitting", "compare", "common", "speed", "caat"):
+    for name in ("overfitting", "compare", "common", "speed", "caat", "ssat"):
         sys.modules.pop(name, None)
 
 
@@ -102,3 +102,27 @@ def test_speed_benchmark_art_tiny(one_thread):
     assert contestants["ART"]["rounds"][0] > 0 and contestants["ART"]["vs_art"] == pytest.approx(1.0)
     plain, art = contestants["plain"]["median"], contestants["ART"]["median"]
     assert contestants["plain"]["vs_art"] == pytest.approx(plain / art)
+
+
+def test_ssat_benchmark_tiny(tmp_path, one_thread):
+    """benchmarks/ssat.py (SSAT.md) end to end on simclr -> ssat: jobs wait for the run they start from, and the
+    table holds each evaluation's numbers (DSR = pgd-knn / clean)."""
+    import ssat
+
+    out = tmp_path / "ssat"
+    tiny = ["--runs", "simclr", "ssat", "--seeds", "0", "--ssl-epochs", "1", "--ssat-epochs", "1", "--train-size", "100",
+            "--val-n", "20", "--eval-n", "10", "--square-queries", "5", "--device", "cpu", "--out", str(out),
+            "--set", "batch_size=50", "knn.k=5"]
+    ssat.main(["--worker", *tiny])
+    assert (out / "seed0" / "ssat" / "config.yaml").read_text().count(str(out / "seed0" / "simclr" / "last.pt")) == 1
+    ssat.main(tiny)
+    md = (out / "ssat.md").read_text()
+    for row, run in (("simclr + kNN", "simclr"), ("ssat + kNN", "ssat")):
+        saved = json.loads((out / "seed0" / run / "bench-eval-knn.json").read_text())
+        result = saved["result"]
+        assert saved["classifier"]["kind"] == "knn" and saved["classifier"]["k"] == 5
+        clean, knn = result["clean"]["acc"], result["attacks"]["pgd-knn"]["acc"]
+        cells = [f"{100 * v:.1f}" for v in (clean, result["attacks"]["pgd20"]["acc"], knn)]
+        assert f"| {row} | {saved['epoch']} | " + " | ".join(cells) + " |" in md
+        dsr = f"{100 * knn / clean:.1f}" if clean else "–"
+        assert f"| {dsr} |" in md.split(f"| {row} |")[1].splitlines()[0] + "|"
