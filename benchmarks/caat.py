@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 from advlab.config import load_config, read_config
-from common import history, machine, run_one, sanity_cell
+from common import claim, history, machine, run_one, sanity_cell
 
 PRESETS = ["pgd-at", "trades", "frl", "caat"]
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -81,18 +80,6 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, int, str]]:
 def run_dir_of(out: Path, scenario: str, seed: int, preset: str) -> Path:
     return out / scenario / f"{preset}-seed{seed}"
 
-
-def claim(run_dir: Path) -> bool:
-    """Take the job of ``run_dir`` for this process: True when nobody else has it."""
-    lock = run_dir.with_name(run_dir.name + ".claim")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
 
 
 def work(args: argparse.Namespace) -> None:

@@ -41,6 +41,20 @@ def run_one(preset: str, run_dir: Path, overrides: list[str], *, force: bool = F
     return summary
 
 
+def claim(path: Path) -> bool:
+    """Take the job of the run directory ``path`` for this process through the lock file ``<path>.claim``:
+    True when no other process holds it (the caller removes the lock when done)."""
+    lock = path.with_name(path.name + ".claim")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
 def history(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's ``metrics.jsonl``, one per epoch."""
     path = run_dir / "metrics.jsonl"

@@ -29,8 +29,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -44,7 +42,7 @@ from advlab import data as datasets
 from advlab.config import load_config, read_config
 from advlab.evaluation import as_classifier, describe_classifier
 from advlab.runs import load_model
-from common import cell, machine, sanity_cell
+from common import cell, claim, machine, sanity_cell
 
 
 @dataclass(frozen=True)
@@ -108,17 +106,6 @@ def overrides_of(args: argparse.Namespace, seed: int, run: str) -> list[str]:
 def finished(run_dir: Path) -> bool:
     return (run_dir / "best.pt").exists() and (run_dir / "train-done").exists()
 
-
-def claim(path: Path) -> bool:
-    lock = path.with_name(path.name + ".claim")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
 
 
 def train_run(args: argparse.Namespace, seed: int, run: str) -> None:

@@ -80,6 +80,23 @@ def _whole_and_resumed(config, tmp_path: Path, stop_after: int,
     return whole, part
 
 
+TIMING = {"seconds", "train_seconds", "images_per_second"}
+
+
+def _training_rows(run_dir: Path) -> list[dict]:
+    """The lines of a run's metrics.jsonl without the timing columns (what a resumed run must reproduce)."""
+    import json
+
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def training_rows():
+    """The function that reads a run's metrics without timing (see ``_training_rows``)."""
+    return _training_rows
+
+
 @pytest.fixture
 def whole_and_resumed():
     """The function that trains a config whole and stopped-then-resumed (see ``_whole_and_resumed``)."""

@@ -228,19 +228,12 @@ TINY = ["data.train_size=100", "batch_size=50", "perturbation.steps=2", "validat
 
 
 @pytest.mark.slow
-def test_caat_kill_and_resume_reproduce_the_metrics(tmp_path, whole_and_resumed):
+def test_caat_kill_and_resume_reproduce_the_metrics(tmp_path, whole_and_resumed, training_rows):
     from advlab.config import load_config
 
     config = load_config("caat", TINY)
     whole, resumed = whole_and_resumed(config, tmp_path, stop_after=1)
-    timing = {"seconds", "train_seconds", "images_per_second"}
-    import json
-
-    def rows(path):
-        return [{k: v for k, v in json.loads(line).items() if k not in timing}
-                for line in (path / "metrics.jsonl").read_text().splitlines()]
-
-    a, b = rows(whole), rows(resumed)
+    a, b = training_rows(whole), training_rows(resumed)
     assert a == b
     assert a[-1]["caat_meta_steps"] > 0 and a[-1]["caat_a_mean"] is not None
     assert len(a[-1]["frl_bound_multipliers"]) == 10

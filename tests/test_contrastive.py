@@ -415,21 +415,13 @@ def test_a_tiny_simclr_run_is_evaluated_by_its_knn_classifier(tmp_path, fashion_
 
 
 def test_a_stopped_and_resumed_ssat_instance_run_ends_with_the_uninterrupted_metrics(
-        tmp_path, fashion_mnist, one_thread, whole_and_resumed):
-    import json
-
+        tmp_path, fashion_mnist, one_thread, whole_and_resumed, training_rows):
     from advlab.config import load_config
     from advlab.runs import load_checkpoint
 
     config = load_config("ssat-instance", TINY + ["epochs=2", "perturbation.steps=2"])
     whole, resumed = whole_and_resumed(config, tmp_path, stop_after=1)
-    timing = {"seconds", "train_seconds", "images_per_second"}
-
-    def rows(path):
-        return [{k: v for k, v in json.loads(line).items() if k not in timing}
-                for line in (path / "metrics.jsonl").read_text().splitlines()]
-
-    assert len(rows(whole)) == 2 and rows(resumed) == rows(whole)  # exactly: same views, starts and steps
+    assert len(training_rows(whole)) == 2 and training_rows(resumed) == training_rows(whole)  # exactly: same views, starts and steps
     a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(resumed / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k

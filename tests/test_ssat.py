@@ -7,7 +7,6 @@ of the training images by the encoder; the fooled flags' reference is the kNN's 
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -226,18 +225,12 @@ def test_the_mutual_information_term_raises_the_similarity_of_clean_and_adversar
 
 
 @pytest.mark.slow
-def test_ssat_kill_and_resume_reproduce_the_metrics(tmp_path, whole_and_resumed, fashion_mnist):
+def test_ssat_kill_and_resume_reproduce_the_metrics(tmp_path, whole_and_resumed, training_rows, fashion_mnist):
     from advlab.config import load_config
 
     config = load_config("ssat", ["data.train_size=100", "batch_size=50", "perturbation.steps=2", "validation.n=20",
                                   "device=cpu", "epochs=2", "knn.k=5", "perturbation.refresh_every=1"])
     whole, resumed = whole_and_resumed(config, tmp_path, stop_after=1)
-    timing = {"seconds", "train_seconds", "images_per_second"}
-
-    def rows(path):
-        return [{k: v for k, v in json.loads(line).items() if k not in timing}
-                for line in (path / "metrics.jsonl").read_text().splitlines()]
-
-    a, b = rows(whole), rows(resumed)
+    a, b = training_rows(whole), training_rows(resumed)
     assert a == b
     assert a[-1]["knn_bank_refreshes"] == 2  # epoch start + after the first of two steps
