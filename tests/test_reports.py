@@ -268,6 +268,17 @@ def test_model_card_of_the_standard_version_has_no_reduction_note():
     assert card["eps"] == "0.0313725 (= 8/255)" and card["architecture"] == "wrn-28-10"
     result["attacks"]["autoattack"]["attacks_run"] = ["apgd-ce", "apgd-t"]
     assert "not run because no robust point was left: fab-t, square" in model_card(result)["footnote"]
+    assert "classifier" not in card
+
+
+def test_model_card_names_a_knn_classifier():
+    result = {"n": 100, "eps": 0.1, "norm": "linf", "clean": {"acc": 0.7},
+              "attacks": {"autoattack": {"acc": 0.3, "version": "standard", "package": "pyautoattack 0.2.0",
+                                         "attacks": ["apgd-ce"], "attacks_run": ["apgd-ce"]}},
+              "meta": {"classifier": {"kind": "knn", "k": 75, "metric": "cosine", "vote": "majority", "bank": 5000}}}
+    card = model_card(result)
+    assert card["classifier"] == "k nearest neighbours (k=75, cosine, majority vote) over 5000 training features"
+    assert "classified by k nearest neighbours" in card["footnote"]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ def model_card(result: dict[str, Any], model_spec: dict[str, Any] | None = None,
 
     ``result`` is ``EvalResult.to_dict()`` (or a ``summary.json`` entry of a checkpoint); ``model_spec`` and
     ``dataset`` default to ``result["meta"]``. Accuracies are returned in % as strings with two decimals
-    (RobustBench's format); ``autoattack_acc`` is None when AutoAttack did not run. AdvlabError if ``result``
-    holds no clean accuracy.
+    (RobustBench's format); ``autoattack_acc`` is None when AutoAttack did not run. A kNN classifier (the
+    result's ``meta.classifier`` or ``classifier``, from ``describe_classifier``) is named in ``classifier`` and
+    the footnote. AdvlabError if ``result`` holds no clean accuracy.
     """
     if not isinstance(result.get("clean"), dict) or "acc" not in result["clean"]:
         raise AdvlabError("a model card needs an evaluation with a clean accuracy")
@@ -56,6 +57,12 @@ def model_card(result: dict[str, Any], model_spec: dict[str, Any] | None = None,
         "clean_acc": _pct(result["clean"]["acc"]), "autoattack_acc": _pct(aa.get("acc")) if aa else None,
         "number_of_points": result.get("n"), "additional_data": False, "number_forward_passes": 1,
     }
+    classifier = meta.get("classifier") or result.get("classifier") or {"kind": "softmax"}
+    if classifier.get("kind") == "knn":  # RobustBench's entries are softmax classifiers: say what this one is
+        card["classifier"] = (f"k nearest neighbours (k={classifier.get('k')}, {classifier.get('metric')}, "
+                              f"{classifier.get('vote')} vote) over {classifier.get('bank')} training features")
+        notes.append("classified by k nearest neighbours over the training split's features (the hard vote); "
+                     "the attacks' gradients come from the soft vote")
     if aa:
         version = aa.get("version", "?")
         card["autoattack"] = {"version": version, "package": aa.get("package", "?"),
