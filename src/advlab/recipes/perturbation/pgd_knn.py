@@ -71,7 +71,8 @@ class PGDKNNPerturbation(PerturbationPart):
     def __init__(self, options: Any, env) -> None:
         super().__init__(options, env)
         self.knn_options = {**dataclasses.asdict(KNNConfig()), **env.knn}  # the run's knn section over the defaults
-        self.bank: torch.Tensor | None = None  # (N, D) features of the training split, normalised for cosine
+        self.knn: KNNClassifier | None = None  # built at the first refresh; its bank buffer is the live bank
+        self.bank: torch.Tensor | None = None  # = knn.bank_features: (N, D), normalised rows for cosine
         self.labels = None if env.train_labels is None else env.train_labels.to(env.device).long()
         self.stale = True
         self.steps_in_epoch = 0
@@ -95,23 +96,18 @@ class PGDKNNPerturbation(PerturbationPart):
         return F.normalize(features, dim=1) if self.knn_options["metric"] == "cosine" else features
 
     def refresh(self, encoder: nn.Module) -> None:
-        """Re-encode the whole training split into the bank (eval mode, no gradients)."""
-        features = self._store(encode(encoder, self.env.train_images, self.options.encode_batch_size,
-                                      self.env.device))
-        if self.bank is None or self.bank.shape != features.shape:
-            self.bank = features
+        """Re-encode the whole training split into the bank (eval mode, no gradients); the kNN classifier
+        over it is built the first time (its checks run once, not at every step)."""
+        features = encode(encoder, self.env.train_images, self.options.encode_batch_size, self.env.device)
+        if self.knn is None or self.bank.shape != features.shape:
+            k = min(int(self.knn_options["k"]), len(features))
+            self.knn = KNNClassifier(encoder, features, self.labels, self.env.num_classes,
+                                     **{**self.knn_options, "k": k})
+            self.bank = self.knn.bank_features
         else:  # in place: the trainer holds this tensor to exchange its rows between processes
-            self.bank.copy_(features)
+            self.bank.copy_(self._store(features))
         self.stale = False
         self.refreshes += 1
-
-    def classifier(self, encoder: nn.Module) -> KNNClassifier:
-        """The kNN classifier over ``encoder`` whose bank is this part's (shared, not copied)."""
-        k = min(int(self.knn_options["k"]), len(self.bank))
-        knn = KNNClassifier(encoder, self.bank[:k], self.labels[:k], self.env.num_classes,
-                            **{**self.knn_options, "k": k})
-        knn.bank_features, knn.bank_labels = self.bank, self.labels  # the live bank, not a copy
-        return knn
 
     def perturb(self, step: Step) -> dict[str, View]:
         o = self.options
@@ -122,7 +118,8 @@ class PGDKNNPerturbation(PerturbationPart):
         self.steps_in_epoch += 1
         if step.y.max() >= self.env.num_classes or step.y.min() < 0:
             raise ConfigError(f"perturbation 'pgd-knn': labels must be in [0, {self.env.num_classes})")
-        knn = self.classifier(encoder)
+        knn = self.knn
+        knn.encoder = encoder  # the module this step attacks (the same one the bank was encoded with)
         start = None if o.random_start == "none" else "uniform"
         if o.loss == "guide":
             with torch.no_grad(), eval_mode(knn):
