@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from advlab.config import load_config, read_config
-from common import claim, history, machine, run_one, sanity_cell
+from common import claim, history, machine, run_one, sanity_cell, unclaim
 
 PRESETS = ["pgd-at", "trades", "frl", "caat"]
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -246,8 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.unclaim:
-        for lock in out.glob("*/*.claim"):
-            lock.unlink()
+        unclaim(out)
         return
     if args.normalisation:
         print(normalisation(Path(args.normalisation), args.device, args.eval_n))

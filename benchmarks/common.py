@@ -55,6 +55,12 @@ def claim(path: Path) -> bool:
     return True
 
 
+def unclaim(out: Path) -> None:
+    """Remove the claims (``<run dir>.claim``) that killed workers left one folder below ``out``."""
+    for lock in out.glob("*/*.claim"):
+        lock.unlink()
+
+
 def history(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's ``metrics.jsonl``, one per epoch."""
     path = run_dir / "metrics.jsonl"

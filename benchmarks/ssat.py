@@ -42,7 +42,7 @@ from advlab import data as datasets
 from advlab.config import load_config, read_config
 from advlab.evaluation import as_classifier, describe_classifier
 from advlab.runs import load_model
-from common import cell, claim, machine, sanity_cell
+from common import cell, claim, machine, sanity_cell, unclaim
 
 
 @dataclass(frozen=True)
@@ -151,10 +151,7 @@ def evaluate_row(args: argparse.Namespace, seed: int, run: str, classifier: str)
     config = read_config(run_dir / "config.yaml")
     device = torch.device(args.device)
     model, ckpt = load_model(run_dir, "best", device=device)
-    split = datasets.training_split(
-        config.data.name, root=config.data.root, train_size=config.data.train_size, meta_size=config.data.meta_size,
-        label_noise=config.data.label_noise if config.data.label_noise.rate > 0 else None,
-        imbalance=config.data.imbalance if config.data.imbalance.ratio > 1 else None, seed=config.seed)
+    split = datasets.run_training_split(config.data, config.seed)  # the bank: the split the run trained on
     meta = datasets.info(config.data.name)
     module = as_classifier(model, classifier, split.images, split.labels, meta.num_classes,
                            dataclasses.asdict(config.knn), device=device)
@@ -284,8 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.unclaim:
-        for lock in out.glob("*/*.claim"):
-            lock.unlink()
+        unclaim(out)
         return
     if args.worker:
         work(args)
