@@ -14,10 +14,9 @@ from typing import Literal
 
 import torch
 
-from ...errors import ConfigError
 from ...options import option
 from ..base import ObjectivePart, Step, TermSpec, register
-from ..contrastive import CONTRASTIVE_LOSSES
+from ..contrastive import check_loss_name, contrastive_loss
 
 
 @dataclass
@@ -36,7 +35,7 @@ def mutual_information_term(z_clean: torch.Tensor, z_adv: torch.Tensor, keep: to
     n = int(keep.sum())
     if n < 2:
         return per_sample
-    kept = CONTRASTIVE_LOSSES.get(loss)(z_clean[keep], z_adv[keep], temperature)
+    kept = contrastive_loss(loss)(z_clean[keep], z_adv[keep], temperature)
     return per_sample.masked_scatter(keep, kept * (len(z_clean) / n))
 
 
@@ -54,9 +53,7 @@ class SSATObjective(ObjectivePart):
 
     def __init__(self, options, env) -> None:
         super().__init__(options, env)
-        if options.loss not in CONTRASTIVE_LOSSES:
-            raise ConfigError(f"objective.loss: unknown contrastive loss {options.loss!r}; allowed: "
-                              f"{', '.join(CONTRASTIVE_LOSSES.names())}")
+        check_loss_name(options.loss, "objective.loss")
 
     def terms(self, step: Step) -> dict[str, torch.Tensor]:
         o = self.options
