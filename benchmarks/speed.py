@@ -160,7 +160,7 @@ def build_engine(model: str, data: str, root: str | None, variant: str, batch_si
     """advlab's Trainer of preset ``pgd-at`` with the benchmark's settings and ``variant``'s overrides."""
     overrides = [f"model.name={model}", f"data.name={data}", f"batch_size={batch_size}", f"device={device}",
                  f"eps={EPS}", f"perturbation.steps={STEPS}", f"perturbation.step_size={STEP}",
-                 "perturbation.random_start=uniform", "perturbation.bn_mode=eval", f"optimizer.lr={LR}",
+                 "perturbation.random_start=uniform", "perturbation.model_mode=eval", f"optimizer.lr={LR}",
                  f"optimizer.momentum={MOMENTUM}", f"optimizer.weight_decay={WEIGHT_DECAY}",
                  "data.crop_padding=0", "data.flip=false", "validation.n=10", *VARIANTS[variant]]
     if root is not None:

@@ -13,14 +13,14 @@ from advlab.config import load_config
 from advlab.engine.acceleration import COMPILE_MODES, as_step_input, step_model
 from advlab.engine.bench import FlopCount, measure
 from advlab.models import create
-from advlab.recipes import RecipeEnv, build_recipe, compute_loss
+from advlab.recipes import RecipeEnv, create_recipe, compute_loss
 
 
 def _recipe(preset: str, batch: int):
     c = load_config(preset, ["device=cpu"])
     env = RecipeEnv(num_train=batch, num_classes=10, epochs=c.epochs, eps=c.eps, norm=c.norm,
                     device=torch.device("cpu"), seed=0)
-    return build_recipe(c.parts(), env)
+    return create_recipe(c.parts(), env)
 
 
 def _batch(n=32, shape=(1, 28, 28)):
@@ -155,11 +155,11 @@ def test_compiled_trainer_saves_the_eager_models_weights(tmp_path, fashion_mnist
 
 @pytest.mark.parametrize("key, value", [("compile", "fastest"), ("attack_precision", "fp8"), ("channels_last", "maybe")])
 def test_speed_options_are_checked(key, value):
-    from advlab.engine.validate import validate_config
+    from advlab.engine.config_checks import check_config
     from advlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match=key):
-        validate_config(load_config("pgd-at", [f"{key}={value}"]))
+        check_config(load_config("pgd-at", [f"{key}={value}"]))
 
 
 def test_compile_choices_come_from_the_registry():

@@ -388,7 +388,7 @@ def test_engine_restores_model_state_and_rng_and_is_reproducible(kind, start, ca
     x_adv = engine(kind, model, case.x, case.y, eps, direction, "l2", "uniform")
     assert torch.equal(torch.get_rng_state(), rng)  # the start is drawn from the given generator
     assert_same_state(model, before)
-    assert torch.equal(x_adv, reference)  # bn_mode="eval" by default: the caller's mode does not matter
+    assert torch.equal(x_adv, reference)  # model_mode="eval" by default: the caller's mode does not matter
     # without a generator the start comes from the global RNG: reproducible by seeding it
     torch.manual_seed(5)
     a = engine(kind, model, case.x, case.y, eps, direction, "l2", "uniform", seed=None)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks import (LOSSES, AttackResult, bn_mode, ce_loss, cw_loss, dlr_loss, eval_mode, fgsm,
+from advlab.attacks import (LOSSES, AttackResult, model_mode, ce_loss, cw_loss, dlr_loss, eval_mode, fgsm,
                             forward_logits, get_loss, get_norm, kl_loss, logits_of, no_param_grad, pgd, train_mode)
 from advlab.errors import AdvlabError
 
@@ -171,7 +171,7 @@ def test_module_mode_flags_are_restored_per_submodule(mode):
     before = [m.training for m in model.modules()]
     x = torch.rand(8, 1, 4, 5)
     y = torch.arange(8) % C
-    pgd(model, x, y, eps=0.1, step_size=0.02, steps=2, bn_mode=mode)
+    pgd(model, x, y, eps=0.1, step_size=0.02, steps=2, model_mode=mode)
     assert [m.training for m in model.modules()] == before
     expected = {"eval": False, "train": True, None: True}[mode]
     assert set(model[2].seen) == {expected}
@@ -186,7 +186,7 @@ def test_context_managers_restore_state():
         assert all(m.training for m in model.modules())
     with eval_mode(model):
         assert not any(m.training for m in model.modules())
-    with bn_mode(model, None):
+    with model_mode(model, None):
         assert [m.training for m in model.modules()] == before
     assert [m.training for m in model.modules()] == before
     model[0].weight.requires_grad_(False)
@@ -194,7 +194,7 @@ def test_context_managers_restore_state():
         assert not any(p.requires_grad for p in model.parameters())
     assert [p.requires_grad for p in model.parameters()] == [False, True, True, True, True, True]
     with pytest.raises(AdvlabError):
-        with bn_mode(model, "test"):
+        with model_mode(model, "test"):
             pass
 
 
@@ -230,9 +230,9 @@ def test_kappa_first_wrong_and_early_stop_on_a_hand_built_case(tau):
     kappa, first_wrong, steps, final = CASES[tau]
     assert result.kappa.tolist() == kappa
     assert result.first_wrong.tolist() == first_wrong
-    assert result.steps.tolist() == steps
+    assert result.steps_taken.tolist() == steps
     torch.testing.assert_close(result.x_adv.flatten(), torch.tensor(final), atol=1e-5, rtol=0)
-    assert result.kappa.dtype == result.first_wrong.dtype == result.steps.dtype == torch.int64
+    assert result.kappa.dtype == result.first_wrong.dtype == result.steps_taken.dtype == torch.int64
 
 
 def test_early_stop_with_a_large_budget_is_plain_pgd_and_keeps_batch_order():
@@ -247,7 +247,7 @@ def test_without_labels_and_without_final_tracking():
     x = X0.reshape(5, 1, 1, 1)
     y = torch.zeros(5, dtype=torch.long)
     r = pgd(Threshold(), x, eps=EPS, step_size=STEP, steps=3, random_start=None, target=y)
-    assert r.kappa is None and r.first_wrong is None and r.steps.tolist() == [3] * 5
+    assert r.kappa is None and r.first_wrong is None and r.steps_taken.tolist() == [3] * 5
     r = pgd(Threshold(), x, y, eps=EPS, step_size=STEP, steps=3, random_start=None, track_final=False)
     assert r.first_wrong is None and r.kappa.tolist() == [0, 3, 3, 3, 3]
     with pytest.raises(AdvlabError):
@@ -294,7 +294,7 @@ def test_fgsm_is_one_step_of_125_eps_projected():
     model, _, x, y, _, _ = linear_setup(n=16)
     g = torch.Generator().manual_seed(0)
     r = fgsm(model, x, y, eps=0.1, generator=g)
-    assert r.steps.tolist() == [1] * 16
+    assert r.steps_taken.tolist() == [1] * 16
     delta = (r.x_adv - x).abs()
     assert delta.max() <= 0.1 + 1e-6
     # from a uniform start, a step of 1.25 eps followed by the projection lands most coordinates on the boundary

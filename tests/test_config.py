@@ -4,7 +4,7 @@ import pytest
 from advlab.engine.choices import choices
 from advlab.engine.optimizers import OPTIMIZERS
 from advlab.engine.schedule import SCHEDULES
-from advlab.engine.validate import validate_config
+from advlab.engine.config_checks import check_config
 from advlab.config import PART_KINDS, from_dict, load_config, parse_override, preset_names, read_config, save_config
 from advlab.errors import ConfigError
 
@@ -51,7 +51,7 @@ def test_overrides_are_typed():
 ])
 def test_bad_keys_and_values_name_the_key_and_the_allowed(override, words):
     with pytest.raises(ConfigError) as err:
-        validate_config(load_config("pgd-at", [override]))
+        check_config(load_config("pgd-at", [override]))
     for word in words:
         assert word in str(err.value)
 
@@ -71,10 +71,10 @@ def test_bad_keys_and_values_name_the_key_and_the_allowed(override, words):
 ])
 def test_ranges_and_choices_are_checked_before_a_run(override, message):
     if message is None:
-        validate_config(load_config("pgd-at", [override]))
+        check_config(load_config("pgd-at", [override]))
         return
     with pytest.raises(ConfigError) as err:
-        validate_config(load_config("pgd-at", [override]))
+        check_config(load_config("pgd-at", [override]))
     assert message in str(err.value)
 
 
@@ -87,14 +87,14 @@ def test_ranges_and_choices_are_checked_before_a_run(override, message):
     ("evaluation.autoattack_version", lambda: list(__import__("advlab.evaluation", fromlist=["x"]).AA_VERSIONS)),
 ])
 def test_choices_come_from_their_registry_into_config_checks_and_cli_help(key, registry, capsys):
-    from advlab.cli import build_parser
+    from advlab.cli import create_parser
 
     allowed = registry()
     assert choices(key) == allowed
     with pytest.raises(ConfigError) as err:
-        validate_config(load_config("pgd-at", [f"{key}=nosuch"]))
+        check_config(load_config("pgd-at", [f"{key}=nosuch"]))
     assert str(err.value).endswith("allowed: " + ", ".join(allowed))
-    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    train_help = create_parser()._subparsers._group_actions[0].choices["train"].format_help()
     flat = "".join(train_help.split())  # argparse wraps lines, also at hyphens
     if key in ("model.activation", "model.name", "data.name"):
         assert ",".join(allowed) in flat, f"--help of advlab train lacks the {key} choices"

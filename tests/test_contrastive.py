@@ -15,7 +15,7 @@ from advlab.data.contrastive_augment import (JITTER_OPS, ViewAugment, adjust, ap
                                              draw_params, hsv_to_rgb, jitter_ops, rgb_to_hsv)
 from advlab.errors import AdvlabError, ConfigError
 from advlab.models import ContrastiveModel
-from advlab.recipes import RecipeEnv, Step, build_recipe, compute_loss
+from advlab.recipes import RecipeEnv, Step, create_recipe, compute_loss
 from advlab.recipes.contrastive import contrastive_top1, info_nce, nt_xent
 
 E = torch.eye(4)
@@ -234,7 +234,7 @@ def env(dataset: str | None = None, eps: float = 0.1, norm: str = "linf", seed: 
 
 
 def recipe(perturbation=("augment", {}), objective=("contrastive", {}), weighting=("uniform", {}), **env_kw):
-    return build_recipe({"labels": ("hard", {}), "perturbation": perturbation, "weighting": weighting,
+    return create_recipe({"labels": ("hard", {}), "perturbation": perturbation, "weighting": weighting,
                          "objective": objective}, env(**env_kw))
 
 
@@ -299,7 +299,7 @@ def test_contrastive_pgd_stays_in_the_ball_and_raises_the_contrastive_loss(norm,
     delta = (adv - v1).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
     assert (size <= eps * (1 + 1e-5)).all() and size.max() > 0.5 * eps
-    assert views["adv"].attack_steps == 5 and views["adv"].steps_taken.tolist() == [5] * 32
+    assert views["adv"].steps == 5 and views["adv"].steps_taken.tolist() == [5] * 32
     model.eval()
     with torch.no_grad():
         z1, z2, za = model(v1), model(v2), model(adv)
@@ -384,14 +384,14 @@ def test_bad_options_are_one_config_error_naming_the_key(kind, options, match):
 
 def test_the_model_head_must_match_what_the_objective_reads():
     from advlab.config import load_config
-    from advlab.engine.validate import validate_config
+    from advlab.engine.config_checks import check_config
 
     with pytest.raises(ConfigError, match="model.head: objective 'contrastive' reads a representation"):
-        validate_config(load_config("simclr", ["model.head=linear", "device=cpu"]))
+        check_config(load_config("simclr", ["model.head=linear", "device=cpu"]))
     with pytest.raises(ConfigError, match="model.head: objective 'ce' reads class logits"):
-        validate_config(load_config("pgd-at", ["model.head=projection", "device=cpu"]))
+        check_config(load_config("pgd-at", ["model.head=projection", "device=cpu"]))
     for preset in ("simclr", "ssat-instance"):
-        validate_config(load_config(preset, ["device=cpu"]))
+        check_config(load_config(preset, ["device=cpu"]))
 
 
 # -- runs ------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from advlab import data as datasets
 from advlab.config import ScheduleConfig, load_config
-from advlab.engine.schedule import make_schedule
+from advlab.engine.schedule import create_schedule
 from advlab.engine.trainer import Trainer
 from advlab.runs import RunDir, load_checkpoint
 
@@ -16,7 +16,7 @@ TINY = ["data.train_size=100", "batch_size=50", "perturbation.steps=1", "validat
 
 def test_one_cycle_rises_linearly_to_the_peak_then_falls_to_zero():
     # lr 0.2 over 3 epochs, peak at 40% = epoch 1.2: 0 -> 0.2 linearly, then 0.2 -> 0 linearly at epoch 3
-    rate = make_schedule(ScheduleConfig(name="one-cycle", peak=0.4), 0.2, 3)
+    rate = create_schedule(ScheduleConfig(name="one-cycle", peak=0.4), 0.2, 3)
     for t, expected in [(0.0, 0.0), (0.6, 0.1), (1.2, 0.2), (2.1, 0.1), (2.55, 0.05), (3.0, 0.0)]:
         assert rate(t) == pytest.approx(expected, abs=1e-12), t
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from advlab.errors import AdvlabError
 from advlab.evaluation import EVAL_ATTACKS, EvalResult, eval_attack_names, evaluate
-from advlab.evaluation.report import AttackOutcome
+from advlab.evaluation.result import AttackOutcome
 from advlab.evaluation.sanity import autoattack_le_pgd, black_box_gap, robust_le_clean
 
 C, D = 4, 20

@@ -8,7 +8,7 @@ import torch
 
 from advlab.evaluation import EvalResult
 from advlab.evaluation.fairness import class_errors, error_summary
-from advlab.evaluation.report import AttackOutcome
+from advlab.evaluation.result import AttackOutcome
 
 # 12 points, 3 classes of 4, 6 and 2 points (unequal, so a mean over points differs from the mean over classes).
 LABELS = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2]

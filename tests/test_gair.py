@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from advlab.errors import AdvlabError, ConfigError
-from advlab.recipes import RecipeEnv, Step, View, build_recipe, combine, part_options
+from advlab.recipes import RecipeEnv, Step, View, create_recipe, combine, part_options
 from advlab.recipes.weighting.gair import GairOptions, GairWeighting, gair_weights
 
 
@@ -26,13 +26,13 @@ def gair(epochs=10, **options):
     return GairWeighting(GairOptions(**options), env(epochs))
 
 
-def step_with(kappa, steps_taken=None, attack_steps=10):
-    """A step whose ``adv`` view carries ``kappa``, K = ``attack_steps`` and the steps each sample took."""
+def step_with(kappa, steps_taken=None, steps=10):
+    """A step whose ``adv`` view carries ``kappa``, K = ``steps`` and the steps each sample took."""
     kappa = torch.as_tensor(kappa, dtype=torch.int64)
     taken = torch.full_like(kappa, 10) if steps_taken is None else torch.as_tensor(steps_taken)
     x = torch.zeros(len(kappa), 1)
     step = Step(model=None, x=x, y=torch.zeros_like(kappa), index=torch.arange(len(kappa)), epoch=0)
-    step.views = {"clean": View(x=x), "adv": View(x=x, kappa=kappa, attack_steps=attack_steps, steps_taken=taken)}
+    step.views = {"clean": View(x=x), "adv": View(x=x, kappa=kappa, steps=steps, steps_taken=taken)}
     return step
 
 
@@ -120,7 +120,7 @@ def test_lambda_schedules_give_what_their_names_say():
 
 
 def test_bad_options_are_config_errors():
-    # ranges are declared on the Options fields and checked where options are built (config, build_recipe)
+    # ranges are declared on the Options fields and checked where options are built (config, create_recipe)
     with pytest.raises(ConfigError, match=r"^weighting\.burn_in: must be >= 0, got -1"):
         part_options("weighting", "gair", {"burn_in": -1})
     with pytest.raises(ConfigError, match=r"^weighting\.steps: must be >= 1, got 0"):
@@ -145,24 +145,24 @@ def test_without_kappa_gair_is_refused_when_the_recipe_is_built():
     # the old design failed at the first step (even in the burn-in); now the recipe check refuses it before
     # any step, naming both parts, the missing fact and the perturbations that give it
     with pytest.raises(ConfigError) as info:
-        build_recipe(recipe_spec(perturbation=("none", {})), env())
+        create_recipe(recipe_spec(perturbation=("none", {})), env())
     message = str(info.value)
     assert "weighting 'gair'" in message and "perturbation 'none'" in message
     assert "kappa" in message and "pgd" in message
     for perturbation in ("pgd", "fat", "fgsm"):  # every attack gives kappa
-        build_recipe(recipe_spec(perturbation=(perturbation, {})), env())
+        create_recipe(recipe_spec(perturbation=(perturbation, {})), env())
 
 
 def test_number_of_steps_from_option_or_the_adv_view():
     kappa = [0, 3, 5]
-    assert gair(steps=5).attack_steps(step_with(kappa, attack_steps=7)) == 5  # the option wins
-    assert gair().attack_steps(step_with(kappa, attack_steps=7)) == 7
+    assert gair(steps=5).steps(step_with(kappa, steps=7)) == 5  # the option wins
+    assert gair().steps(step_with(kappa, steps=7)) == 7
     # K is the steps the attack was given, not the steps the samples took (early-stopped or not)
-    assert gair().attack_steps(step_with(kappa, steps_taken=[6, 6, 6], attack_steps=7)) == 7
-    assert gair().attack_steps(step_with(kappa, steps_taken=[2, 6, 6], attack_steps=7)) == 7
+    assert gair().steps(step_with(kappa, steps_taken=[6, 6, 6], steps=7)) == 7
+    assert gair().steps(step_with(kappa, steps_taken=[2, 6, 6], steps=7)) == 7
     with pytest.raises(AdvlabError, match="weighting.steps"):
-        gair().attack_steps(step_with(kappa, attack_steps=None))  # a view with kappa but no K
-    assert gair(steps=7).attack_steps(step_with(kappa, attack_steps=None)) == 7
+        gair().steps(step_with(kappa, steps=None))  # a view with kappa but no K
+    assert gair(steps=7).steps(step_with(kappa, steps=None)) == 7
     with pytest.raises(AdvlabError, match="kappa outside"):
         gair(burn_in=0, steps=4).weights(step_with(kappa))
 
@@ -205,7 +205,7 @@ def test_trades_weights_go_on_the_kl_term_by_default(term, weighted):
     part = gair(burn_in=0, lam=0.0, term=term)
     labels, objective = HardLabels(None, env()), Trades(TradesOptions(beta=6.0), env())
     step = Step(model=model, x=x, y=y, index=torch.arange(5), epoch=0)  # the stages after the perturbation
-    step.views = {"clean": View(x=x), "adv": View(x=x_adv, kappa=kappa, attack_steps=10, steps_taken=kappa)}
+    step.views = {"clean": View(x=x), "adv": View(x=x_adv, kappa=kappa, steps=10, steps_taken=kappa)}
     step.outputs = objective.forward(step)
     step.loss_targets = labels.loss_targets(step, objective.target_views)
     step.terms = objective.terms(step)
@@ -231,7 +231,7 @@ def test_gair_terms_auto_follow_the_adversarial_view_and_old_names_are_refused()
     assert auto.weighted_terms(specs["mart"]) == ["adversarial", "boundary"]
     for old in ("robust", "both"):  # the values of the old design name no term
         with pytest.raises(ConfigError, match=f"weights term '{old}', which objective 'trades' does not have"):
-            build_recipe(recipe_spec(weighting=("gair", {"term": old}), objective=("trades", {})), env())
+            create_recipe(recipe_spec(weighting=("gair", {"term": old}), objective=("trades", {})), env())
 
 
 # -- presets ----------------------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def test_fat_stops_each_example_tau_steps_after_its_first_misclassification(tau)
     assert adv.steps_taken.tolist() == taken.tolist()
     assert torch.allclose(adv.x.flatten(), (x.flatten() + alpha * taken).clamp(0, 1), atol=1e-5)
     assert adv.kappa.tolist() == first_wrong.clamp(max=K).tolist()
-    assert adv.attack_steps == K
+    assert adv.steps == K
     assert part.epoch_metrics() == {"fat_tau": tau, "fat_mean_steps": pytest.approx(taken.double().mean().item())}
 
 

@@ -15,7 +15,7 @@ from advlab.evaluation import EVAL_ATTACKS, AttackSetup, EvalResult, as_classifi
 from advlab.evaluation.classifier import describe_classifier
 from advlab.evaluation.knn_attack import GuideAttack
 from advlab.models.knn import guide_features
-from advlab.evaluation.report import AttackOutcome
+from advlab.evaluation.result import AttackOutcome
 from advlab.models import ContrastiveModel, KNNClassifier, create, feature_extractor, strip_head
 from advlab.models.knn import encode
 

@@ -110,14 +110,14 @@ def test_the_bank_is_the_training_split_the_trainer_trains_on():
 
 
 def test_a_config_that_attacks_a_knn_it_does_not_evaluate_is_refused_before_the_run():
-    from advlab.engine.validate import validate_config
+    from advlab.engine.config_checks import check_config
     from advlab.errors import ConfigError
 
     for override, key in (("validation.attack=pgd-knn", "validation.attack"),
                           ("evaluation.attacks=[pgd20,pgd-knn]", "evaluation.attacks")):
         with pytest.raises(ConfigError, match=f"{key}: pgd-knn attacks a kNN classifier.*evaluation.classifier: knn"):
-            validate_config(load_config("standard", TINY + [override]))
-        validate_config(load_config("standard", TINY + [override, "evaluation.classifier=knn"]))
+            check_config(load_config("standard", TINY + [override]))
+        check_config(load_config("standard", TINY + [override, "evaluation.classifier=knn"]))
 
 
 def write_checkpoint(path, spec, config=None):

@@ -20,6 +20,8 @@ FORBIDDEN = {
     "evaluation": {"engine", "recipes", "reports"},
     "engine": {"reports"},
     # process groups and collectives sit at the bottom: data, recipes, evaluation and the engine use them
+    "seeds": {"config", "options", "epochs", "recipes", "engine", "evaluation", "runs", "data", "models",
+              "attacks", "reports", "distributed"},
     "distributed": {"config", "options", "epochs", "recipes", "engine", "evaluation", "runs", "data", "models",
                     "attacks", "reports"},
     # reports read finished (or killed) runs: they sit on top of runs, config and evaluation, never train

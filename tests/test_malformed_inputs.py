@@ -583,7 +583,7 @@ API = [
     ("pgd-direction", lambda t: _pgd(direction=2), AdvlabError, ["direction"]),
     ("pgd-logit-scale", lambda t: _pgd(logit_scale=float("nan")), AdvlabError, ["logit_scale"]),
     ("pgd-generator", lambda t: _pgd(generator="seed"), AdvlabError, ["generator"]),
-    ("pgd-bn-mode", lambda t: _pgd(bn_mode="test"), AdvlabError, ["bn_mode"]),
+    ("pgd-model-mode", lambda t: _pgd(model_mode="test"), AdvlabError, ["model_mode"]),
     ("load-unknown-dataset", lambda t: data.load("imagenet", "train"), DataError, ["imagenet", "allowed"]),
     ("load-unknown-split", lambda t: data.load("mnist", "validation"), DataError, ["validation", "allowed"]),
     ("load-root-not-path", lambda t: data.load("mnist", "test", root=3), DataError, ["root"]),

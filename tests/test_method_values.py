@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import advlab
-from advlab.recipes import RecipeEnv, Step, build_recipe, combine, compute_loss
+from advlab.recipes import RecipeEnv, Step, create_recipe, combine, compute_loss
 
 D, C = 6, 3
 
@@ -35,7 +35,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-@pytest.mark.parametrize("step_size", [0.5, 1.25])  # in units of eps: inside the ball, and clipped to it
+@pytest.mark.parametrize("step_size", [0.05, 0.125, None])  # pixels: inside the ball, clipped to it, default
 def test_fgsm_is_one_signed_step_then_projection_and_clamp(step_size):
     eps = 0.1
     model = _linear()
@@ -43,20 +43,22 @@ def test_fgsm_is_one_signed_step_then_projection_and_clamp(step_size):
     x = torch.rand(8, 1, 1, D, generator=g)
     x[0, 0, 0, :3] = torch.tensor([0.0, 1.0, 0.02])  # at and near the box's edges: the clamp matters
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    recipe = build_recipe({"labels": ("hard", {}), "perturbation": ("fgsm", {"step_size": step_size,
+    recipe = create_recipe({"labels": ("hard", {}), "perturbation": ("fgsm", {"step_size": step_size,
                                                                              "random_start": "none"}),
                            "weighting": ("uniform", {}), "objective": ("ce", {})}, _env(eps))
     x_adv = compute_loss(model, x, y, torch.arange(8), 0, recipe).views["adv"].x
 
-    # the oracle: dCE/dx of a linear model, one signed step of step_size * eps, projection, clamp
+    # the oracle: dCE/dx of a linear model, one signed step of step_size pixels (default 1.25 eps, Wong et al.
+    # 2020), projection, clamp
+    step_size = 1.25 * eps if step_size is None else step_size
     W, b = model[1].weight.detach().double().numpy(), model[1].bias.detach().double().numpy()
     xs = x.reshape(8, D).double().numpy()
     grad = (_softmax(xs @ W.T + b) - np.eye(C)[y.numpy()]) @ W
-    expected = np.clip(xs + step_size * eps * np.sign(grad), xs - eps, xs + eps).clip(0, 1)
+    expected = np.clip(xs + step_size * np.sign(grad), xs - eps, xs + eps).clip(0, 1)
     assert np.abs(np.sign(grad)).min() == 1  # no zero gradient coordinate: the sign is defined everywhere
     np.testing.assert_allclose(x_adv.reshape(8, D).double().numpy(), expected, atol=1e-6)
     moved = np.abs(x_adv.reshape(8, D).double().numpy() - xs)
-    assert moved.max() == pytest.approx(min(step_size, 1.0) * eps, abs=1e-6)
+    assert moved.max() == pytest.approx(min(step_size, eps), abs=1e-6)
 
 
 def mart_loss_reference(logits_clean: np.ndarray, logits_adv: np.ndarray, y: np.ndarray, beta: float) -> float:
@@ -84,7 +86,7 @@ def test_mart_objective_matches_the_reference_formula():
     p_true = torch.softmax(logits_clean, 1)[torch.arange(6), y]
     assert p_true.max() - p_true.min() > 0.3  # the (1 - p_y) factor differs a lot between samples
     beta = 6.0
-    recipe = build_recipe({"labels": ("hard", {}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
+    recipe = create_recipe({"labels": ("hard", {}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
                            "objective": ("mart", {"beta": beta})}, _env(0.1))
     step = Step(model=None, x=torch.zeros(6, 1), y=y, index=torch.arange(6), epoch=0,
                 outputs={"clean": logits_clean.float(), "adv": logits_adv.float()}, loss_targets={"adv": y})

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from advlab.errors import ConfigError
-from advlab.recipes import RecipeEnv, Step, build_recipe, compute_loss
+from advlab.recipes import RecipeEnv, Step, create_recipe, compute_loss
 from advlab.recipes.labels.noilin import NoilinLabels, NoilinOptions, resolve_half_cap_epoch
 from advlab.recipes.objectives.trades import kl_per_sample
 
@@ -132,7 +132,7 @@ def test_trades_noise_reaches_only_the_clean_cross_entropy():
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, C))
     x = torch.rand(64, 6)
     y = torch.randint(0, C, (64,))
-    recipe = build_recipe({"labels": ("noilin", {"rate": 0.5, "max_rate": 0.5, "apply_to": "loss"}),
+    recipe = create_recipe({"labels": ("noilin", {"rate": 0.5, "max_rate": 0.5, "apply_to": "loss"}),
                            "perturbation": ("pgd", {"steps": 2, "loss": "kl"}), "weighting": ("uniform", {}),
                            "objective": ("trades", {"beta": 6.0})}, env())
     s = compute_loss(model, x, y, torch.arange(64), 0, recipe)
@@ -246,7 +246,7 @@ def test_bad_options_are_config_errors(kw, key):
     spec = {"labels": ("noilin", kw), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
             "objective": ("ce", {})}
     with pytest.raises(ConfigError, match=rf"^labels\.{key}\b"):
-        build_recipe(spec, env())
+        create_recipe(spec, env())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.recipes import RecipeEnv, build_recipe
+from advlab.recipes import RecipeEnv, create_recipe
 from advlab.recipes.base import Step, combine
 from advlab.recipes.objectives.trades import kl_per_sample
 
@@ -33,7 +33,7 @@ def env(num_classes: int = 3, eps: float = 0.1) -> RecipeEnv:
 
 def recipe(objective=("ce", {}), perturbation=("pgd", {}), weighting=("uniform", {}), labels=("hard", {}),
            **env_kw):
-    return build_recipe({"labels": labels, "perturbation": perturbation, "weighting": weighting,
+    return create_recipe({"labels": labels, "perturbation": perturbation, "weighting": weighting,
                          "objective": objective}, env(**env_kw))
 
 

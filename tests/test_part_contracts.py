@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from advlab.config import PART_KINDS
-from advlab.recipes import RecipeEnv, build_recipe, compute_loss, part_registry
+from advlab.recipes import RecipeEnv, create_recipe, compute_loss, part_registry
 
 DEFAULTS = {"labels": "hard", "perturbation": "pgd", "weighting": "uniform", "objective": "ce"}
 # parts that read what the defaults do not give, and the companions that give it
@@ -70,7 +70,7 @@ def make_env(model=None, optimizer=None) -> RecipeEnv:
 def recipe_with(kind: str, name: str, model=None, optimizer=None):
     chosen = dict(DEFAULTS, **COMPANIONS.get((kind, name), {}), **{kind: name})
     options = {k: dict(CHEAP.get((k, v), {})) for k, v in chosen.items()}
-    return build_recipe({k: (v, options[k]) for k, v in chosen.items()}, make_env(model, optimizer))
+    return create_recipe({k: (v, options[k]) for k, v in chosen.items()}, make_env(model, optimizer))
 
 
 def data():

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import advlab
-from advlab.cli import build_parser, main
+from advlab.cli import create_parser, main
 from advlab.config import load_config, preset_dict
 from advlab.engine.probe import LINEAR_DEFAULTS, PROBE_MODES, ProbeMode, default_out, probe, probe_config
 from advlab.engine.trainer import Trainer
@@ -149,7 +149,7 @@ def test_the_probe_help_lists_the_modes_of_the_table_and_every_flag_has_help(cap
         for name in PROBE_MODES.names():
             assert f"{name}: {' '.join(PROBE_MODES.get(name).title.split())}" in text
         assert "{aff,alf,slf,zz-test}" in text  # the --mode choices are the table's names
-        sub = next(a for a in build_parser()._actions if a.dest == "command").choices["probe"]
+        sub = next(a for a in create_parser()._actions if a.dest == "command").choices["probe"]
         for action in sub._actions:
             assert action.help, f"{action.option_strings or action.dest} has no help"
     finally:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advlab.errors import AdvlabError, ConfigError
-from advlab.recipes import (PerturbationPart, Recipe, RecipeEnv, Step, View, build_recipe, check_recipe,
+from advlab.recipes import (PerturbationPart, Recipe, RecipeEnv, Step, View, create_recipe, check_recipe,
                             compute_loss, part_options, soft_cross_entropy)
 from advlab.recipes.labels.hard import HardLabels
 from advlab.recipes.labels.self_adaptive import SelfAdaptiveLabels, SelfAdaptiveOptions
@@ -113,13 +113,13 @@ def test_bad_start_epoch_is_a_config_error(option):
 @pytest.mark.parametrize("name, key", [
     ("sglr", "clean_share"), ("sglr", "one_hot_share"), ("sglr", "momentum"), ("self-adaptive", "momentum")])
 def test_bad_share_is_a_config_error(name, key):
-    # ranges are declared on the Options fields and checked where options are built (config, build_recipe)
+    # ranges are declared on the Options fields and checked where options are built (config, create_recipe)
     with pytest.raises(ConfigError, match=rf"^labels\.{key}: must be in \[0, 1\], got 1.5"):
         part_options("labels", name, {key: 1.5})
     spec = {"labels": (name, {key: 1.5}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
             "objective": ("ce", {})}
     with pytest.raises(ConfigError, match=rf"labels\.{key}"):
-        build_recipe(spec, env())
+        create_recipe(spec, env())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,7 +367,7 @@ def test_self_adaptive_weighting_needs_soft_targets(labels):
     spec = {"labels": (labels, {}), "perturbation": ("pgd", {}), "weighting": ("self-adaptive", {}),
             "objective": ("ce", {})}
     with pytest.raises(ConfigError) as info:
-        build_recipe(spec, env())
+        create_recipe(spec, env())
     assert (f"weighting 'self-adaptive' reads soft loss targets, which labels '{labels}' does not give"
             in str(info.value))
 
@@ -375,7 +375,7 @@ def test_self_adaptive_weighting_needs_soft_targets(labels):
 def test_self_adaptive_weighting_also_reads_sglr_targets():
     spec = {"labels": ("sglr", {"start_epoch": 0}), "perturbation": ("none", {}),
             "weighting": ("self-adaptive", {}), "objective": ("ce", {})}
-    recipe = build_recipe(spec, env())
+    recipe = create_recipe(spec, env())
     x, y, _ = data()
     s = compute_loss(plain_net(), x, y, torch.arange(N), 0, recipe)
     t = s.loss_targets["adv"]

@@ -15,7 +15,7 @@ from torch import nn
 
 from advlab.models import ContrastiveModel, KNNClassifier
 from advlab.models.knn import encode
-from advlab.recipes import RecipeEnv, build_recipe, train_step
+from advlab.recipes import RecipeEnv, create_recipe, train_step
 from advlab.recipes.contrastive import nt_xent
 from advlab.recipes.objectives.ssat import mutual_information_term
 
@@ -43,7 +43,7 @@ def clustered_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def make_recipe(model, images, labels, perturbation=None, objective=None, optimizer=None):
     env = RecipeEnv(num_train=len(labels), num_classes=C, epochs=2, eps=0.1, norm="linf", device=torch.device("cpu"),
                     model=model, optimizer=optimizer, train_images=images, train_labels=labels, knn=dict(KNN))
-    return build_recipe({"labels": ("hard", {}), "perturbation": ("pgd-knn", {"steps": 3, **(perturbation or {})}),
+    return create_recipe({"labels": ("hard", {}), "perturbation": ("pgd-knn", {"steps": 3, **(perturbation or {})}),
                          "weighting": ("uniform", {}), "objective": ("ssat", objective or {})}, env)
 
 
@@ -182,7 +182,7 @@ def test_a_recipe_without_the_training_split_is_refused_naming_the_part():
     from advlab.errors import ConfigError
     env = RecipeEnv(num_train=N, num_classes=C, epochs=1, eps=0.1, norm="linf", device=torch.device("cpu"))
     with pytest.raises(ConfigError, match="perturbation 'pgd-knn' needs the training split"):
-        build_recipe({"labels": ("hard", {}), "perturbation": ("pgd-knn", {}), "weighting": ("uniform", {}),
+        create_recipe({"labels": ("hard", {}), "perturbation": ("pgd-knn", {}), "weighting": ("uniform", {}),
                       "objective": ("ssat", {})}, env)
 
 
@@ -192,7 +192,7 @@ def test_the_ssat_objective_needs_the_fooled_fact():
     env = RecipeEnv(num_train=N, num_classes=C, epochs=1, eps=0.1, norm="linf", device=torch.device("cpu"),
                     train_images=images, train_labels=labels)
     with pytest.raises(ConfigError, match="objective 'ssat' needs fooled of view 'adv'"):
-        build_recipe({"labels": ("hard", {}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
+        create_recipe({"labels": ("hard", {}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
                       "objective": ("ssat", {})}, env)
 
 

@@ -12,7 +12,7 @@ from advlab.config import load_config, preset_names
 from advlab.engine.schedule import first_decay_epoch
 from advlab.errors import ConfigError
 from advlab.models import create
-from advlab.recipes import RecipeEnv, build_recipe, compute_loss, train_step
+from advlab.recipes import RecipeEnv, create_recipe, compute_loss, train_step
 
 PINS = json.loads((Path(__file__).parent / "fixtures" / "pinned_step_losses.json").read_text())
 EPOCHS = 4
@@ -45,7 +45,7 @@ def pinned_protocol(name: str) -> list[float]:
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     meta_images = (torch.rand(20, 1, 28, 28, generator=g) * 255).to(torch.uint8)  # drawn after the batch
     train_images = (x_all * 255).round().to(torch.uint8)
-    recipe = build_recipe(sections(c), env(first_decay_epoch=first_decay_epoch(c.schedule, EPOCHS),
+    recipe = create_recipe(sections(c), env(first_decay_epoch=first_decay_epoch(c.schedule, EPOCHS),
                                            meta_images=meta_images, meta_labels=torch.arange(20) % 10,
                                            model=model, optimizer=opt, train_images=train_images,
                                            train_labels=y_all, knn={**vars(c.knn), "k": 5}))
@@ -76,7 +76,7 @@ def test_preset_gives_the_same_losses_as_before_the_refactor(name, one_thread):
 
 def test_step_is_a_plain_function_with_typed_stages(one_thread):
     c = load_config("gair-trades")
-    recipe = build_recipe(sections(c), env())
+    recipe = create_recipe(sections(c), env())
     for _, part in recipe.parts():
         part.on_epoch_start(EPOCHS - 1)  # after GAIR's burn-in
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def test_step_is_a_plain_function_with_typed_stages(one_thread):
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     step = compute_loss(model.train(), x, y, torch.arange(8), EPOCHS - 1, recipe)
     assert set(step.views) == {"clean", "adv"} and step.views["adv"].kappa.shape == (8,)
-    assert step.views["adv"].attack_steps == 10
+    assert step.views["adv"].steps == 10
     assert set(step.outputs) == {"clean", "adv"} and set(step.terms) == {"natural", "boundary"}
     assert step.weights["natural"] is None and step.weights["boundary"] is not None  # term: boundary
     expected = step.terms["natural"].mean() + 6.0 * (step.terms["boundary"] * step.weights["boundary"]).mean()
@@ -104,7 +104,7 @@ def test_parts_that_do_not_fit_fail_when_built_naming_both(parts, message):
             "objective": ("ce", {})}
     spec.update(parts)
     with pytest.raises(ConfigError) as info:
-        build_recipe(spec, env())
+        create_recipe(spec, env())
     assert message in str(info.value)
 
 
@@ -112,4 +112,4 @@ def test_a_part_option_out_of_range_names_the_key_and_range():
     spec = {"labels": ("noilin", {"rate": 2}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
             "objective": ("ce", {})}
     with pytest.raises(ConfigError, match=r"^labels\.rate: must be in \[0, 1\], got 2"):
-        build_recipe(spec, env())
+        create_recipe(spec, env())

@@ -39,7 +39,7 @@ def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def create_parser() -> argparse.ArgumentParser:
     import importlib
 
     parser = OneLineParser(
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = create_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after flags: `advlab train --preset x a=1 --epochs 3 b=2`
         takes_overrides = isinstance(getattr(args, "overrides", None), list)  # train, bench, probe

@@ -178,7 +178,7 @@ class TrainConfig:
         return _to_plain(self)
 
     def parts(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """``{kind: (option name, options)}`` for each of PART_KINDS: what ``advlab.recipes.build_recipe`` takes."""
+        """``{kind: (option name, options)}`` for each of PART_KINDS: what ``advlab.recipes.create_recipe`` takes."""
         return {kind: (getattr(self, kind).name, getattr(self, kind).options) for kind in PART_KINDS}
 
     def model_spec(self, num_classes: int, in_channels: int) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from a plain (possibly partial) mapping, keys, types and ranges checked.
 
     Names chosen from registries (dataset, model, parts, attacks, ...) and each part's options are checked
-    by ``advlab.engine.validate.validate_config``, which every run calls before it touches the disk.
+    by ``advlab.engine.config_checks.check_config``, which every run calls before it touches the disk.
     """
     return build_dataclass(TrainConfig, data or {}, "")
 

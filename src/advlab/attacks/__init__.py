@@ -5,11 +5,11 @@
 
 >>> from advlab.attacks import pgd
 >>> result = pgd(model, x, y, eps=8/255, step_size=2/255, steps=10)   # doctest: +SKIP
->>> result.x_adv, result.kappa, result.first_wrong, result.steps       # doctest: +SKIP
+>>> result.x_adv, result.kappa, result.first_wrong, result.steps_taken       # doctest: +SKIP
 """
 from __future__ import annotations
 
-from .context import bn_mode, eval_mode, no_param_grad, train_mode
+from .context import model_mode, eval_mode, no_param_grad, train_mode
 from .losses import LOSSES, as_labels, ce_loss, cw_loss, dlr_loss, get_loss, kl_loss, margin
 from .model_output import forward_logits, logits_of
 from .norms import NORMS, L2, Linf, get_norm, per_sample
@@ -20,5 +20,5 @@ __all__ = [
     "LOSSES", "get_loss", "ce_loss", "cw_loss", "kl_loss", "dlr_loss", "margin", "as_labels",
     "logits_of", "forward_logits",
     "NORMS", "get_norm", "Linf", "L2", "per_sample",
-    "bn_mode", "eval_mode", "train_mode", "no_param_grad",
+    "model_mode", "eval_mode", "train_mode", "no_param_grad",
 ]

@@ -8,14 +8,14 @@ from torch import nn
 
 from ..errors import AdvlabError
 
-BNMode = Optional[Literal["eval", "train"]]
+ModelMode = Optional[Literal["eval", "train"]]
 
 
 @contextmanager
-def bn_mode(module: nn.Module, mode: BNMode) -> Iterator[nn.Module]:
+def model_mode(module: nn.Module, mode: ModelMode) -> Iterator[nn.Module]:
     """Put ``module`` in ``mode`` ("eval", "train", or None: leave as is); restore every submodule's flag after."""
     if mode not in ("eval", "train", None):
-        raise AdvlabError(f"bn_mode must be 'eval', 'train' or None, got {mode!r}")
+        raise AdvlabError(f"model_mode must be 'eval', 'train' or None, got {mode!r}")
     saved = [(m, m.training) for m in module.modules()]
     try:
         if mode is not None:
@@ -28,12 +28,12 @@ def bn_mode(module: nn.Module, mode: BNMode) -> Iterator[nn.Module]:
 
 def eval_mode(module: nn.Module):
     """``with eval_mode(model):`` runs in eval mode and restores each submodule's flag after."""
-    return bn_mode(module, "eval")
+    return model_mode(module, "eval")
 
 
 def train_mode(module: nn.Module):
     """``with train_mode(model):`` runs in train mode and restores each submodule's flag after."""
-    return bn_mode(module, "train")
+    return model_mode(module, "train")
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AdvlabError
-from .context import BNMode, bn_mode as _bn_mode, no_param_grad
+from .context import ModelMode, model_mode as _model_mode, no_param_grad
 from .losses import LossSpec, as_labels, get_loss, kl_loss
 from .model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient, logits_of,
                            outside_inference_mode)
@@ -36,15 +36,15 @@ class AttackResult:
 
     ``kappa``: GAIRAT's kappa, the number of iterates x^(0..K-1) (before each update, while the sample was
     active) classified correctly; ``first_wrong``: index k of the first misclassified iterate x^(k)
-    (x^(0) is the start point; the final iterate is checked too), -1 if none; ``steps``: gradient steps
-    each sample took. ``kappa`` and ``first_wrong`` are None without labels ``y``; ``first_wrong`` is None
+    (x^(0) is the start point; the final iterate is checked too), -1 if none; ``steps_taken``: (B,) int64,
+    the gradient steps each sample took (the steps given, K, is the ``steps`` argument). ``kappa`` and ``first_wrong`` are None without labels ``y``; ``first_wrong`` is None
     also when ``track_final=False``.
     """
 
     x_adv: torch.Tensor
     kappa: torch.Tensor | None
     first_wrong: torch.Tensor | None
-    steps: torch.Tensor
+    steps_taken: torch.Tensor
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int, random_start: str | None,
@@ -164,7 +164,7 @@ def pgd(
     direction: int | torch.Tensor = 1,
     random_start: str | None = "uniform",
     early_stop: int | None = None,
-    bn_mode: BNMode = "eval",
+    model_mode: ModelMode = "eval",
     logit_scale: float = 1.0,
     generator: torch.Generator | None = None,
     track_final: bool = True,
@@ -188,7 +188,7 @@ def pgd(
         random_start: "uniform" (uniform in the ball), "normal" (x + 0.001 N(0, I), projected) or None.
         early_stop: None, or FAT's tau: a sample misclassified with no budget left is frozen at that iterate;
             each other misclassified iterate uses one unit of its budget (initially tau).
-        bn_mode: "eval", "train" or None (leave as is) during the attack; every submodule's flag is restored.
+        model_mode: "eval", "train" or None (leave as is) during the attack; every submodule's flag is restored.
         logit_scale: model outputs are multiplied by this before the loss (logit-scaling attack).
         generator: torch.Generator for the random start; the global RNG is not reseeded.
         track_final: with ``y`` given, forward the final iterate (only of samples not yet misclassified,
@@ -229,7 +229,7 @@ def pgd(
 
         # parameters frozen for the attack: the backward is to the input only, also in a compiled model (whose
         # graph would otherwise compute every weight gradient), and no activation is kept for weight gradients
-        with _bn_mode(model, bn_mode), no_param_grad(model):
+        with _model_mode(model, model_mode), no_param_grad(model):
             if target is None:
                 if loss == "kl" or loss is kl_loss:
                     with torch.no_grad():
@@ -339,7 +339,7 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
                 pred = _logits(forward_logits(model, x_adv[pending], "pgd"), classify).argmax(1)
             first_wrong[pending] = torch.where(pred != y[pending], taken[pending], first_wrong[pending])
     return AttackResult(x_adv=x_adv.detach(), kappa=kappa, first_wrong=first_wrong if track_final else None,
-                        steps=taken)
+                        steps_taken=taken)
 
 
 def fgsm(
@@ -354,7 +354,7 @@ def fgsm(
 ) -> AttackResult:
     """Fast adversarial training's FGSM (Wong et al. 2020): uniform start, one signed step of size
     ``step_size`` (default 1.25 eps), projection, clipping. A preset of :func:`pgd` with ``steps=1``;
-    other keyword arguments (norm, loss, target, bn_mode, generator, ...) are passed on."""
+    other keyword arguments (norm, loss, target, model_mode, generator, ...) are passed on."""
     if step_size is None:
         step_size = 1.25 * eps
     return pgd(model, x, y, eps=eps, step_size=step_size, steps=1, random_start=random_start, **kwargs)

@@ -38,7 +38,7 @@ kept); every ``load`` returns fresh tensors.
 from __future__ import annotations
 
 from .catalog import DATASETS, DatasetInfo, info
-from .loader import Batch, DeviceLoader
+from .device_loader import Batch, DeviceLoader
 from .loading import SPLITS, clear_cache, load
 from .scenarios import (CLASS_ORDERS, NOISE_KINDS, LabelNoiseRecord, LongTailRecord, flip_labels, label_noise,
                         long_tail, two_class_targets)

@@ -21,10 +21,10 @@ from ..config import TrainConfig
 from ..devices import pick_device
 from ..errors import AdvlabError
 from ..models import create
-from ..recipes import RecipeEnv, build_recipe, train_step
+from ..recipes import RecipeEnv, create_recipe, train_step
 from .acceleration import as_step_input, check_compiled, step_model
-from .optimizers import make_optimizer
-from .validate import validate_config
+from .optimizers import create_optimizer
+from .config_checks import check_config
 
 
 @dataclass
@@ -71,7 +71,7 @@ class _Setup:
     """A preset's model, optimiser and recipe on random data of one shape, ready to step."""
 
     def __init__(self, config: TrainConfig, shape: tuple[int, int, int], num_classes: int, batch_size: int) -> None:
-        validate_config(config)
+        check_config(config)
         self.config = c = config
         self.device = pick_device(c.device)
         torch.manual_seed(c.seed)
@@ -82,14 +82,14 @@ class _Setup:
         spec = c.model_spec(num_classes, shape[0])
         self.model = create(spec.pop("name"), **spec).to(self.device)
         self.step_model = step_model(self.model, c.compile, c.channels_last)
-        self.optimizer = make_optimizer(self.model.parameters(), c.optimizer)
+        self.optimizer = create_optimizer(self.model.parameters(), c.optimizer)
         meta = c.data.meta_size
         env = RecipeEnv(num_train=batch_size, num_classes=num_classes, epochs=c.epochs, eps=c.eps, norm=c.norm,
                         device=self.device, seed=c.seed, class_counts=torch.bincount(self.y.cpu(), minlength=num_classes).tolist(),
                         meta_images=torch.randint(0, 256, (meta, *shape), dtype=torch.uint8, generator=g) if meta else None,
                         meta_labels=torch.arange(meta) % num_classes if meta else None,
                         model=self.model, optimizer=self.optimizer)
-        self.recipe = build_recipe(c.parts(), env)
+        self.recipe = create_recipe(c.parts(), env)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
         if self.step_model is not self.model:
             check_compiled(self.model, self.step_model, as_step_input(self.x.float().div(255), c.channels_last), self.y)

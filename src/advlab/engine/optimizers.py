@@ -28,6 +28,6 @@ def _adam(params: Iterable[torch.nn.Parameter], c: OptimizerConfig) -> torch.opt
     return torch.optim.Adam(params, lr=c.lr, betas=(c.momentum, 0.999), weight_decay=c.weight_decay)
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
+def create_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
     """The optimiser ``config.name`` over ``params``; AdvlabError naming the allowed names otherwise."""
     return OPTIMIZERS.get(config.name)(params, config)

@@ -27,7 +27,7 @@ from ..models.representation import backbone, final_linear
 from ..registry import Registry
 from ..runs import RunDir, load_model
 from .trainer import train
-from .validate import validate_config
+from .config_checks import check_config
 
 LINEAR_DEFAULTS: tuple[str, ...] = (
     "epochs=25", "batch_size=512", "optimizer.name=sgd", "optimizer.lr=0.01", "optimizer.momentum=0.9",
@@ -126,7 +126,7 @@ def _source(run: str | Path) -> tuple[RunDir, TrainConfig]:
 def probe_config(run: str | Path, mode: str, overrides: list[str] | None = None, *,
                  epochs: int | None = None) -> TrainConfig:
     """The config of the probe of ``run`` by ``mode`` (:data:`PROBE_MODES`), validated as a run's
-    (``validate_config``); nothing is written.
+    (``check_config``); nothing is written.
 
     Built as: the mode's preset and defaults; from ``run``'s config its data (name, root, train_size,
     meta_size, label_noise, imbalance), model (name, activation, options), eps, norm and seed; then
@@ -165,7 +165,7 @@ def probe_config(run: str | Path, mode: str, overrides: list[str] | None = None,
     for item in parsed:
         data = merge(data, item)
     config = from_dict(data)
-    validate_config(config)
+    check_config(config)
     return config
 
 

@@ -44,7 +44,7 @@ def _constant(c: ScheduleConfig, lr: float, epochs: int) -> Callable[[float], fl
     return lambda t: lr
 
 
-def make_schedule(config: ScheduleConfig, lr: float, epochs: int) -> Callable[[float], float]:
+def create_schedule(config: ScheduleConfig, lr: float, epochs: int) -> Callable[[float], float]:
     """``rate(t)`` for t in [0, epochs]: the learning rate after t epochs of training."""
     return SCHEDULES.get(config.name)(config, lr, epochs)
 

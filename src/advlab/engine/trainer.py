@@ -26,19 +26,19 @@ from .. import data as datasets
 from .. import distributed
 from ..config import TrainConfig, from_dict, load_config
 from ..crashpoints import crash_point
-from ..data.loader import epoch_seed
+from ..seeds import epoch_seed
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import as_classifier, describe_classifier, evaluate
 from ..models import create, encoder_state_dict, load_encoder_state
-from ..recipes import Recipe, RecipeEnv, build_recipe, train_step
+from ..recipes import Recipe, RecipeEnv, create_recipe, train_step
 from ..runs import (CHECKPOINT_NAMES, DATA, SUMMARY, TENSORBOARD, RunDir, load_checkpoint, load_model,
                     resolve_checkpoint)
 from .acceleration import as_step_input, check_compiled, step_model
-from .optimizers import make_optimizer
-from .schedule import first_decay_epoch, make_schedule
+from .optimizers import create_optimizer
+from .schedule import first_decay_epoch, create_schedule
 from .tensorboard import EpochScalars
-from .validate import validate_config
+from .config_checks import check_config
 
 VALIDATION_SEED_OFFSET = 12345  # the validation attack's random starts: seed + this, apart from the test's
 RANK_STREAM = 1000  # under torchrun, rank r reseeds its global RNG each epoch from (seed, epoch, this + r)
@@ -66,7 +66,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run: RunDir | str | Path | None = None, progress: bool = True,
                  warm_start: bool = True) -> None:
-        validate_config(config)
+        check_config(config)
         self.config = c = config
         self.run = RunDir(run) if isinstance(run, (str, Path)) else run
         launch = distributed.launch_from_env()
@@ -118,8 +118,8 @@ class Trainer:
             n = min(c.batch_size, len(self.loader.labels))  # a training batch's shape: compiled once, reused
             x0 = as_step_input(self.loader.images[:n].float().div(255), c.channels_last)
             self.compile_check = check_compiled(self.model, self.step_model, x0, self.loader.labels[:n])
-        self.optimizer = make_optimizer(self.model.parameters(), c.optimizer)
-        self.rate = make_schedule(c.schedule, c.optimizer.lr, c.epochs)
+        self.optimizer = create_optimizer(self.model.parameters(), c.optimizer)
+        self.rate = create_schedule(c.schedule, c.optimizer.lr, c.epochs)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
 
         has_meta = len(split.meta_labels) > 0
@@ -132,7 +132,7 @@ class Trainer:
                         model=self.model, optimizer=self.optimizer, collective=self.collective,
                         train_images=split.images, train_labels=split.labels, knn=dataclasses.asdict(c.knn),
                         dataset=c.data.name)
-        self.recipe: Recipe = build_recipe(c.parts(), env)
+        self.recipe: Recipe = create_recipe(c.parts(), env)
         if self.collective.distributed:
             for kind, part in self.recipe.parts():
                 if not part.distributed:

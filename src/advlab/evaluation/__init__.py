@@ -40,7 +40,7 @@ from __future__ import annotations
 from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_classifier
 from .fairness import class_errors
 from .knn_attack import KNN_ATTACKS
-from .report import AttackOutcome, EvalResult
+from .result import AttackOutcome, EvalResult
 from .robustness import DEFAULT_ATTACKS, evaluate
 from .suite import AA_VERSIONS, EVAL_ATTACKS, AttackSetup, eval_attack_names
 from .threat import verify_threat_model

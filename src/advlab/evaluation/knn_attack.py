@@ -93,7 +93,7 @@ class GuideAttack:
 
             result = pgd(knn.encoder, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps,
                          norm=self.norm, loss=loss, target=guides, random_start="uniform", early_stop=0,
-                         bn_mode="eval", generator=self.generator, classify=knn.scores)
+                         model_mode="eval", generator=self.generator, classify=knn.scores)
         return result.x_adv
 
     def settings(self) -> dict[str, Any]:

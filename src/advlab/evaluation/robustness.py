@@ -14,7 +14,7 @@ from ..attacks.model_output import forward_logits
 from ..devices import pick_device
 from ..distributed import Collective
 from ..errors import AdvlabError
-from .report import EvalResult
+from .result import EvalResult
 from .runner import EvalData, run_attack, run_clean
 from .sanity import run_sanity
 from .suite import EVAL_ATTACKS, AttackSetup, eval_attack_names

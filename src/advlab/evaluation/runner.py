@@ -10,7 +10,7 @@ from torch import nn
 
 from ..attacks.model_output import forward_logits
 from ..distributed import Collective
-from .report import AttackOutcome
+from .result import AttackOutcome
 from .suite import EvalAttack
 from .threat import ATOL, verify_threat_model
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..attacks.norms import l2_ball_like_linf
-from .report import AttackOutcome, accuracy, standard_error
+from .result import AttackOutcome, accuracy, standard_error
 from .runner import EvalData, run_attack
 from .suite import AttackSetup, PGDEval
 

@@ -90,7 +90,7 @@ class PGDEval:
             if len(todo) == 0:
                 break
             result = pgd(self.model, x[todo], y[todo], eps=self.eps, step_size=self.step_size, steps=self.steps,
-                         norm=self.norm, loss=self.loss, random_start="uniform", early_stop=0, bn_mode="eval",
+                         norm=self.norm, loss=self.loss, random_start="uniform", early_stop=0, model_mode="eval",
                          logit_scale=self.logit_scale, generator=self.generator)
             x_best[todo] = result.x_adv
             fooled[todo] = result.first_wrong != -1

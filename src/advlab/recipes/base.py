@@ -78,7 +78,7 @@ class View:
     """One input the objective may train on, with the per-sample facts of the attack that made it.
 
     ``x``: (B, ...) pixels in [0, 1]. ``kappa``: (B,) int64, GAIRAT's count of attack iterates still
-    classified correctly; ``attack_steps``: K, the steps the attack was given; ``steps_taken``: (B,) int64
+    classified correctly; ``steps``: K, the steps the attack was given; ``steps_taken``: (B,) int64
     gradient steps each sample took; ``eps``: (B,) the bound of each sample in pixel units; ``direction``:
     (B,) +1 (adversarial) or -1 (anti-adversarial); ``fooled``: (B,) bool, whether the view fools the
     classifier the attack aimed at (``pgd-knn``: the kNN's hard vote differs from the label). Facts an attack
@@ -87,7 +87,7 @@ class View:
 
     x: torch.Tensor
     kappa: torch.Tensor | None = None
-    attack_steps: int | None = None
+    steps: int | None = None
     steps_taken: torch.Tensor | None = None
     eps: torch.Tensor | None = None
     direction: torch.Tensor | None = None
@@ -116,7 +116,7 @@ class Step:
     (rows of per-sample state); ``epoch`` 0-indexed. ``model`` trains (under torchrun: the
     DistributedDataParallel wrapper, whose forward passes join the gradient exchange); ``local_model`` is the
     module without the wrapper, for forward passes that must stay on this process (the attack, no-grad
-    predictions); the same as ``model`` for one process.
+    predictions); given as None, it is ``model`` (one process).
     """
 
     model: nn.Module
@@ -133,10 +133,9 @@ class Step:
     weights: dict[str, torch.Tensor | None] = field(default_factory=dict)
     loss: torch.Tensor | None = None
 
-    @property
-    def own_model(self) -> nn.Module:
-        """The model for forward passes that stay on this process: ``local_model``, else ``model``."""
-        return self.model if self.local_model is None else self.local_model
+    def __post_init__(self) -> None:
+        if self.local_model is None:
+            self.local_model = self.model
 
 
 class Part:

@@ -120,7 +120,7 @@ def check_recipe(recipe: Recipe) -> None:
                           "or auto, all)")
 
 
-def build_recipe(sections: dict[str, tuple[str, dict[str, Any]]], env: RecipeEnv) -> Recipe:
+def create_recipe(sections: dict[str, tuple[str, dict[str, Any]]], env: RecipeEnv) -> Recipe:
     """Build and check a recipe from ``{kind: (name, options)}``; ConfigError for a bad option or a misfit."""
     missing = [k for k in PART_KINDS if k not in sections]
     if missing:

@@ -22,7 +22,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import write_report  # the plotting stack is imported only when a report is made
+    from .run_report import write_report  # the plotting stack is imported only when a report is made
 
     files = write_report(args.run_dir, progress=not args.quiet)
     if not args.quiet:

@@ -40,7 +40,7 @@ class SGLROptions:
 
 
 @contextlib.contextmanager
-def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
+def batch_norm_mode(model: nn.Module, mode: str) -> Iterator[None]:
     """Run the block with batch norm in ``mode``; restore every module's flags afterwards.
 
     ``eval``: running statistics, nothing updated. ``batch``: batch statistics, running statistics not
@@ -66,7 +66,7 @@ def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
 
 def predict(model: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
     """Softmax prediction of ``model`` on ``x`` without gradients, batch norm in ``mode``."""
-    with torch.no_grad(), bn_mode(model, mode):
+    with torch.no_grad(), batch_norm_mode(model, mode):
         return model(x).float().softmax(1)
 
 
@@ -86,10 +86,10 @@ class SGLRLabels(RefinedLabelsPart):
             if shared is not None:
                 p_adv = shared.detach().float().softmax(1)
             else:
-                p_adv = predict(step.own_model, step.views["adv"].x, o.clean_bn)
+                p_adv = predict(step.local_model, step.views["adv"].x, o.clean_bn)
         elif view == "adv":
             p_adv = own
-            p_clean = predict(step.own_model, step.x, o.clean_bn)
+            p_clean = predict(step.local_model, step.x, o.clean_bn)
         else:
             raise ValueError(f"view must be 'adv' or 'clean', got {view!r}")
         q = o.clean_share * p_clean + (1.0 - o.clean_share) * p_adv

@@ -6,7 +6,7 @@ colour jitter and grayscale on colour images, brightness and contrast only on 1-
 batch, on the batch's device. No labels are read.
 
 Randomness: the part owns a CPU ``torch.Generator`` reseeded at every epoch start from (seed, epoch, stream,
-rank) with the loader's mixer (:func:`advlab.data.loader.epoch_seed`), and draws the batch's parameters from it
+rank) with the loader's mixer (:func:`advlab.seeds.epoch_seed`), and draws the batch's parameters from it
 in step order. An epoch's views are therefore fixed by the seed and the epoch whatever happened before, so a
 run resumed from a checkpoint (written at the end of an epoch) draws the views of the uninterrupted run, and
 the global RNG (PGD's random starts, dropout) is left alone.
@@ -20,7 +20,7 @@ import torch
 
 from ...data import info
 from ...data.contrastive_augment import ViewAugment, augment
-from ...data.loader import epoch_seed
+from ...seeds import epoch_seed
 from ...errors import AdvlabError, ConfigError
 from ...options import option
 from ..base import PerturbationPart, RecipeEnv, Step, View, register

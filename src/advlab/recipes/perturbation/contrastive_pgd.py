@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from ...attacks import bn_mode, forward_logits, pgd
+from ...attacks import model_mode, forward_logits, pgd
 from ...options import option
 from ..base import RecipeEnv, Step, View, register
 from ..contrastive import check_loss_name, contrastive_loss
@@ -38,7 +38,7 @@ class ContrastivePGDOptions(AugmentOptions):
     random_start: Literal["uniform", "none"] = "uniform"
     loss: str = "nt-xent"  # advlab.recipes.contrastive.CONTRASTIVE_LOSSES
     temperature: float = option(0.5, low=0, low_open=True)
-    bn_mode: Literal["eval", "train"] = "eval"
+    model_mode: Literal["eval", "train"] = "eval"
 
 
 @register("perturbation", "contrastive-pgd")
@@ -47,7 +47,7 @@ class ContrastivePGDPerturbation(AugmentPerturbation):
     (adv, view2) within eps; the ``adv`` view carries the steps K and the steps each sample took."""
 
     Options = ContrastivePGDOptions
-    views = {"view1": frozenset(), "view2": frozenset(), "adv": frozenset({"attack_steps", "steps_taken"})}
+    views = {"view1": frozenset(), "view2": frozenset(), "adv": frozenset({"steps", "steps_taken"})}
 
     def __init__(self, options: ContrastivePGDOptions, env: RecipeEnv) -> None:
         super().__init__(options, env)
@@ -66,15 +66,15 @@ class ContrastivePGDPerturbation(AugmentPerturbation):
     def adversarial(self, model: torch.nn.Module, view1: torch.Tensor, view2: torch.Tensor) -> View:
         """The ``adv`` view of (view1, view2) (B, C, H, W) against ``model`` (its projection)."""
         o = self.options
-        with bn_mode(model, o.bn_mode), torch.no_grad():
+        with model_mode(model, o.model_mode), torch.no_grad():
             target = forward_logits(model, view2, "perturbation 'contrastive-pgd'").detach()
         result = pgd(model, view1, None, eps=self.env.eps, step_size=self.step_size(), steps=o.steps,
                      norm=self.env.norm, loss=self.attack_loss, target=target,
-                     random_start=None if o.random_start == "none" else "uniform", bn_mode=o.bn_mode,
+                     random_start=None if o.random_start == "none" else "uniform", model_mode=o.model_mode,
                      generator=self.generator, track_final=False)
-        return View(x=result.x_adv, attack_steps=o.steps, steps_taken=result.steps)
+        return View(x=result.x_adv, steps=o.steps, steps_taken=result.steps_taken)
 
     def perturb(self, step: Step) -> dict[str, View]:
         views = self.two_views(step.x.detach())
-        views["adv"] = self.adversarial(step.own_model, views["view1"].x, views["view2"].x)
+        views["adv"] = self.adversarial(step.local_model, views["view1"].x, views["view2"].x)
         return views

@@ -10,7 +10,7 @@ from ...attacks import pgd
 from ...options import option
 from ..base import PerturbationPart, Step, View, register
 
-ATTACK_FACTS = frozenset({"kappa", "attack_steps", "steps_taken"})
+ATTACK_FACTS = frozenset({"kappa", "steps", "steps_taken"})
 
 
 @dataclass
@@ -19,7 +19,7 @@ class PGDOptions:
     step_size: float | None = option(None, low=0, low_open=True)  # pixel units; None = 2.5 * eps / steps (Madry)
     random_start: Literal["uniform", "normal", "none"] = "uniform"
     loss: Literal["ce", "kl", "cw"] = "ce"  # kl is TRADES' label-free attack
-    bn_mode: Literal["eval", "train"] = "eval"
+    model_mode: Literal["eval", "train"] = "eval"
 
 
 @register("perturbation", "pgd")
@@ -42,20 +42,20 @@ class PGDPerturbation(PerturbationPart):
         target = step.attack_target
         kappa_labels = target if target is not None and target.dtype == torch.int64 else step.y
         result = pgd(
-            step.own_model, step.x, kappa_labels,
+            step.local_model, step.x, kappa_labels,
             eps=self.env.eps, step_size=self.step_size(), steps=o.steps, norm=self.env.norm,
             loss=o.loss, target=None if o.loss == "kl" else target,
             random_start=None if o.random_start == "none" else o.random_start,
-            early_stop=self.early_stop(), bn_mode=o.bn_mode, track_final=False,
+            early_stop=self.early_stop(), model_mode=o.model_mode, track_final=False,
         )
-        return {"adv": View(x=result.x_adv, kappa=result.kappa, attack_steps=o.steps, steps_taken=result.steps)}
+        return {"adv": View(x=result.x_adv, kappa=result.kappa, steps=o.steps, steps_taken=result.steps_taken)}
 
 
 @dataclass
 class FGSMOptions:
-    step_size: float = option(1.25, low=0, low_open=True)  # in units of eps (Wong et al. 2020)
+    step_size: float | None = option(None, low=0, low_open=True)  # pixel units; None = 1.25 * eps (Wong et al. 2020)
     random_start: Literal["uniform", "none"] = "uniform"
-    bn_mode: Literal["eval", "train"] = "train"
+    model_mode: Literal["eval", "train"] = "train"
 
 
 @register("perturbation", "fgsm")
@@ -65,12 +65,16 @@ class FGSMPerturbation(PerturbationPart):
     Options = FGSMOptions
     views = {"adv": ATTACK_FACTS}
 
+    def step_size(self) -> float:
+        o = self.options
+        return o.step_size if o.step_size is not None else 1.25 * self.env.eps
+
     def perturb(self, step: Step) -> dict[str, View]:
         o = self.options
         result = pgd(
-            step.own_model, step.x, step.y, eps=self.env.eps, step_size=o.step_size * self.env.eps, steps=1,
+            step.local_model, step.x, step.y, eps=self.env.eps, step_size=self.step_size(), steps=1,
             norm=self.env.norm, target=step.attack_target,
-            random_start=None if o.random_start == "none" else o.random_start, bn_mode=o.bn_mode,
+            random_start=None if o.random_start == "none" else o.random_start, model_mode=o.model_mode,
             track_final=False,
         )
-        return {"adv": View(x=result.x_adv, kappa=result.kappa, attack_steps=1, steps_taken=result.steps)}
+        return {"adv": View(x=result.x_adv, kappa=result.kappa, steps=1, steps_taken=result.steps_taken)}

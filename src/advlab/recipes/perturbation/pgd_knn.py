@@ -65,7 +65,7 @@ class PGDKNNPerturbation(PerturbationPart):
     kappa (kNN-correct iterates), the steps and ``fooled`` (the final x' fools the kNN's hard vote)."""
 
     Options = PGDKNNOptions
-    views = {"adv": frozenset({"kappa", "attack_steps", "steps_taken", "fooled"})}
+    views = {"adv": frozenset({"kappa", "steps", "steps_taken", "fooled"})}
     needs_train_split = True
 
     def __init__(self, options: Any, env) -> None:
@@ -111,7 +111,7 @@ class PGDKNNPerturbation(PerturbationPart):
 
     def perturb(self, step: Step) -> dict[str, View]:
         o = self.options
-        encoder = representation_module(step.own_model)
+        encoder = representation_module(step.local_model)
         due = o.refresh_every and self.steps_in_epoch and self.steps_in_epoch % o.refresh_every == 0
         if self.stale or self.bank is None or due:
             self.refresh(encoder)
@@ -129,17 +129,17 @@ class PGDKNNPerturbation(PerturbationPart):
             metric = knn.metric
             result = pgd(encoder, step.x, step.y, eps=self.env.eps, step_size=self.step_size(), steps=o.steps,
                          norm=self.env.norm, loss=lambda rep, g: guide_similarity(rep, g, metric), target=guides,
-                         random_start=start, bn_mode="eval", track_final=False, classify=knn.scores)
+                         random_start=start, model_mode="eval", track_final=False, classify=knn.scores)
         else:
             result = pgd(knn, step.x, step.y, eps=self.env.eps, step_size=self.step_size(), steps=o.steps,
-                         norm=self.env.norm, loss="ce", random_start=start, bn_mode="eval", track_final=False)
+                         norm=self.env.norm, loss="ce", random_start=start, model_mode="eval", track_final=False)
         with torch.no_grad(), eval_mode(knn):
             fooled = knn(result.x_adv).argmax(1) != step.y
             self.bank[step.index.to(self.bank.device)] = self._store(
                 clean if o.loss == "guide" else encoder(step.x).float())
         self.fooled += int(fooled.sum())
         self.seen += len(fooled)
-        return {"adv": View(x=result.x_adv, kappa=result.kappa, attack_steps=o.steps, steps_taken=result.steps,
+        return {"adv": View(x=result.x_adv, kappa=result.kappa, steps=o.steps, steps_taken=result.steps_taken,
                             fooled=fooled)}
 
     def per_sample_state(self) -> dict[str, torch.Tensor]:

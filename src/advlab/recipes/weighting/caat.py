@@ -171,13 +171,13 @@ class CAATWeighting(FRLWeightingBase):
 
         ``zeta`` (B, 6) and ``y`` (B,): the features and labels of the whole batch (under torchrun the global
         one, :meth:`global_features`; ``y`` None: gathered from ``step.y``). The look-ahead runs on this
-        process's module (``step.own_model``, outside DDP) with the gradient of the global-batch mean
+        process's module (``step.local_model``, outside DDP) with the gradient of the global-batch mean
         (:func:`.lookahead.global_mean_gradient`), the update DDP makes; its graph reaches the meta-net
         through this rank's samples only, so the ranks' meta-gradients sum to that of one process.
         """
         optimizer = self.env.optimizer
         check_sgd(optimizer, "weighting 'caat'")
-        model, objective = step.own_model, self.recipe.objective
+        model, objective = step.local_model, self.recipe.objective
         names = [s.name for s in objective.term_specs]
         y, rows = self.global_labels(step.y) if y is None else (y, self.env.collective.shard(len(y)))
         params = dict(model.named_parameters())
@@ -195,7 +195,7 @@ class CAATWeighting(FRLWeightingBase):
         new.update({n: p for n, p in params.items() if n not in trainable})
         x_m, y_m = self.meta_batch(dtype=next(iter(params.values())).dtype)
         frozen = LookAhead(model, {n: p.detach() for n, p in new.items()})
-        meta_views = {"clean": View(x=x_m), **self.recipe.perturbation.make_views(frozen, x_m, y_m, record=False)}
+        meta_views = {"clean": View(x=x_m), **self.recipe.perturbation.create_views(frozen, x_m, y_m, record=False)}
         ahead = LookAhead(model, new)
         meta_outputs = {v: ahead(meta_views[v].x) for v in objective.forward_views}
         meta_probe = Step(model=model, x=x_m, y=y_m, index=torch.arange(len(y_m)), epoch=step.epoch,

@@ -126,11 +126,11 @@ class GairWeighting(WeightingPart):
         term as GAIR-TRADES, both MART terms)."""
         return [s.name for s in specs if "adv" in s.views]
 
-    def attack_steps(self, step: Step) -> int:
+    def steps(self, step: Step) -> int:
         """K: the ``steps`` option, else the steps the perturbation gave its attack."""
         if self._steps is not None:
             return self._steps
-        steps = step.views["adv"].attack_steps
+        steps = step.views["adv"].steps
         if steps is None:
             raise AdvlabError("weighting 'gair' cannot tell the number of attack steps K from this perturbation; "
                               "set weighting.steps")
@@ -143,7 +143,7 @@ class GairWeighting(WeightingPart):
     def weights(self, step: Step) -> torch.Tensor | None:
         """Mean-1 GAIR weights of the batch once the burn-in is over; None (uniform) before."""
         kappa = self.kappa(step)
-        steps = self.attack_steps(step)
+        steps = self.steps(step)
         if not self._checked:
             if int(kappa.max()) > steps or int(kappa.min()) < 0:
                 raise AdvlabError(f"weighting 'gair': kappa outside 0..K={steps} (max {int(kappa.max())}); "

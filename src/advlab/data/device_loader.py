@@ -7,9 +7,8 @@ import torch
 
 from ..distributed import shard_bounds
 from ..errors import DataError
+from ..seeds import epoch_seed
 from .augment import augmented_batch, choices, pad_images, view_table
-
-_MASK64 = (1 << 64) - 1
 
 
 class Batch(NamedTuple):
@@ -18,17 +17,6 @@ class Batch(NamedTuple):
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor
-
-
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """A 63-bit seed mixed from (seed, epoch, stream) with splitmix64 steps; same inputs, same seed."""
-    z = 0
-    for part in (seed, epoch, stream):
-        z = (z + (part & _MASK64) + 0x9E3779B97F4A7C15) & _MASK64
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        z ^= z >> 31
-    return z >> 1
 
 
 class DeviceLoader:

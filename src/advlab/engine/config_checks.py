@@ -1,6 +1,6 @@
 """Checks of a whole training config that need no data: choices, ranges, part options, cross-field rules.
 
-A run calls :func:`validate_config`, then builds its data, model and recipe in memory (which checks that the
+A run calls :func:`check_config`, then builds its data, model and recipe in memory (which checks that the
 dataset is there, the model fits its images and the parts fit together), and only then writes anything.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..recipes import part_class, part_options
 from .choices import check_choices
 
 
-def validate_config(config: TrainConfig) -> None:
+def check_config(config: TrainConfig) -> None:
     """ConfigError naming the key for the first value a run with ``config`` cannot use.
 
     Keys, types and ranges are checked when the config is built (``advlab.config``), and again here for a

@@ -40,7 +40,7 @@ def pct(value: Any) -> str:
     return f"{100 * value:.1f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
-def build_report(record: RunRecord, progress: bool = False) -> Document:
+def create_report(record: RunRecord, progress: bool = False) -> Document:
     """The report of ``record`` as a :class:`Document` (figures drawn here; nothing written)."""
     groups = part_groups(record.rows)
     evaluated = record.evaluated()
@@ -197,7 +197,7 @@ def write_report(path: str | Path, progress: bool = False) -> ReportFiles:
     Works on an incomplete run (killed, not evaluated, torn files): the report says what is missing.
     AdvlabError if ``path`` is not a folder."""
     record = load_run(path)
-    doc = build_report(record, progress=progress)
+    doc = create_report(record, progress=progress)
     run = record.run
     written = []
     for figure in doc.figures:
