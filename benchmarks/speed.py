@@ -77,7 +77,7 @@ from advlab.devices import pick_device
 from advlab.engine.bench import FlopCount, matmul_rate
 from advlab.engine.trainer import Trainer
 from advlab.errors import DataError
-from advlab.models import create
+from advlab.models import create_model
 from common import machine
 
 EPS, STEP, STEPS = 0.1, 0.025, 10
@@ -272,7 +272,7 @@ def bench_model(model: str, args: argparse.Namespace, device: torch.device, art:
 
         def same_model() -> nn.Module:
             spec = dict(first.model_spec)
-            fresh = create(spec.pop("name"), **spec).to(device)
+            fresh = create_model(spec.pop("name"), **spec).to(device)
             fresh.load_state_dict(first.model.state_dict())
             return fresh
 

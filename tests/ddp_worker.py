@@ -65,9 +65,9 @@ def main(mode: str, out: Path, overrides: list[str]) -> int:
     elif mode == "eval":
         from advlab.data import load
         from advlab.evaluation import evaluate
-        from advlab.models import create
+        from advlab.models import create_model
 
-        model = create("small-cnn", num_classes=10, in_channels=1)
+        model = create_model("small-cnn", num_classes=10, in_channels=1)
         model.load_state_dict(torch.load(out.parent / "model.pt", weights_only=True))
         collective = distributed.start(distributed.launch_from_env(), torch.device("cpu"), "gloo", 120)
         x, y = load("fashion-mnist", "test")

@@ -12,7 +12,7 @@ import torch
 from advlab.config import load_config
 from advlab.engine.acceleration import COMPILE_MODES, as_step_input, step_model
 from advlab.engine.bench import FlopCount, measure
-from advlab.models import create
+from advlab.models import create_model
 from advlab.recipes import RecipeEnv, create_recipe, compute_loss
 
 
@@ -105,7 +105,7 @@ def test_check_compiled_refuses_a_wrong_gradient():
 
 def test_channels_last_gives_the_same_loss_and_runs_channels_last(one_thread):
     torch.manual_seed(0)
-    base = create("small-cnn", num_classes=10, in_channels=1)
+    base = create_model("small-cnn", num_classes=10, in_channels=1)
     cl_model = step_model(copy.deepcopy(base), channels_last=True)
     formats = []  # the memory format of the second convolution's input (several channels: unambiguous)
     conv = [m for m in cl_model.modules() if isinstance(m, torch.nn.Conv2d)][1]
@@ -129,7 +129,7 @@ def test_channels_last_input_conversion():
 @pytest.mark.parametrize("attack_precision, attack_dtype", [("fp32", torch.float32), ("same", torch.bfloat16)])
 def test_attack_precision_fp32_runs_the_attack_in_fp32_inside_a_bf16_step(attack_precision, attack_dtype, one_thread):
     torch.manual_seed(0)
-    model = create("small-cnn", num_classes=10, in_channels=1)
+    model = create_model("small-cnn", num_classes=10, in_channels=1)
     seen: list[tuple[bool, torch.dtype]] = []  # (training mode, logits dtype) of every forward
     model.register_forward_hook(lambda m, inp, out: seen.append((m.training, out.dtype)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -149,7 +149,7 @@ def test_compiled_trainer_saves_the_eager_models_weights(tmp_path, fashion_mnist
     trainer = Trainer(config, tmp_path / "run", progress=False)
     assert trainer.step_model is not trainer.model
     keys = set(trainer.payload(0)["model"])
-    assert keys == set(create("small-cnn", num_classes=10, in_channels=1).state_dict())
+    assert keys == set(create_model("small-cnn", num_classes=10, in_channels=1).state_dict())
     assert not any("_orig_mod" in k for k in keys)
 
 
@@ -185,7 +185,7 @@ def test_measure_reports_a_rate_from_its_own_timing(one_thread):
     assert result.images_per_second == pytest.approx(1000 * 8 / result.ms_per_step)
     # 2 attack steps (forward + input gradient) and a training step (forward + full backward)
     forward = FlopCount()
-    model = create("small-cnn", num_classes=10, in_channels=1)
+    model = create_model("small-cnn", num_classes=10, in_channels=1)
     with forward, torch.no_grad():
         model(torch.rand(8, 1, 28, 28))
     ratio = result.flops_per_image / (forward.flops / 8)

@@ -458,10 +458,10 @@ def _untimed(checks: list[dict]) -> list[dict]:
 
 
 def test_evaluation_over_2_ranks_of_21_points_equals_one_process_exactly(tmp_path):
-    from advlab.models import create
+    from advlab.models import create_model
 
     torch.manual_seed(5)
-    torch.save(create("small-cnn", num_classes=10, in_channels=1).state_dict(), tmp_path / "model.pt")
+    torch.save(create_model("small-cnn", num_classes=10, in_channels=1).state_dict(), tmp_path / "model.pt")
     one = _worker("eval", tmp_path / "one", [], 1)[0]
     two = _worker("eval", tmp_path / "two", [], 2)
     for rank in two:

@@ -237,13 +237,6 @@ def run_cli(args, capsys):
     return code, out.out, out.err
 
 
-def models_or_skip():
-    try:
-        from advlab.models import create
-    except ImportError:
-        pytest.skip("advlab.models.create is not available yet")
-    return create
-
 
 SPEC = {"name": "small-cnn", "num_classes": 10, "in_channels": 1}
 
@@ -268,8 +261,8 @@ def test_cli_bad_path_and_bad_eps_exit_2_with_a_message(tmp_path, capsys):
 
 
 def test_cli_checkpoint_that_does_not_match_its_model_exits_2(tmp_path, capsys):
-    create = models_or_skip()
-    state = create(**SPEC).state_dict()
+    from advlab.models import create_model
+    state = create_model(**SPEC).state_dict()
     ckpt = write_checkpoint(tmp_path / "c.pt", dict(SPEC, num_classes=5), state)
     code, _, err = run_cli([ckpt, "--device", "cpu"], capsys)
     assert code == 2 and "does not match" in err
@@ -279,7 +272,7 @@ def test_cli_checkpoint_that_does_not_match_its_model_exits_2(tmp_path, capsys):
 
 
 def test_cli_evaluates_a_run_directory_and_writes_json_and_table(tmp_path, capsys, monkeypatch):
-    create = models_or_skip()
+    from advlab.models import create_model
     import advlab.data
 
     seen = {}
@@ -291,7 +284,7 @@ def test_cli_evaluates_a_run_directory_and_writes_json_and_table(tmp_path, capsy
 
     monkeypatch.setattr(advlab.data, "load", fake_load)
     torch.manual_seed(0)
-    write_checkpoint(tmp_path / "run" / "best.pt", SPEC, create(**SPEC).state_dict())
+    write_checkpoint(tmp_path / "run" / "best.pt", SPEC, create_model(**SPEC).state_dict())
     code, out, err = run_cli([tmp_path / "run", "--n", 6, "--attacks", "pgd20,cw20", "--no-sanity", "--quiet",
                               "--device", "cpu"], capsys)
     assert code == 0, err

@@ -16,7 +16,7 @@ from advlab.evaluation.classifier import describe_classifier
 from advlab.evaluation.knn_attack import GuideAttack
 from advlab.models.knn import guide_features
 from advlab.evaluation.result import AttackOutcome
-from advlab.models import ContrastiveModel, KNNClassifier, create, feature_extractor, strip_head
+from advlab.models import ContrastiveModel, KNNClassifier, create_model, feature_extractor, strip_head
 from advlab.models.knn import encode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -205,14 +205,14 @@ def test_encode_runs_the_encoder_in_eval_mode_and_restores_its_flags():
 
 def tiny_classifier() -> nn.Module:
     torch.manual_seed(0)
-    return create("small-cnn", num_classes=C, in_channels=1).eval()
+    return create_model("small-cnn", num_classes=C, in_channels=1).eval()
 
 
 def test_classifier_choices_softmax_knn_and_auto():
     images = torch.randint(0, 256, (30, 1, 28, 28), dtype=torch.uint8)
     labels = torch.arange(30) % C
     classifier = tiny_classifier()
-    encoder, width = strip_head(create("small-cnn", num_classes=C, in_channels=1))
+    encoder, width = strip_head(create_model("small-cnn", num_classes=C, in_channels=1))
     contrastive = ContrastiveModel(encoder, width, 16).eval()
 
     with pytest.raises(AdvlabError, match="classifier softmax: this model has a projection head"):

@@ -121,11 +121,11 @@ def test_a_config_that_attacks_a_knn_it_does_not_evaluate_is_refused_before_the_
 
 
 def write_checkpoint(path, spec, config=None):
-    from advlab.models import create
+    from advlab.models import create_model
     from advlab.runs import save_checkpoint
 
     torch.manual_seed(0)
-    model = create(**spec)
+    model = create_model(**spec)
     payload = {"model": model.state_dict(), "model_spec": spec, "data": "fashion-mnist", "eps": 0.1,
                "norm": "linf", "epoch": 1}
     if config is not None:

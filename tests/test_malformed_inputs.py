@@ -29,7 +29,7 @@ import advlab.data as data
 from advlab.cli import main
 from advlab.data import paths
 from advlab.errors import AdvlabError, CheckpointError, ConfigError, DataError
-from advlab.models import create
+from advlab.models import create_model
 from advlab.runs import save_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -54,7 +54,7 @@ def isolated(tmp_path, monkeypatch):
     # a refused input never gets this far: fail fast instead of training or evaluating
     import advlab.evaluation.cli
     from advlab.runs import RunDir
-    monkeypatch.setattr(RunDir, "create", classmethod(lambda cls, *a, **k: reached("RunDir.create")()))
+    monkeypatch.setattr(RunDir, "create_model", classmethod(lambda cls, *a, **k: reached("RunDir.create")()))
     monkeypatch.setattr(advlab.evaluation.cli, "evaluate", reached("the evaluation"))
     yield
     data.clear_cache()
@@ -234,7 +234,7 @@ def test_malformed_data_file_via_advlab_data(tmp_path, monkeypatch):
     folder = tmp_path / "data"
     _cut(write_mnist(folder) / "t10k-images-idx3-ubyte.gz", 300)
     ckpt = tmp_path / "c.pt"
-    save_checkpoint(ckpt, {"model": create(**SPEC).state_dict(), "model_spec": SPEC, "data": "mnist",
+    save_checkpoint(ckpt, {"model": create_model(**SPEC).state_dict(), "model_spec": SPEC, "data": "mnist",
                            "eps": 0.1, "norm": "linf", "epoch": 1})
     monkeypatch.setenv(paths.ENV_VAR, str(folder))
     before = snapshot(tmp_path)
@@ -295,7 +295,7 @@ def files(tmp_path) -> dict[str, Path]:
     (tmp_path / "folder.yaml").mkdir()
     f["folder.yaml"] = tmp_path / "folder.yaml"
 
-    model = create(**SPEC)
+    model = create_model(**SPEC)
     good = {"model": model.state_dict(), "model_spec": SPEC, "data": "fashion-mnist", "eps": 0.1, "norm": "linf",
             "epoch": 1}
     f["good.pt"] = tmp_path / "good.pt"
@@ -313,7 +313,7 @@ def files(tmp_path) -> dict[str, Path]:
     f["foreign.pt"] = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, f["foreign.pt"])
     f["wrong_arch.pt"] = tmp_path / "wrong_arch.pt"
-    save_checkpoint(f["wrong_arch.pt"], dict(good, model=create(**dict(SPEC, in_channels=3)).state_dict()))
+    save_checkpoint(f["wrong_arch.pt"], dict(good, model=create_model(**dict(SPEC, in_channels=3)).state_dict()))
     f["bad_spec.pt"] = tmp_path / "bad_spec.pt"
     save_checkpoint(f["bad_spec.pt"], dict(good, model_spec="small-cnn"))
     f["bad_eps.pt"] = tmp_path / "bad_eps.pt"
@@ -615,7 +615,7 @@ def _edited_config():
 
 def _truncated(tmp_path: Path) -> Path:
     path = tmp_path / "t.pt"
-    save_checkpoint(path, {"model": create(**SPEC).state_dict(), "model_spec": SPEC})
+    save_checkpoint(path, {"model": create_model(**SPEC).state_dict(), "model_spec": SPEC})
     _cut(path, 300)
     return path
 

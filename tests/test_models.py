@@ -7,7 +7,7 @@ from torch import nn
 
 from advlab.errors import AdvlabError
 from advlab.models import (
-    MODELS, Normalize, SmallCNN, count_parameters, create, create_activation, list_activations, list_models,
+    MODELS, Normalize, SmallCNN, count_parameters, create_activation, create_model, list_activations, list_models,
     register_model, with_normalization,
 )
 
@@ -57,7 +57,7 @@ def test_registry_lists_the_built_in_models_and_activations():
 @pytest.mark.parametrize("in_channels,size", SHAPES)
 def test_forward_backward_with_every_activation(name, activation, in_channels, size):
     torch.manual_seed(0)
-    model = create(name, in_channels=in_channels, activation=activation, **SMALL_KWARGS.get(name, {}))
+    model = create_model(name, in_channels=in_channels, activation=activation, **SMALL_KWARGS.get(name, {}))
     check_forward_backward(model, in_channels, size, batch=2)
     kinds = activation_types(model)
     assert kinds == {ACTIVATION_TYPES[activation]}, f"{name} mixes activations: {kinds}"
@@ -66,29 +66,29 @@ def test_forward_backward_with_every_activation(name, activation, in_channels, s
 @pytest.mark.parametrize("name", sorted(HEAVY))
 def test_heavy_wide_resnets(name):
     torch.manual_seed(0)
-    model = create(name)
+    model = create_model(name)
     assert 30e6 < count_parameters(model) < 50e6
     check_forward_backward(model, 3, 32, batch=1)
     del model
     # the 1x28x28 path and every activation run on the small generic wide-resnet, which shares the code
-    model = create(name, in_channels=1, activation="silu")
+    model = create_model(name, in_channels=1, activation="silu")
     assert activation_types(model) == {nn.SiLU}
 
 
 def test_parameter_counts():
-    assert count_parameters(create("small-cnn", in_channels=1)) == 312_202  # TRADES' SmallCNN on MNIST
-    assert count_parameters(create("small-cnn", in_channels=3)) == 427_978
-    assert count_parameters(create("resnet18")) == 11_173_962
-    assert count_parameters(create("preact-resnet18")) == 11_172_170
-    assert count_parameters(create("wide-resnet", depth=16, widen_factor=4)) == 2_748_890
-    model = create("small-cnn")
+    assert count_parameters(create_model("small-cnn", in_channels=1)) == 312_202  # TRADES' SmallCNN on MNIST
+    assert count_parameters(create_model("small-cnn", in_channels=3)) == 427_978
+    assert count_parameters(create_model("resnet18")) == 11_173_962
+    assert count_parameters(create_model("preact-resnet18")) == 11_172_170
+    assert count_parameters(create_model("wide-resnet", depth=16, widen_factor=4)) == 2_748_890
+    model = create_model("small-cnn")
     model.classifier.fc3.weight.requires_grad_(False)
     assert count_parameters(model, trainable_only=True) == 427_978 - 2000
 
 
 @pytest.mark.parametrize("name", ["small-cnn", "preact-resnet18", "resnet18", "wide-resnet"])
 def test_hundred_classes_and_eval_determinism(name):
-    model = create(name, num_classes=100, **SMALL_KWARGS.get(name, {}))
+    model = create_model(name, num_classes=100, **SMALL_KWARGS.get(name, {}))
     check_forward_backward(model, 3, 16 if name != "small-cnn" else 32, batch=2, num_classes=100)
     model.eval()
     x = torch.rand(2, 3, 32, 32)
@@ -100,7 +100,7 @@ def test_hundred_classes_and_eval_determinism(name):
 def test_no_hidden_nonlinearity(name):
     """With identity activations a ResNet in eval mode is affine, so no functional relu is left in forward."""
     torch.manual_seed(0)
-    model = create(name, activation=nn.Identity, **SMALL_KWARGS.get(name, {})).double().eval()
+    model = create_model(name, activation=nn.Identity, **SMALL_KWARGS.get(name, {})).double().eval()
     a, b = torch.randn(2, 3, 16, 16, dtype=torch.float64).unbind(0)
     with torch.no_grad():
         f = lambda x: model(x.unsqueeze(0))  # noqa: E731
@@ -111,25 +111,25 @@ def test_no_hidden_nonlinearity(name):
 @pytest.mark.parametrize("name", ["preact-resnet18", "resnet18", "wide-resnet"])
 @pytest.mark.parametrize("size", [8, 20])
 def test_any_input_size_from_8(name, size):
-    model = create(name, **SMALL_KWARGS.get(name, {})).eval()
+    model = create_model(name, **SMALL_KWARGS.get(name, {})).eval()
     with torch.no_grad():
         assert model(torch.rand(2, 3, size, size)).shape == (2, 10)
 
 
 def test_small_cnn_image_size():
-    assert create("small-cnn", in_channels=1).classifier.fc1.in_features == 1024
-    assert create("small-cnn", in_channels=3).classifier.fc1.in_features == 1600
-    model = create("small-cnn", in_channels=1, image_size=32, dropout=0.0)
+    assert create_model("small-cnn", in_channels=1).classifier.fc1.in_features == 1024
+    assert create_model("small-cnn", in_channels=3).classifier.fc1.in_features == 1600
+    model = create_model("small-cnn", in_channels=1, image_size=32, dropout=0.0)
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 10)
     with pytest.raises(AdvlabError, match="image_size"):
         model(torch.rand(2, 1, 28, 28))
     with pytest.raises(AdvlabError, match="image_size"):
-        create("small-cnn", image_size=12)
+        create_model("small-cnn", image_size=12)
 
 
 def test_swapping_the_activation_replaces_every_module():
-    relu = create("preact-resnet18")
-    silu = create("preact-resnet18", activation="silu")
+    relu = create_model("preact-resnet18")
+    silu = create_model("preact-resnet18", activation="silu")
     n_relu = sum(isinstance(m, nn.ReLU) for m in relu.modules())
     assert n_relu > 0
     assert not any(isinstance(m, nn.ReLU) for m in silu.modules())
@@ -146,17 +146,17 @@ def test_activations():
     assert create_activation("parametric-softplus").beta == 10
     assert create_activation("parametric-softplus", alpha=5).beta == 5
     assert create_activation("leaky-relu").negative_slope == 0.1
-    model = create("small-cnn", activation="parametric-softplus", activation_kwargs={"alpha": 3.0})
+    model = create_model("small-cnn", activation="parametric-softplus", activation_kwargs={"alpha": 3.0})
     assert {m.beta for m in model.modules() if isinstance(m, nn.Softplus)} == {3.0}
-    model = create("resnet18", activation=nn.Tanh)  # any callable returning a module
+    model = create_model("resnet18", activation=nn.Tanh)  # any callable returning a module
     assert activation_types(model) == set() and any(isinstance(m, nn.Tanh) for m in model.modules())
 
 
 def test_errors_name_the_allowed_choices():
     with pytest.raises(AdvlabError, match="unknown model 'resnet19'.*preact-resnet18.*small-cnn"):
-        create("resnet19")
+        create_model("resnet19")
     with pytest.raises(AdvlabError, match="unknown activation 'swish'.*gelu.*silu"):
-        create("small-cnn", activation="swish")
+        create_model("small-cnn", activation="swish")
     with pytest.raises(AdvlabError, match="unknown activation"):
         create_activation("tanhh")
 
@@ -180,19 +180,19 @@ def test_bad_arguments_raise_advlab_error(kwargs, match):
     kwargs = dict(kwargs)
     name = kwargs.pop("name", "wide-resnet")
     with pytest.raises(AdvlabError, match=match):
-        create(name, **kwargs)
+        create_model(name, **kwargs)
 
 
 def test_wide_resnet_depth_message():
     with pytest.raises(AdvlabError, match=r"6n \+ 4"):
-        create("wide-resnet", depth=30, widen_factor=1)
+        create_model("wide-resnet", depth=30, widen_factor=1)
 
 
 def test_normalize_layer_matches_manual_normalisation():
     mean, std = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
     torch.manual_seed(0)
-    wrapped = create("small-cnn", normalize=(mean, std)).eval()
-    plain = create("small-cnn").eval()
+    wrapped = create_model("small-cnn", normalize=(mean, std)).eval()
+    plain = create_model("small-cnn").eval()
     plain.load_state_dict(wrapped.model.state_dict())
     x = torch.rand(2, 3, 32, 32)
     manual = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
@@ -202,7 +202,7 @@ def test_normalize_layer_matches_manual_normalisation():
     assert torch.allclose(state["normalize.mean"].flatten(), torch.tensor(mean))
     assert torch.allclose(state["normalize.std"].flatten(), torch.tensor(std))
     assert wrapped.double().normalize.mean.dtype == torch.float64  # buffers move with the model
-    assert create("small-cnn").state_dict().keys() == wrapped.model.state_dict().keys()
+    assert create_model("small-cnn").state_dict().keys() == wrapped.model.state_dict().keys()
 
 
 def test_normalize_broadcasts_one_value():
@@ -222,11 +222,11 @@ def test_user_modules_work_like_built_ins(monkeypatch):
 
     monkeypatch.setitem(MODELS._items, "toy", Toy)
     assert "toy" in list_models()
-    model = create("toy", num_classes=4, in_channels=1, activation="gelu", hidden=5, normalize=(0.5, 0.5))
+    model = create_model("toy", num_classes=4, in_channels=1, activation="gelu", hidden=5, normalize=(0.5, 0.5))
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 4)
     assert count_parameters(model) == 28 * 28 * 5 + 5 + 5 * 4 + 4
     with pytest.raises(AdvlabError, match="hidden"):
-        create("toy", hiden=5)
+        create_model("toy", hiden=5)
     wrapped = with_normalization(SmallCNN(), 0.1307, 0.3081)
     assert wrapped(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
@@ -238,6 +238,6 @@ def test_register_model_decorator(monkeypatch):
     def linear_probe(num_classes, in_channels, activation, size=8):
         return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * size * size, num_classes))
 
-    model = create("linear-probe", in_channels=3)
+    model = create_model("linear-probe", in_channels=3)
     assert model(torch.rand(2, 3, 8, 8)).shape == (2, 10)
     assert math.isclose(count_parameters(model), 3 * 64 * 10 + 10)

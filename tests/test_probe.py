@@ -15,7 +15,7 @@ from advlab.config import load_config, preset_dict
 from advlab.engine.probe import LINEAR_DEFAULTS, PROBE_MODES, ProbeMode, default_out, probe, probe_config
 from advlab.engine.trainer import Trainer
 from advlab.errors import AdvlabError, ConfigError
-from advlab.models import FREEZE, MODELS, FrozenEncoder, create, register_model
+from advlab.models import FREEZE, MODELS, FrozenEncoder, create_model, register_model
 from advlab.runs import RunDir, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist", "one_thread")
@@ -61,7 +61,7 @@ def _write_source(path: Path, config_overrides: list[str], state: dict[str, torc
     weight and buffer drawn at random (so nothing equals a fresh initialisation by chance)."""
     config = load_config("standard", TINY + config_overrides)
     spec = config.model_spec(10, 1)
-    model = create(**spec)
+    model = create_model(**spec)
     if state is None:
         g = torch.Generator().manual_seed(7)
         state = {}
@@ -193,7 +193,7 @@ def test_a_probe_takes_the_runs_data_model_and_threat_model_then_the_users_overr
 
 
 def test_frozen_encoder_trains_only_the_head_and_keeps_batch_norm_in_eval_mode():
-    model = FrozenEncoder(create(BN_MODEL, num_classes=10, in_channels=1))
+    model = FrozenEncoder(create_model(BN_MODEL, num_classes=10, in_channels=1))
     model.train()
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["model.5.weight", "model.5.bias"]
     assert not model.model[1].training and model.model[5].training

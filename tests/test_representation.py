@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from advlab.errors import AdvlabError
-from advlab.models import (ContrastiveModel, FrozenEncoder, create, encoder_state_dict, feature_extractor,
+from advlab.models import (ContrastiveModel, FrozenEncoder, create_model, encoder_state_dict, feature_extractor,
                            list_models, load_encoder_state, strip_head)
 from advlab.models.representation import final_linear
 
@@ -29,12 +29,12 @@ def _penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_every_backbone_becomes_an_encoder_with_a_projection_head(name, one_thread):
     channels, side = (1, 28) if name == "small-cnn" else (3, 32)
     torch.manual_seed(0)
-    classifier = create(name, num_classes=10, in_channels=channels, **SMALL.get(name, {})).eval()
+    classifier = create_model(name, num_classes=10, in_channels=channels, **SMALL.get(name, {})).eval()
     x = torch.rand(2, channels, side, side)
     reference = _penultimate(classifier, x)
     # the same weights as an encoder: features = the classifier's penultimate features
     torch.manual_seed(0)
-    model = create(name, num_classes=10, in_channels=channels, head="projection", projection_dim=16,
+    model = create_model(name, num_classes=10, in_channels=channels, head="projection", projection_dim=16,
                    **SMALL.get(name, {})).eval()
     assert isinstance(model, ContrastiveModel)
     assert torch.allclose(model.features(x), reference, atol=1e-5)
@@ -55,7 +55,7 @@ def test_a_users_encoder_works_and_a_wrong_width_is_one_error():
 
 def test_a_frozen_encoder_trains_only_its_last_linear_layer_and_keeps_batch_norm_statistics():
     torch.manual_seed(0)
-    model = create("preact-resnet18", num_classes=10, freeze="encoder")
+    model = create_model("preact-resnet18", num_classes=10, freeze="encoder")
     assert isinstance(model, FrozenEncoder)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["model.linear.weight", "model.linear.bias"]
@@ -68,9 +68,9 @@ def test_a_frozen_encoder_trains_only_its_last_linear_layer_and_keeps_batch_norm
 
 def test_encoder_weights_move_from_a_projection_model_to_a_classifier_and_not_between_backbones():
     torch.manual_seed(0)
-    ssl = create("small-cnn", in_channels=1, head="projection")
+    ssl = create_model("small-cnn", in_channels=1, head="projection")
     torch.manual_seed(1)
-    clf = create("small-cnn", in_channels=1)
+    clf = create_model("small-cnn", in_channels=1)
     head_before = clf.classifier.fc3.weight.clone()
     load_encoder_state(clf, encoder_state_dict(ssl))
     x = torch.rand(3, 1, 28, 28)
@@ -78,11 +78,11 @@ def test_encoder_weights_move_from_a_projection_model_to_a_classifier_and_not_be
     assert torch.equal(_penultimate(clf, x), ssl.features(x))
     assert torch.equal(clf.classifier.fc3.weight, head_before)  # the head keeps its own initialisation
     with pytest.raises(AdvlabError, match="holds another encoder"):
-        load_encoder_state(create("resnet18"), encoder_state_dict(ssl))
+        load_encoder_state(create_model("resnet18"), encoder_state_dict(ssl))
 
 
 def test_bad_head_and_freeze_values_are_one_error_each():
     with pytest.raises(AdvlabError, match="head must be one of linear, projection"):
-        create("small-cnn", head="mlp")
+        create_model("small-cnn", head="mlp")
     with pytest.raises(AdvlabError, match="needs head='linear'"):
-        create("small-cnn", head="projection", freeze="encoder")
+        create_model("small-cnn", head="projection", freeze="encoder")

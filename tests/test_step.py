@@ -11,7 +11,7 @@ import torch
 from advlab.config import load_config, preset_names
 from advlab.engine.schedule import first_decay_epoch
 from advlab.errors import ConfigError
-from advlab.models import create
+from advlab.models import create_model
 from advlab.recipes import RecipeEnv, create_recipe, compute_loss, train_step
 
 PINS = json.loads((Path(__file__).parent / "fixtures" / "pinned_step_losses.json").read_text())
@@ -37,7 +37,7 @@ def pinned_protocol(name: str) -> list[float]:
     k=5 for the parts that need them."""
     c = load_config(name)
     torch.manual_seed(0)
-    model = create("small-cnn", num_classes=10, in_channels=1, activation=c.model.activation, head=c.model.head,
+    model = create_model("small-cnn", num_classes=10, in_channels=1, activation=c.model.activation, head=c.model.head,
                    projection_dim=c.model.projection_dim)
     g = torch.Generator().manual_seed(1)
     x_all = torch.rand(64, 1, 28, 28, generator=g)
@@ -80,7 +80,7 @@ def test_step_is_a_plain_function_with_typed_stages(one_thread):
     for _, part in recipe.parts():
         part.on_epoch_start(EPOCHS - 1)  # after GAIR's burn-in
     torch.manual_seed(0)
-    model = create("small-cnn", num_classes=10, in_channels=1)
+    model = create_model("small-cnn", num_classes=10, in_channels=1)
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     step = compute_loss(model.train(), x, y, torch.arange(8), EPOCHS - 1, recipe)
     assert set(step.views) == {"clean", "adv"} and step.views["adv"].kappa.shape == (8,)

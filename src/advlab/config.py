@@ -183,7 +183,7 @@ class TrainConfig:
 
     def model_spec(self, num_classes: int, in_channels: int) -> dict[str, Any]:
         """The model this config builds for data of ``num_classes`` classes and ``in_channels`` channels, as
-        ``advlab.models.create(spec.pop("name"), **spec)`` takes it and checkpoints record it."""
+        ``advlab.models.create_model(spec.pop("name"), **spec)`` takes it and checkpoints record it."""
         spec = {"name": self.model.name, "num_classes": num_classes, "in_channels": in_channels,
                 "activation": self.model.activation, **self.model.options}
         if self.model.head != "linear":  # default values stay out, so older checkpoints keep their spec

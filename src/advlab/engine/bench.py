@@ -20,7 +20,7 @@ from torch.utils.flop_counter import flop_registry
 from ..config import TrainConfig
 from ..devices import pick_device
 from ..errors import AdvlabError
-from ..models import create
+from ..models import create_model
 from ..recipes import RecipeEnv, create_recipe, train_step
 from .acceleration import as_step_input, check_compiled, step_model
 from .optimizers import create_optimizer
@@ -80,7 +80,7 @@ class _Setup:
         self.y = torch.randint(0, num_classes, (batch_size,), generator=g).to(self.device)
         self.index = torch.arange(batch_size, device=self.device)
         spec = c.model_spec(num_classes, shape[0])
-        self.model = create(spec.pop("name"), **spec).to(self.device)
+        self.model = create_model(spec.pop("name"), **spec).to(self.device)
         self.step_model = step_model(self.model, c.compile, c.channels_last)
         self.optimizer = create_optimizer(self.model.parameters(), c.optimizer)
         meta = c.data.meta_size

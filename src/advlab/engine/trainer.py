@@ -30,7 +30,7 @@ from ..seeds import epoch_seed
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import as_classifier, describe_classifier, evaluate
-from ..models import create, encoder_state_dict, load_encoder_state
+from ..models import create_model, encoder_state_dict, load_encoder_state
 from ..recipes import Recipe, RecipeEnv, create_recipe, train_step
 from ..runs import (CHECKPOINT_NAMES, DATA, SUMMARY, TENSORBOARD, RunDir, load_checkpoint, load_model,
                     resolve_checkpoint)
@@ -95,7 +95,7 @@ class Trainer:
         self.model_spec = c.model_spec(meta.num_classes, meta.in_channels)
         spec = dict(self.model_spec)
         try:
-            model = create(spec.pop("name"), **spec)
+            model = create_model(spec.pop("name"), **spec)
         except ConfigError:
             raise
         except AdvlabError as exc:  # the model's own checks of model.options / model.activation

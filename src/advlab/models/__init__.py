@@ -1,10 +1,10 @@
 """Image classifiers for adversarial training, built by name.
 
->>> from advlab.models import create, list_models
->>> model = create("preact-resnet18", num_classes=10, activation="silu",
+>>> from advlab.models import create_model, list_models
+>>> model = create_model("preact-resnet18", num_classes=10, activation="silu",
 ...                normalize=((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)))
 
-``create(..., head="projection")`` gives an encoder with a projection head (self-supervised training) and
+``create_model(..., head="projection")`` gives an encoder with a projection head (self-supervised training) and
 ``KNNClassifier`` classifies by k nearest neighbours over an encoder's features. Every nonlinearity comes from the activation registry (``list_activations()``), and input
 normalisation is a layer of the model, so attacks always work on [0, 1] pixels.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from .activations import (
     ACTIVATIONS, ActivationFactory, ActivationSpec, activation_factory, create_activation, list_activations,
 )
-from .factory import MODELS, ModelFactory, create, list_models, register_model
+from .factory import MODELS, ModelFactory, create_model, list_models, register_model
 from .normalize import Normalize, with_normalization
 from .params import count_parameters
 from .representation import (FREEZE, HEADS, ContrastiveModel, FrozenEncoder, encoder_state_dict, feature_extractor,
@@ -31,6 +31,6 @@ __all__ = [
     "FREEZE", "HEADS", "KNN_METRICS", "KNN_VOTES", "ContrastiveModel", "FrozenEncoder", "KNNClassifier",
     "encoder_state_dict", "feature_extractor", "knn_classifier", "load_encoder_state", "strip_head",
     "ACTIVATIONS", "MODELS", "ActivationFactory", "ActivationSpec", "ModelFactory", "Normalize",
-    "PreActResNet", "ResNet", "SmallCNN", "WideResNet", "activation_factory", "count_parameters", "create",
+    "PreActResNet", "ResNet", "SmallCNN", "WideResNet", "activation_factory", "count_parameters", "create_model",
     "create_activation", "list_activations", "list_models", "register_model", "with_normalization",
 ]

@@ -1,4 +1,4 @@
-"""The model registry and ``create``: every architecture is built by name.
+"""The model registry and ``create_model``: every architecture is built by name.
 
 A model factory is any callable ``factory(num_classes=..., in_channels=..., activation=..., **kwargs)``
 returning an ``nn.Module``; ``activation`` is a zero-argument callable that returns a fresh activation
@@ -34,7 +34,7 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
-def create(name: str, num_classes: int = 10, in_channels: int = 3, activation: ActivationSpec = "relu",
+def create_model(name: str, num_classes: int = 10, in_channels: int = 3, activation: ActivationSpec = "relu",
            *, normalize: Optional[tuple[Sequence[float] | float, Sequence[float] | float]] = None,
            activation_kwargs: Optional[dict[str, Any]] = None, head: str = "linear", projection_dim: int = 128,
            freeze: str = "none", **kwargs: Any) -> nn.Module:

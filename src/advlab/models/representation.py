@@ -26,11 +26,11 @@ from torch import nn
 from ..errors import AdvlabError
 
 HEADS = ("linear", "projection")
-"""What a model built by ``create`` ends with: the backbone's ``linear`` classifier (logits), or a
+"""What a model built by ``create_model`` ends with: the backbone's ``linear`` classifier (logits), or a
 ``projection`` head over its encoder (a representation for contrastive training)."""
 
 FREEZE = ("none", "encoder")
-"""What ``create`` freezes: nothing, or the ``encoder`` (all but the last linear layer; linear evaluation)."""
+"""What ``create_model`` freezes: nothing, or the ``encoder`` (all but the last linear layer; linear evaluation)."""
 
 
 def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -63,7 +63,7 @@ class ContrastiveModel(nn.Module):
 
     The projection is SimCLR's MLP: Linear(feature_dim, hidden) - ReLU - Linear(hidden, projection_dim), hidden
     defaulting to feature_dim (Chen et al. 2020, sec. 2.1). ``encoder``: any module mapping pixels in [0, 1]
-    (B, C, H, W) to features (B, feature_dim), e.g. ``strip_head(create("small-cnn"))[0]``.
+    (B, C, H, W) to features (B, feature_dim), e.g. ``strip_head(create_model("small-cnn"))[0]``.
     """
 
     def __init__(self, encoder: nn.Module, feature_dim: int, projection_dim: int = 128,

@@ -54,7 +54,7 @@ class SmallCNN(nn.Module):
         if features.shape[1] != self.num_features:
             raise AdvlabError(
                 f"small-cnn was built for {self.image_size}x{self.image_size} inputs, got "
-                f"{tuple(x.shape[-2:])}; pass image_size= to create"
+                f"{tuple(x.shape[-2:])}; pass image_size= to create_model"
             )
         return self.classifier(features)
 

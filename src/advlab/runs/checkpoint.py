@@ -1,7 +1,7 @@
 """Checkpoints: written atomically, read without executing code (torch.load with weights_only).
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts:
-``format``, ``model`` (state dict), ``model_spec`` (arguments of ``advlab.models.create``),
+``format``, ``model`` (state dict), ``model_spec`` (arguments of ``advlab.models.create_model``),
 ``data`` (dataset name), ``eps``, ``norm``, ``epoch`` (number of finished epochs), and for resuming
 ``optimizer``, ``scheduler``, ``rng``, ``parts`` (per-sample state of the recipe parts), ``history``.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import AdvlabError, CheckpointError
-from ..models import create
+from ..models import create_model
 from .atomic import write_atomic
 
 FORMAT = "advlab-checkpoint-1"
@@ -98,7 +98,7 @@ def load_model(target: str | Path, which: str = "best", device: str | torch.devi
         raise CheckpointError(f"checkpoint {path} holds no model weights (a state dict under 'model')")
     spec = dict(spec)
     try:
-        model = create(spec.pop("name"), **spec)
+        model = create_model(spec.pop("name"), **spec)
     except AdvlabError as exc:
         raise CheckpointError(f"checkpoint {path}: cannot build its model: {exc}") from None
     try:
