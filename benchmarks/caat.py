@@ -201,14 +201,14 @@ def normalisation(run_dir: Path, device: str, n: int) -> str:
     from advlab.runs import load_model
 
     config = read_config(run_dir / "config.yaml")
-    std = info(config.data.name).std
+    std = info(config.data.dataset).std
     if len(set(std)) != 1:
-        raise SystemExit(f"{config.data.name}: per-channel std {std}; this measurement takes one std")
+        raise SystemExit(f"{config.data.dataset}: per-channel std {std}; this measurement takes one std")
     model, _ = load_model(run_dir, "best", device=device)
-    images, labels = load(config.data.name, "test")
+    images, labels = load(config.data.dataset, "test")
     images, labels = images[:n], labels[:n]
     lines = [f"PGD-20 on `{run_dir}` (best checkpoint), first {n} test points, "
-             f"{config.data.name} std {std[0]:.4f}:", "",
+             f"{config.data.dataset} std {std[0]:.4f}:", "",
              "| eps as written | eps in pixels | clean | PGD-20 |", "|---|---|---|---|"]
     for label, eps in (("pixel units", config.eps), ("normalised units", config.eps * std[0])):
         result = advlab.evaluate(model, images, labels, eps, attacks="pgd20", device=device, progress=False,

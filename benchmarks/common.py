@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from advlab.config import load_config, read_config
-from advlab.engine.trainer import resume, train
+from advlab.engine.train import resume, train
 
 
 def run_one(preset: str, run_dir: Path, overrides: list[str], *, force: bool = False,

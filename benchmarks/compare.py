@@ -1,7 +1,7 @@
 """Presets against each other on Fashion-MNIST: one training budget, best and last checkpoints, several attacks.
 
 Trains each preset (default ``pgd-at``, ``gairat``, ``gair-fat``: the GAIRAT comparison) once per seed through
-``advlab.engine.trainer.train``, with the same overrides for all of them, evaluates the best (validation-chosen)
+``advlab.engine.train.train``, with the same overrides for all of them, evaluates the best (validation-chosen)
 and the last checkpoint with clean, PGD-20, CW-20, logit-scaled PGD-20 and AutoAttack, and writes a markdown
 table (mean and spread over seeds) and the raw numbers as JSON.
 

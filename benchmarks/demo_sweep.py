@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from advlab import data as datasets  # noqa: E402
 from advlab.config import load_config, read_config  # noqa: E402
 from advlab.devices import pick_device  # noqa: E402
-from advlab.engine.trainer import resume, train  # noqa: E402
+from advlab.engine.train import resume, train  # noqa: E402
 from advlab.errors import AdvlabError  # noqa: E402
 from advlab.evaluation import evaluate  # noqa: E402
 from advlab.runs import load_model  # noqa: E402
@@ -47,7 +47,7 @@ def validation_numbers(run_dir: Path, device: str, batch_size: int) -> dict[str,
     config = read_config(run_dir / "config.yaml")
     dev = pick_device(device)
     model, ckpt = load_model(run_dir, "best", device=dev)
-    x, y = datasets.load(config.data.name, "val", root=config.data.root)
+    x, y = datasets.load(config.data.dataset, "val", root=config.data.root)
     result = evaluate(model, x, y, config.eps, config.norm, attacks=("pgd20",), batch_size=batch_size,
                       device=dev, sanity=False, seed=SELECTION_SEED, progress=False)
     return {"best_epoch": int(ckpt["epoch"]), "val_n": len(y), "val_clean": result.accuracy("clean"),

@@ -5,7 +5,7 @@ images, batch by batch: PGD-10 under Linf eps 0.1 (pixels in [0, 1]), step 0.025
 cross-entropy, the attack with the model in eval mode, then one SGD step (lr 0.01, momentum 0.9, weight decay
 5e-4) on the adversarial batch in train mode; no augmentation. The contestants:
 
-- ``engine <variant>``: advlab's ``Trainer.train_epoch`` (preset ``pgd-at``) over the first ``--batches``
+- ``engine <variant>``: advlab's ``train_one_epoch`` (``advlab.engine.loop``, preset ``pgd-at``) over the first ``--batches``
   batches, for each variant of :data:`VARIANTS` (config overrides: precision, attack precision,
   ``torch.compile``, channels-last);
 - ``plain``: the hand-written fp32 eager NCHW loop of a paper's script (``plain-bf16``: the same loop with the
@@ -75,7 +75,8 @@ from advlab.config import load_config
 from advlab.data import DeviceLoader, load
 from advlab.devices import pick_device
 from advlab.engine.bench import FlopCount, matmul_rate
-from advlab.engine.trainer import Trainer
+from advlab.engine.loop import train_one_epoch
+from advlab.engine.run import Run as EngineRun, create_run
 from advlab.errors import DataError
 from advlab.models import create_model
 from common import machine
@@ -139,7 +140,7 @@ def write_random_dataset(root: Path, name: str, shape: tuple[int, int, int], n: 
 
 
 def dataset_for(model: str, n_train: int, tmp: Path) -> tuple[str, str | None, str]:
-    """(data.name, data.root, description) of ``model``'s data: Fashion-MNIST for small-cnn when advlab finds
+    """(data.dataset, data.root, description) of ``model``'s data: Fashion-MNIST for small-cnn when advlab finds
     it, else random images written under ``tmp`` (n_train training images plus the validation split)."""
     name, shape = MODELS[model]
     if model == "small-cnn":
@@ -156,22 +157,23 @@ def dataset_for(model: str, n_train: int, tmp: Path) -> tuple[str, str | None, s
 # contestants
 
 
-def build_engine(model: str, data: str, root: str | None, variant: str, batch_size: int, device: str) -> Trainer:
-    """advlab's Trainer of preset ``pgd-at`` with the benchmark's settings and ``variant``'s overrides."""
-    overrides = [f"model.name={model}", f"data.name={data}", f"batch_size={batch_size}", f"device={device}",
+def build_engine(model: str, data: str, root: str | None, variant: str, batch_size: int, device: str) -> EngineRun:
+    """advlab's run (``create_run``) of preset ``pgd-at`` with the benchmark's settings and ``variant``'s
+    overrides."""
+    overrides = [f"model.name={model}", f"data.dataset={data}", f"batch_size={batch_size}", f"device={device}",
                  f"eps={EPS}", f"perturbation.steps={STEPS}", f"perturbation.step_size={STEP}",
                  "perturbation.random_start=uniform", "perturbation.model_mode=eval", f"optimizer.lr={LR}",
                  f"optimizer.momentum={MOMENTUM}", f"optimizer.weight_decay={WEIGHT_DECAY}",
                  "data.crop_padding=0", "data.flip=false", "validation.n=10", *VARIANTS[variant]]
     if root is not None:
         overrides.append(f"data.root={root}")
-    return Trainer(load_config("pgd-at", overrides), None, progress=False)
+    return create_run(load_config("pgd-at", overrides), progress=False)
 
 
-def engine_run(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor) -> Run:
+def engine_run(engine: EngineRun, images: torch.Tensor, labels: torch.Tensor) -> Run:
     def run(n: int) -> None:
-        trainer.loader.images, trainer.loader.labels = images[:n], labels[:n]
-        trainer.train_epoch(0)
+        engine.data.loader.images, engine.data.loader.labels = images[:n], labels[:n]
+        train_one_epoch(engine, 0)
     return run
 
 
@@ -248,12 +250,12 @@ def images_per_second(run: Run, n: int, device: torch.device) -> float:
     return n / (time.perf_counter() - start)
 
 
-def step_flops_per_image(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+def step_flops_per_image(engine: EngineRun, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     """FLOPs of one engine training step (PGD attack and training pass, backward ops included) per image,
     counted by advlab's :class:`~advlab.engine.bench.FlopCount` (torch's FLOP formulas)."""
     counter = FlopCount()
     with counter:
-        engine_run(trainer, images, labels)(batch_size)
+        engine_run(engine, images, labels)(batch_size)
     return counter.flops / batch_size
 
 
@@ -264,9 +266,9 @@ def bench_model(model: str, args: argparse.Namespace, device: torch.device, art:
     n_max = max(args.batches, args.warmup) * b
     with tempfile.TemporaryDirectory() as tmp:
         data, root, described = dataset_for(model, n_max, Path(tmp))
-        trainers = {v: build_engine(model, data, root, v, b, str(device)) for v in args.variants}
-        first = next(iter(trainers.values()))
-        images, labels = first.loader.images[:n_max], first.loader.labels[:n_max]
+        engines = {v: build_engine(model, data, root, v, b, str(device)) for v in args.variants}
+        first = next(iter(engines.values()))
+        images, labels = first.data.loader.images[:n_max], first.data.loader.labels[:n_max]
         if len(labels) < n_max:
             raise SystemExit(f"{model}: {data} has {len(labels)} training images, fewer than the {n_max} asked for")
 
@@ -279,7 +281,7 @@ def bench_model(model: str, args: argparse.Namespace, device: torch.device, art:
         runs: dict[str, Run] = {"plain": plain_run(same_model(), images, labels, b)}
         if args.plain_bf16:
             runs["plain-bf16"] = plain_run(same_model(), images, labels, b, "bf16")
-        runs.update({f"engine {v}": engine_run(t, images, labels) for v, t in trainers.items()})
+        runs.update({f"engine {v}": engine_run(t, images, labels) for v, t in engines.items()})
         if art is not None:
             runs["ART"] = art_run(same_model(), images, labels, b)
 
@@ -298,9 +300,9 @@ def bench_model(model: str, args: argparse.Namespace, device: torch.device, art:
                               "vs_art": medians[name] / medians["ART"] if "ART" in medians else None}
                        for name in names}
         result: dict[str, Any] = {"data": described, "contestants": contestants, "mfu": None,
-                                  "compile_check": {v: t.compile_check for v, t in trainers.items() if t.compile_check}}
+                                  "compile_check": {v: t.compile_check for v, t in engines.items() if t.compile_check}}
         if peak is not None:
-            counting = trainers.get("default") or build_engine(model, data, root, "default", b, str(device))
+            counting = engines.get("default") or build_engine(model, data, root, "default", b, str(device))
             flops = step_flops_per_image(counting, images, labels, b)
             engines = [n for n in names if n.startswith("engine ")]
             best = max(engines, key=medians.get)

@@ -1,20 +1,20 @@
 """Self-supervised adversarial training (Chen et al., ICASSP 2020) against supervised training, classified by
-softmax and by k nearest neighbours, on Fashion-MNIST at eps 0.1: benchmarks/SSAT.md.
+their linear head and by k nearest neighbours, on Fashion-MNIST at eps 0.1: benchmarks/SSAT.md.
 
 Runs per seed (each a normal advlab run under ``--out``/seed<N>/):
 
-- ``standard``, ``pgd-at``: the supervised presets, evaluated with their softmax head and with kNN on their
+- ``standard``, ``pgd-at``: the supervised presets, evaluated with their linear head and with kNN on their
   penultimate features;
 - ``simclr``: SimCLR pre-training, kNN;
 - ``ssat``: the paper's SSAT, fine-tuning the ``simclr`` run's encoder (``init.from``), kNN;
 - ``ssat-instance``: the label-free form (contrastive adversarial pre-training), kNN, and its linear evaluations
-  ``advlab probe`` SLF / ALF / AFF (softmax heads).
+  ``advlab probe`` SLF / ALF / AFF (linear heads).
 
 Every row's best checkpoint (chosen on the validation split by the run itself) is evaluated the same way on the
-first ``--eval-n`` test points: clean, PGD-20 (on a kNN: through its soft vote), ``pgd-knn`` (the guide attack,
+first ``--eval-n`` test points: clean, PGD-20 (on a kNN: through its soft vote), ``knn-guide`` (the guide attack,
 kNN rows only), AutoAttack (pyautoattack, version named in the table), Square on the scores (on a kNN: the hard
 vote plus the soft tie-break, so no gradient is used), the per-sample AND, and the paper's defence success rate
-(DSR: of the points right clean, the fraction still right under pgd-knn).
+(DSR: of the points right clean, the fraction still right under knn-guide).
 
     # two workers of one thread share the jobs (a job waits for the run it starts from):
     python benchmarks/ssat.py --worker --threads 1 &  python benchmarks/ssat.py --worker --threads 1; wait
@@ -66,19 +66,19 @@ RUNS: dict[str, RunSpec] = {
     "ssat-instance-aff": RunSpec("trades", after="ssat-instance", probe="aff"),
 }
 ROWS: dict[str, tuple[str, str]] = {  # row -> (run, classifier)
-    "standard (softmax)": ("standard", "softmax"),
+    "standard (linear)": ("standard", "linear"),
     "standard (kNN)": ("standard", "knn"),
-    "pgd-at (softmax)": ("pgd-at", "softmax"),
+    "pgd-at (linear)": ("pgd-at", "linear"),
     "pgd-at (kNN)": ("pgd-at", "knn"),
     "simclr + kNN": ("simclr", "knn"),
     "ssat + kNN": ("ssat", "knn"),
     "ssat-instance + kNN": ("ssat-instance", "knn"),
-    "ssat-instance + SLF": ("ssat-instance-slf", "softmax"),
-    "ssat-instance + ALF": ("ssat-instance-alf", "softmax"),
-    "ssat-instance + AFF": ("ssat-instance-aff", "softmax"),
+    "ssat-instance + SLF": ("ssat-instance-slf", "linear"),
+    "ssat-instance + ALF": ("ssat-instance-alf", "linear"),
+    "ssat-instance + AFF": ("ssat-instance-aff", "linear"),
 }
-COLUMNS = [("clean", "clean"), ("pgd20", "PGD-20"), ("pgd-knn", "pgd-knn"), ("autoattack", "AutoAttack"),
-           ("square", "Square"), ("robust", "robust (AND)"), ("dsr", "DSR (pgd-knn)")]
+COLUMNS = [("clean", "clean"), ("pgd20", "PGD-20"), ("knn-guide", "knn-guide"), ("autoattack", "AutoAttack"),
+           ("square", "Square"), ("robust", "robust (AND)"), ("dsr", "DSR (knn-guide)")]
 
 
 def common_overrides(args: argparse.Namespace, seed: int) -> list[str]:
@@ -133,7 +133,7 @@ def train_run(args: argparse.Namespace, seed: int, run: str) -> None:
 
 
 def eval_settings(args: argparse.Namespace, classifier: str) -> dict[str, Any]:
-    attacks = ["pgd20", *(["pgd-knn"] if classifier == "knn" else []), "autoattack", "square"]
+    attacks = ["pgd20", *(["knn-guide"] if classifier == "knn" else []), "autoattack", "square"]
     return {"classifier": classifier, "n": args.eval_n, "attacks": attacks, "autoattack_version": args.autoattack_version,
             "square_queries": args.square_queries, "seed": 0}
 
@@ -152,10 +152,10 @@ def evaluate_row(args: argparse.Namespace, seed: int, run: str, classifier: str)
     device = torch.device(args.device)
     model, ckpt = load_model(run_dir, "best", device=device)
     split = datasets.run_training_split(config.data, config.seed)  # the bank: the split the run trained on
-    meta = datasets.info(config.data.name)
+    meta = datasets.info(config.data.dataset)
     module = as_classifier(model, classifier, split.images, split.labels, meta.num_classes,
                            dataclasses.asdict(config.knn), device=device)
-    images, labels = datasets.load(config.data.name, "test", root=config.data.root)
+    images, labels = datasets.load(config.data.dataset, "test", root=config.data.root)
     start = time.perf_counter()
     result = advlab.evaluate(module, images[: args.eval_n], labels[: args.eval_n], config.eps, config.norm,
                              attacks=settings["attacks"], device=device, seed=settings["seed"], progress=args.progress,
@@ -206,7 +206,7 @@ def value(entry: dict[str, Any], column: str) -> float | None:
     if column == "robust":
         return result["robust"]["acc"]
     if column == "dsr":
-        clean, knn = result["clean"]["acc"], (result["attacks"].get("pgd-knn") or {}).get("acc")
+        clean, knn = result["clean"]["acc"], (result["attacks"].get("knn-guide") or {}).get("acc")
         return None if knn is None or not clean else knn / clean
     attack = result["attacks"].get(column)
     return None if attack is None else attack["acc"]
@@ -242,7 +242,7 @@ def report(args: argparse.Namespace, command: str) -> tuple[str, list[dict[str, 
         f"{args.square_queries} queries",
         f"- date: {datetime.date.today().isoformat()}; seeds: {', '.join(map(str, args.seeds))}; cells: mean ± sample "
         "standard deviation over seeds, accuracies in %",
-        f"- data: {config.data.name}, {args.train_size} training images (the kNN bank), best checkpoint by validation "
+        f"- data: {config.data.dataset}, {args.train_size} training images (the kNN bank), best checkpoint by validation "
         f"robust accuracy ({args.val_n} validation points); first {args.eval_n} test points; eps {config.eps} "
         f"({config.norm}); epochs: supervised and probes {args.epochs}, simclr / ssat-instance {args.ssl_epochs}, "
         f"ssat {args.ssat_epochs} (from the simclr run); probes: "

@@ -115,32 +115,32 @@ FAULTS: tuple[Fault, ...] = (
           '_read_part(meta, "train" if split == "train" else "test", root, download)',
           ("tests/test_data.py", "tests/test_training_split.py"), "the validation split carved from the test files"),
     # ---- engine
-    Fault("best-always-last", "src/advlab/engine/trainer.py",
-          'improved = (val["val_robust"], val["val_clean"]) > (self.best["val_robust"], self.best["val_clean"])',
-          "improved = True",
+    Fault("best-always-last", "src/advlab/engine/loop.py",
+          'return (val["val_robust"], val["val_clean"]) > (best["val_robust"], best["val_clean"])',
+          "return True",
           ("tests/test_engine_oracles.py", "-k", "best"), "best.pt is always the last epoch"),
-    Fault("resume-without-rng", "src/advlab/engine/trainer.py",
-          '        _set_rng_state(ckpt["rng"])\n', "",
+    Fault("resume-without-rng", "src/advlab/engine/state.py",
+          '    set_rng_state(checkpoint["rng"])\n', "",
           ("tests/test_train.py", "-k", "resumed_run_matches"), "a resumed run does not restore the checkpoint's RNG state"),
-    Fault("label-noise-on-validation", "src/advlab/engine/trainer.py",
-          "self.val_x, self.val_y = val_x[: c.validation.n], val_y[: c.validation.n]",
-          "self.val_x, self.val_y = val_x[: c.validation.n], (datasets.label_noise(val_y, c.data.label_noise.rate, "
-          "meta.num_classes, c.data.label_noise.kind, c.seed)[0] if c.data.label_noise.rate > 0 else val_y)"
-          "[: c.validation.n]",
+    Fault("label-noise-on-validation", "src/advlab/engine/run.py",
+          "val_labels=val_labels[: c.validation.n], num_classes=meta.num_classes,",
+          "val_labels=(datasets.label_noise(val_labels, c.data.label_noise.rate, meta.num_classes, "
+          "c.data.label_noise.kind, c.seed)[0] if c.data.label_noise.rate > 0 else val_labels)[: c.validation.n], "
+          "num_classes=meta.num_classes,",
           ("tests/test_engine_oracles.py", "-k", "label_noise"), "label noise applied to the validation labels"),
     Fault("one-cycle-no-warmup", "src/advlab/engine/schedule.py",
           "            return lr * t / peak", "            return lr",
           ("tests/test_engine_oracles.py", "-k", "one_cycle"), "the one-cycle schedule starts at its peak rate"),
-    Fault("stale-best-after-kill", "src/advlab/engine/trainer.py",
-          '                if improved:  # best first: last.pt is the epoch\'s commit point, so a kill between the two '
-          'writes\n                    run.save_checkpoint("best", payload)  # redoes the epoch and never leaves a '
-          'stale best.pt\n                run.save_checkpoint("last", payload)\n',
-          '                run.save_checkpoint("last", payload)\n                if improved:\n'
-          '                    run.save_checkpoint("best", payload)\n',
+    Fault("stale-best-after-kill", "src/advlab/engine/loop.py",
+          '            if improved:  # best first: last.pt is the epoch\'s commit point, so a kill between the two '
+          'writes\n                run_dir.save_checkpoint("best", payload)  # redoes the epoch and never leaves a '
+          'stale best.pt\n            run_dir.save_checkpoint("last", payload)\n',
+          '            run_dir.save_checkpoint("last", payload)\n            if improved:\n'
+          '                run_dir.save_checkpoint("best", payload)\n',
           ("tests/test_kill_resume.py", "-k", "best_pt"),
           "last.pt written before best.pt: a kill between them leaves a stale best.pt"),
-    Fault("killed-write-left-behind", "src/advlab/engine/trainer.py",
-          "    run.remove_partial_writes()\n", "",
+    Fault("killed-write-left-behind", "src/advlab/engine/train.py",
+          "            directory.remove_partial_writes()\n", "",
           ("tests/test_kill_resume.py", "-k", "writing-last"),
           "a resumed run keeps the temporary file of a killed checkpoint write"),
     Fault("attack-precision-ignored", "src/advlab/recipes/step.py",
@@ -165,7 +165,7 @@ FAULTS: tuple[Fault, ...] = (
           "        self.model.eval()\n", "        self.model.train(mode)\n",
           ("tests/test_probe.py", "-k", "frozen_encoder or linear_modes"),
           "SLF/ALF run the frozen encoder's batch norm in train mode, so its running statistics move"),
-    Fault("probe-init-skipped", "src/advlab/engine/trainer.py",
+    Fault("probe-init-skipped", "src/advlab/runs/warm_start.py",
           'load_encoder_state(model, encoder_state_dict(source_model), f"init.from {source}")',
           "encoder_state_dict(source_model)",
           ("tests/test_probe.py", "-k", "starts_from or linear_modes"),
@@ -192,9 +192,9 @@ FAULTS: tuple[Fault, ...] = (
     Fault("knn-majority-rounding", "src/advlab/models/knn.py",
           "return (counts + 0.5 * soft) / self.k", "return (counts + soft) / self.k",
           ("tests/test_knn.py",), "majority scores counts + p: a soft vote near 1 ties a class one vote ahead"),
-    Fault("pgd-knn-guides-of-own-class", "src/advlab/models/knn.py",
+    Fault("knn-guide-guides-of-own-class", "src/advlab/models/knn.py",
           '        mean.scatter_(1, y[:, None], float("-inf"))\n', "",
-          ("tests/test_knn.py",), "pgd-knn may take the point's own class as its target"),
+          ("tests/test_knn.py",), "knn-guide may take the point's own class as its target"),
     Fault("dsr-over-all-points", "src/advlab/evaluation/result.py",
           "return int((clean & flags).sum()) / n if n else None",
           "return int((clean & flags).sum()) / len(clean) if n else None",

@@ -58,6 +58,24 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def _stopped_run(config, run_dir, epochs: int) -> None:
+    """Train ``config`` into the RunDir ``run_dir`` (config written by the caller) and stop after ``epochs``
+    epochs, as a run killed between two epochs leaves it."""
+    from advlab.engine.loop import fit
+    from advlab.engine.run import create_run
+    from advlab.engine.state import TrainingState
+
+    run = create_run(config, progress=False)
+    with run.collective:
+        fit(run, TrainingState(), run_dir, until=epochs)
+
+
+@pytest.fixture
+def stopped_run():
+    """The function that trains a config into a run directory and stops after some epochs (``_stopped_run``)."""
+    return _stopped_run
+
+
 def _whole_and_resumed(config, tmp_path: Path, stop_after: int,
                        on_stop: Callable[[Path], None] | None = None) -> tuple[Path, Path]:
     """Train ``config`` uninterrupted, and again stopped after ``stop_after`` epochs then resumed.
@@ -65,14 +83,14 @@ def _whole_and_resumed(config, tmp_path: Path, stop_after: int,
     ``on_stop(run_dir)`` runs between the stop and the resume. Returns the two finished run directories
     (whole, resumed); neither runs the final evaluation.
     """
-    from advlab.engine.trainer import Trainer, resume, train
+    from advlab.engine.train import resume, train
     from advlab.runs import RunDir
 
     whole = tmp_path / "whole"
     train(config, whole, progress=False, evaluate=False)
     run = RunDir.create(tmp_path / "part", overwrite=False)
     run.write_config(config)
-    Trainer(config, run, progress=False).fit(until=stop_after)
+    _stopped_run(config, run, stop_after)
     part = run.path
     if on_stop is not None:
         on_stop(part)

@@ -3,7 +3,7 @@ under ``torchrun --nproc_per_node=2`` or alone (one process, the reference). Eac
 to ``OUT/rank<R>.pt`` (test code: advlab's own runs write only from rank 0).
 
 Modes:
-- ``epoch``: build a Trainer from the pgd-at preset (or ``--preset NAME`` first among the overrides) and the
+- ``epoch``: build a run (create_run) from the pgd-at preset (or ``--preset NAME`` first among the overrides) and the
   overrides, train epoch 0, save the model and every part's state;
 - ``fit``: train all epochs into the run directory ``OUT/run``; save every part's state and the history;
 - ``eval``: evaluate the model ``OUT/../model.pt`` (a small-cnn state dict) on 21 test points, save the result;
@@ -28,8 +28,8 @@ def _config(overrides: list[str]):
     return load_config(preset, overrides)
 
 
-def _parts(trainer) -> dict:
-    return {kind: part.state_dict() for kind, part in trainer.recipe.parts()}
+def _parts(run) -> dict:
+    return {kind: part.state_dict() for kind, part in run.recipe.parts()}
 
 
 def main(mode: str, out: Path, overrides: list[str]) -> int:
@@ -39,29 +39,33 @@ def main(mode: str, out: Path, overrides: list[str]) -> int:
     rank = distributed.launch_from_env().rank
     out.mkdir(parents=True, exist_ok=True)
     if mode == "epoch":
-        from advlab.engine.trainer import Trainer
+        from advlab.engine.loop import train_one_epoch
+        from advlab.engine.run import create_run
 
-        trainer = Trainer(_config(overrides), None, progress=False)
-        row = trainer.train_epoch(0)
-        metrics = {kind: part.epoch_metrics() for kind, part in trainer.recipe.parts()}
-        torch.save({"model": trainer.model.state_dict(), "parts": _parts(trainer), "row": row, "metrics": metrics},
+        run = create_run(_config(overrides), progress=False)
+        row = train_one_epoch(run, 0)
+        metrics = {kind: part.epoch_metrics() for kind, part in run.recipe.parts()}
+        torch.save({"model": run.model.state_dict(), "parts": _parts(run), "row": row, "metrics": metrics},
                    out / f"rank{rank}.pt")
-        trainer.collective.close()  # after a barrier: no rank tears down while another still talks
+        run.collective.close()  # after a barrier: no rank tears down while another still talks
     elif mode == "fit":
-        from advlab.engine.trainer import Trainer
+        from advlab.engine.loop import fit
+        from advlab.engine.run import create_run
+        from advlab.engine.state import TrainingState
         from advlab.runs import RunDir
 
-        trainer = Trainer(_config(overrides), None, progress=False)
-        if trainer.collective.is_main:
-            trainer.run = RunDir.create(out / "run", overwrite=False)
-            trainer.run.write_config(trainer.config)
+        run = create_run(_config(overrides), progress=False)
+        if run.collective.is_main:
+            run_dir = RunDir.create(out / "run", overwrite=False)
+            run_dir.write_config(run.config)
         else:
-            trainer.run = RunDir(out / "run")
-        trainer.collective.barrier()
-        trainer.fit()
-        torch.save({"model": trainer.model.state_dict(), "parts": _parts(trainer), "history": trainer.history},
+            run_dir = RunDir(out / "run")
+        run.collective.barrier()
+        state = TrainingState()
+        fit(run, state, run_dir)
+        torch.save({"model": run.model.state_dict(), "parts": _parts(run), "history": state.history},
                    out / f"rank{rank}.pt")
-        trainer.collective.close()
+        run.collective.close()
     elif mode == "eval":
         from advlab.data import load
         from advlab.evaluation import evaluate
@@ -96,11 +100,11 @@ def main(mode: str, out: Path, overrides: list[str]) -> int:
         collective.close()
     elif mode in ("fail", "hang"):
         from advlab import cli
-        from advlab.engine import trainer as trainer_module
+        from advlab.engine import loop as loop_module
         from advlab.errors import AdvlabError
 
         if rank == 1:
-            real, calls = trainer_module.train_step, []
+            real, calls = loop_module.train_step, []
 
             def failing(*args, **kwargs):
                 calls.append(1)
@@ -112,7 +116,7 @@ def main(mode: str, out: Path, overrides: list[str]) -> int:
                     time.sleep(3600)
                 return real(*args, **kwargs)
 
-            trainer_module.train_step = failing
+            loop_module.train_step = failing
         return cli.main(["train", "--out", str(out / "run"), "--quiet", "--no-eval", *overrides])
     else:
         raise SystemExit(f"unknown mode {mode}")

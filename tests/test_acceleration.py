@@ -20,7 +20,7 @@ def _recipe(preset: str, batch: int):
     c = load_config(preset, ["device=cpu"])
     env = RecipeEnv(num_train=batch, num_classes=10, epochs=c.epochs, eps=c.eps, norm=c.norm,
                     device=torch.device("cpu"), seed=0)
-    return create_recipe(c.parts(), env)
+    return create_recipe(c.recipe_spec(), env)
 
 
 def _batch(n=32, shape=(1, 28, 28)):
@@ -142,13 +142,14 @@ def test_attack_precision_fp32_runs_the_attack_in_fp32_inside_a_bf16_step(attack
 
 
 def test_compiled_trainer_saves_the_eager_models_weights(tmp_path, fashion_mnist):
-    from advlab.engine.trainer import Trainer
+    from advlab.engine.run import create_run
+    from advlab.engine.state import TrainingState, checkpoint_payload
 
     config = load_config("pgd-at", ["device=cpu", "compile=default", "channels_last=true", "data.train_size=20",
                                     "validation.n=10"])
-    trainer = Trainer(config, tmp_path / "run", progress=False)
-    assert trainer.step_model is not trainer.model
-    keys = set(trainer.payload(0)["model"])
+    run = create_run(config, progress=False)
+    assert run.step_model is not run.model
+    keys = set(checkpoint_payload(run, TrainingState(epoch=1))["model"])
     assert keys == set(create_model("small-cnn", num_classes=10, in_channels=1).state_dict())
     assert not any("_orig_mod" in k for k in keys)
 
@@ -241,12 +242,13 @@ def test_the_attack_runs_with_parameters_frozen_and_restores_them():
 
 def test_a_compiler_with_wrong_gradients_stops_the_run_before_anything_is_written(tmp_path, monkeypatch,
                                                                                    fashion_mnist, one_thread):
-    import advlab.engine.trainer as trainer_module
+    import advlab.engine.run as run_module
+    from advlab.engine.train import train
     from advlab.errors import AdvlabError
 
-    monkeypatch.setattr(trainer_module, "step_model", lambda model, mode, channels_last: _Faulty(model))
+    monkeypatch.setattr(run_module, "step_model", lambda model, mode, channels_last: _Faulty(model))
     out = tmp_path / "run"
     with pytest.raises(AdvlabError, match="compile=none"):
-        trainer_module.train("pgd-at", out, overrides=["device=cpu", "compile=default", "data.train_size=40",
+        train("pgd-at", out, overrides=["device=cpu", "compile=default", "data.train_size=40",
                                                        "validation.n=10", "batch_size=20"], progress=False)
     assert not out.exists()

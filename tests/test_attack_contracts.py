@@ -14,7 +14,7 @@ eval mode it is an affine map ``W x + b``, which the tests read off the model on
 involved), so each point's exact distance to the decision boundary is known: ``min_k (z_y - z_k) / ||w_y -
 w_k||_q`` (q the dual norm). AutoAttack runs as its reduced ``apgd-ce`` version and Square with
 ``SQUARE_QUERIES`` queries, so that the whole file takes seconds on a CPU. An attack of a kNN classifier
-(``KNN_ONLY``: ``pgd-knn``) gets ``tiny_net`` as the encoder of a kNN that predicts exactly as it does
+(``KNN_ONLY``: ``knn-guide``) gets ``tiny_net`` as the encoder of a kNN that predicts exactly as it does
 (:func:`prototype_knn`), so every test here, written against ``tiny_net``'s decisions, holds for it too.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 from advlab.attacks import fgsm, no_param_grad, pgd
 from advlab.errors import AdvlabError
-from advlab.evaluation import EVAL_ATTACKS, AttackSetup
+from advlab.evaluation import EVAL_ATTACKS, AttackSetup, knn_attacks
 from advlab.models import KNNClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,7 +35,7 @@ EPS = {"linf": 0.03, "l2": 0.2}  # the median distance to the boundary of the po
 SQUARE_QUERIES = 200
 ATTACKS = EVAL_ATTACKS.names()  # every registered evaluation attack, at collection time
 BLACK_BOX = {"square"}  # attacks that need no gradient: they must work on a model without input gradients
-KNN_ONLY = {"pgd-knn"}  # attacks of a KNNClassifier only: given tiny_net inside prototype_knn
+KNN_ONLY = set(knn_attacks())  # attacks of a KNNClassifier only (the registry says): given tiny_net inside prototype_knn
 INT_DTYPES = [torch.int8, torch.int16, torch.int32, torch.uint8]
 
 
@@ -156,7 +156,7 @@ def assert_same_state(model: nn.Module, before) -> None:
 
 def test_every_registered_attack_is_covered_by_the_contracts():
     assert ATTACKS == EVAL_ATTACKS.names(), "an attack was registered after this file parametrised its tests"
-    assert {"pgd20", "cw20", "pgd20-scaled", "autoattack", "square", "pgd-knn"} <= set(ATTACKS)
+    assert {"pgd20", "cw20", "pgd20-scaled", "autoattack", "square", "knn-guide"} <= set(ATTACKS)
     assert BLACK_BOX <= set(ATTACKS) and KNN_ONLY <= set(ATTACKS)
 
 

@@ -106,7 +106,7 @@ def test_speed_benchmark_art_tiny(one_thread):
 
 def test_ssat_benchmark_tiny(tmp_path, one_thread):
     """benchmarks/ssat.py (SSAT.md) end to end on simclr -> ssat: jobs wait for the run they start from, and the
-    table holds each evaluation's numbers (DSR = pgd-knn / clean)."""
+    table holds each evaluation's numbers (DSR = knn-guide / clean)."""
     import ssat
 
     out = tmp_path / "ssat"
@@ -121,7 +121,7 @@ def test_ssat_benchmark_tiny(tmp_path, one_thread):
         saved = json.loads((out / "seed0" / run / "bench-eval-knn.json").read_text())
         result = saved["result"]
         assert saved["classifier"]["kind"] == "knn" and saved["classifier"]["k"] == 5
-        clean, knn = result["clean"]["acc"], result["attacks"]["pgd-knn"]["acc"]
+        clean, knn = result["clean"]["acc"], result["attacks"]["knn-guide"]["acc"]
         cells = [f"{100 * v:.1f}" for v in (clean, result["attacks"]["pgd20"]["acc"], knn)]
         assert f"| {row} | {saved['epoch']} | " + " | ".join(cells) + " |" in md
         dsr = f"{100 * knn / clean:.1f}" if clean else "–"

@@ -81,7 +81,7 @@ def test_ranges_and_choices_are_checked_before_a_run(override, message):
 @pytest.mark.parametrize("key, registry", [
     ("model.activation", lambda: __import__("advlab.models", fromlist=["x"]).list_activations()),
     ("model.name", lambda: __import__("advlab.models", fromlist=["x"]).list_models()),
-    ("data.name", lambda: __import__("advlab.data", fromlist=["x"]).DATASETS.names()),
+    ("data.dataset", lambda: __import__("advlab.data", fromlist=["x"]).DATASETS.names()),
     ("optimizer.name", lambda: OPTIMIZERS.names()),
     ("schedule.name", lambda: SCHEDULES.names()),
     ("evaluation.autoattack_version", lambda: list(__import__("advlab.evaluation", fromlist=["x"]).AA_VERSIONS)),
@@ -96,7 +96,7 @@ def test_choices_come_from_their_registry_into_config_checks_and_cli_help(key, r
     assert str(err.value).endswith("allowed: " + ", ".join(allowed))
     train_help = create_parser()._subparsers._group_actions[0].choices["train"].format_help()
     flat = "".join(train_help.split())  # argparse wraps lines, also at hyphens
-    if key in ("model.activation", "model.name", "data.name"):
+    if key in ("model.activation", "model.name", "data.dataset"):
         assert ",".join(allowed) in flat, f"--help of advlab train lacks the {key} choices"
 
 

@@ -400,7 +400,7 @@ TINY = ["data.train_size=100", "batch_size=50", "validation.n=40", "evaluation.n
 
 
 def test_a_tiny_simclr_run_is_evaluated_by_its_knn_classifier(tmp_path, fashion_mnist, one_thread):
-    from advlab.engine.trainer import train
+    from advlab.engine.train import train
 
     import json
 

@@ -48,6 +48,27 @@ TINY = ["data.train_size=110", "batch_size=25", "perturbation.steps=2", "perturb
         "evaluation.batch_size=4", "evaluation.attacks=[pgd20]", "device=cpu", "schedule.name=constant"]
 TIMING = {"seconds", "train_seconds", "images_per_second"}
 
+_PGD_AT = "test_one_epoch_of_pgd_at_on_2_processes_is_that_of_one"
+_GLOBAL_WEIGHTS = "test_weights_normalised_over_the_global_batch_give_the_steps_of_one_process"
+_FRL = "test_frl_on_2_processes_keeps_the_duals_and_the_steps_of_one_process"
+_CAAT = "test_caat_on_2_processes_keeps_the_meta_net_identical_on_every_rank_and_close_to_one_process"
+_PER_SAMPLE = "test_per_sample_parts_on_2_processes_take_the_steps_of_one_process"
+TORCHRUN_CHECKS = {
+    ("labels", "hard"): _PGD_AT, ("perturbation", "pgd"): _PGD_AT, ("weighting", "uniform"): _PGD_AT,
+    ("objective", "ce"): _PGD_AT,
+    ("labels", "sglr"): "test_sglr_bank_is_identical_on_both_ranks_and_equal_to_one_process",
+    ("labels", "noilin"): "test_noilin_rate_schedule_is_identical_on_both_ranks_and_that_of_one_process",
+    ("labels", "self-adaptive"): _GLOBAL_WEIGHTS, ("weighting", "self-adaptive"): _GLOBAL_WEIGHTS,
+    ("weighting", "gair"): _GLOBAL_WEIGHTS,
+    ("weighting", "frl"): _FRL, ("objective", "trades"): _FRL,
+    ("perturbation", "caat"): _CAAT, ("weighting", "caat"): _CAAT, ("objective", "caat"): _CAAT,
+    ("perturbation", "fat"): _PER_SAMPLE, ("objective", "mart"): _PER_SAMPLE, ("perturbation", "fgsm"): _PER_SAMPLE,
+    ("perturbation", "none"): _PER_SAMPLE,
+}
+"""Every part that trains under torchrun (``distributed = True``) -> the test of this file that shows its steps
+over 2 processes equal to one process. tests/part_coverage.py checks that each registered part has one, unless it
+pairs only with a part refused under torchrun (then it never runs there)."""
+
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
@@ -167,6 +188,19 @@ def test_one_epoch_of_pgd_at_on_2_processes_is_that_of_one(tmp_path):
     assert _max_diff(one["model"], two[0]["model"]) <= PARAM_ATOL
     assert two[0]["row"]["train_loss"] == pytest.approx(one["row"]["train_loss"], rel=1e-6)
     assert two[0]["row"]["train_acc"] == one["row"]["train_acc"]
+
+
+@pytest.mark.parametrize("parts", [["perturbation.name=fat", "objective.name=mart"], ["perturbation.name=fgsm"],
+                                   ["perturbation.name=none"]], ids=["fat-mart", "fgsm", "none"])
+def test_per_sample_parts_on_2_processes_take_the_steps_of_one_process(tmp_path, parts):
+    """Parts whose step reads nothing beyond each sample (no state, no batch statistic) need no exchange: DDP's
+    gradient average of the loss scaled per shard is the step of one process."""
+    config = TINY + parts + ["data.train_size=50"]
+    one = _worker("epoch", tmp_path / "one", config, 1)[0]
+    two = _worker("epoch", tmp_path / "two", config, 2)
+    assert _max_diff(two[0]["model"], two[1]["model"]) == 0
+    assert _max_diff(one["model"], two[0]["model"]) <= PARAM_ATOL
+    assert two[0]["row"]["train_loss"] == pytest.approx(one["row"]["train_loss"], rel=1e-6)
 
 
 def test_sglr_bank_is_identical_on_both_ranks_and_equal_to_one_process(tmp_path):

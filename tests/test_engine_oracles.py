@@ -8,7 +8,9 @@ import pytest
 from advlab import data as datasets
 from advlab.config import ScheduleConfig, load_config
 from advlab.engine.schedule import create_schedule
-from advlab.engine.trainer import Trainer
+from advlab.engine import loop
+from advlab.engine.run import create_run
+from advlab.engine.state import TrainingState
 from advlab.runs import RunDir, load_checkpoint
 
 TINY = ["data.train_size=100", "batch_size=50", "perturbation.steps=1", "validation.n=50", "device=cpu"]
@@ -21,14 +23,13 @@ def test_one_cycle_rises_linearly_to_the_peak_then_falls_to_zero():
         assert rate(t) == pytest.approx(expected, abs=1e-12), t
 
 
-def test_best_is_the_epoch_with_the_highest_validation_robust_accuracy_ties_by_clean(tmp_path):
+def test_best_is_the_epoch_with_the_highest_validation_robust_accuracy_ties_by_clean(tmp_path, monkeypatch):
     config = load_config("pgd-at", TINY + ["epochs=4"])
     run = RunDir.create(tmp_path / "run", overwrite=False)
     run.write_config(config)
-    trainer = Trainer(config, run, progress=False)
     scripted = iter([(0.70, 0.50), (0.72, 0.60), (0.80, 0.55), (0.71, 0.60)])  # (clean, robust) per epoch
-    trainer.validate = lambda: dict(zip(("val_clean", "val_robust"), next(scripted)))
-    trainer.fit()
+    monkeypatch.setattr(loop, "validate", lambda _: dict(zip(("val_clean", "val_robust"), next(scripted))))
+    loop.fit(create_run(config, progress=False), TrainingState(), run)
     # epoch 2 and 4 tie on robust 0.60; epoch 2 has the higher clean accuracy
     assert [r["best_epoch"] for r in run.read_metrics()] == [1, 2, 2, 2]
     assert load_checkpoint(run.checkpoint_path("best"))["epoch"] == 2
@@ -37,7 +38,7 @@ def test_best_is_the_epoch_with_the_highest_validation_robust_accuracy_ties_by_c
 
 def test_label_noise_never_reaches_the_validation_labels(tmp_path):
     config = load_config("pgd-at", TINY + ["epochs=1", "data.label_noise.rate=0.5"])
-    trainer = Trainer(config, None, progress=False)
+    run = create_run(config, progress=False)
     _, file_labels = datasets.load("fashion-mnist", "val")
-    assert trainer.val_y.tolist() == file_labels[:50].tolist()
-    assert trainer.data_record["label_noise"]["realised_rate"] == pytest.approx(0.5)  # the training split is noisy
+    assert run.data.val_labels.tolist() == file_labels[:50].tolist()
+    assert run.data.split.record["label_noise"]["realised_rate"] == pytest.approx(0.5)  # the training split is noisy

@@ -144,7 +144,8 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
 def test_training_summary_stores_fairness_per_checkpoint_and_prints_the_block(tmp_path):
-    from advlab.engine.trainer import summary_table, train
+    from advlab.engine.train import train
+    from advlab.runs import summary_table
 
     summary = train("pgd-at", tmp_path / "run", overrides=[
         "data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50", "device=cpu",

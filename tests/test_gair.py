@@ -324,7 +324,7 @@ def test_gair_reads_k_from_fat_when_examples_stop_early():
 
 @pytest.mark.usefixtures("fashion_mnist")
 def test_gairat_trains_and_logs_its_diagnostics(tmp_path):
-    from advlab.engine.trainer import train
+    from advlab.engine.train import train
 
     overrides = ["data.train_size=100", "batch_size=50", "perturbation.steps=2", "validation.n=20",
                  "device=cpu", "epochs=2", "weighting.burn_in=1"]

@@ -1,4 +1,4 @@
-"""The kNN classifier (advlab.models.knn), the classifier choice (advlab.evaluation.classifier), the ``pgd-knn``
+"""The kNN classifier (advlab.models.knn), the classifier choice (advlab.evaluation.classifier), the ``knn-guide``
 guide attack (advlab.evaluation.knn_attack) and the defence success rate, against oracles written here:
 a brute-force kNN in plain Python loops (float64), guides chosen by loops, flags counted by hand."""
 from __future__ import annotations
@@ -208,20 +208,20 @@ def tiny_classifier() -> nn.Module:
     return create_model("small-cnn", num_classes=C, in_channels=1).eval()
 
 
-def test_classifier_choices_softmax_knn_and_auto():
+def test_classifier_choices_linear_knn_and_auto():
     images = torch.randint(0, 256, (30, 1, 28, 28), dtype=torch.uint8)
     labels = torch.arange(30) % C
     classifier = tiny_classifier()
     encoder, width = strip_head(create_model("small-cnn", num_classes=C, in_channels=1))
     contrastive = ContrastiveModel(encoder, width, 16).eval()
 
-    with pytest.raises(AdvlabError, match="classifier softmax: this model has a projection head"):
-        as_classifier(contrastive, "softmax", images, labels, C)
-    with pytest.raises(AdvlabError, match="classifier must be one of auto, softmax, knn, got 'linear'"):
-        classifier_kind("linear", classifier)
-    assert classifier_kind("auto", contrastive) == "knn" and classifier_kind("auto", classifier) == "softmax"
+    with pytest.raises(AdvlabError, match="classifier linear: this model has a projection head"):
+        as_classifier(contrastive, "linear", images, labels, C)
+    with pytest.raises(AdvlabError, match="classifier must be one of auto, linear, knn, got 'softmax'"):
+        classifier_kind("softmax", classifier)  # the old name is read in configs and flags only
+    assert classifier_kind("auto", contrastive) == "knn" and classifier_kind("auto", classifier) == "linear"
     assert as_classifier(classifier, "auto", images, labels, C) is classifier
-    assert describe_classifier(classifier) == {"kind": "softmax"}
+    assert describe_classifier(classifier) == {"kind": "linear"}
     knn = as_classifier(contrastive, "auto", images, labels, C, {"k": 5, "metric": "l2"})
     assert isinstance(knn, KNNClassifier) and knn.encoder is contrastive.encoder  # the encoder, not the head
     assert (knn.k, knn.metric, len(knn.bank_labels)) == (5, "l2", 30)
@@ -229,7 +229,7 @@ def test_classifier_choices_softmax_knn_and_auto():
         torch.testing.assert_close(knn.bank_features, contrastive.features(images.float() / 255))
     assert as_classifier(knn, "knn", None, None, C) is knn  # a kNN already
     with pytest.raises(AdvlabError, match="a kNN classifier already"):
-        as_classifier(knn, "softmax", None, None, C)
+        as_classifier(knn, "linear", None, None, C)
     with pytest.raises(AdvlabError, match="needs the training split"):
         as_classifier(classifier, "knn", None, None, C)
     d = describe_classifier(knn)
@@ -256,7 +256,7 @@ def test_feature_extractor_of_a_classifier_is_its_penultimate_features_and_leave
 
 
 # ---------------------------------------------------------------------------------------------------------
-# pgd-knn
+# knn-guide
 
 def clusters(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Three classes of 1x4x4 images around pixel levels 0.3, 0.5, 0.7 (+- 0.05 per pixel, noise 0.03): at
@@ -279,20 +279,20 @@ def toy_knn(metric: str) -> tuple[KNNClassifier, torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_pgd_knn_breaks_a_knn_where_the_budget_reaches_another_class_and_not_where_it_does_not(metric):
     knn, x, y = toy_knn(metric)
-    big = evaluate(knn, x, y, 0.15, "linf", attacks=["pgd-knn"], progress=False, sanity=False)
-    small = evaluate(knn, x, y, 0.005, "linf", attacks=["pgd-knn"], progress=False, sanity=False)
+    big = evaluate(knn, x, y, 0.15, "linf", attacks=["knn-guide"], progress=False, sanity=False)
+    small = evaluate(knn, x, y, 0.005, "linf", attacks=["knn-guide"], progress=False, sanity=False)
     assert big.accuracy("clean") == 1.0
-    assert big.accuracy("pgd-knn") <= 0.1
-    assert small.accuracy("pgd-knn") == 1.0
-    l2 = evaluate(knn, x, y, 0.6, "l2", attacks=["pgd-knn"], progress=False, sanity=False)  # 0.15 * sqrt(16)
-    assert l2.accuracy("pgd-knn") <= 0.2
+    assert big.accuracy("knn-guide") <= 0.1
+    assert small.accuracy("knn-guide") == 1.0
+    l2 = evaluate(knn, x, y, 0.6, "l2", attacks=["knn-guide"], progress=False, sanity=False)  # 0.15 * sqrt(16)
+    assert l2.accuracy("knn-guide") <= 0.2
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_pgd_knn_moves_the_representation_toward_its_guides_and_raises_the_target_vote(metric):
     knn, x, y = toy_knn(metric)
     setup = AttackSetup(knn, 0.05, "linf", torch.device("cpu"), 0, 3)
-    attack = EVAL_ATTACKS.get("pgd-knn")(setup)
+    attack = EVAL_ATTACKS.get("knn-guide")(setup)
     x_adv = attack(x, y)
     # the vote of every bank row (k = N): continuous, unlike the k nearest rows' (0 until a target row enters)
     wide = KNNClassifier(knn.encoder, knn.bank_features, knn.bank_labels, 3, k=len(knn.bank_labels), metric=metric,
@@ -334,8 +334,8 @@ def test_guides_are_the_m_nearest_rows_of_the_most_similar_other_class():
 
 def test_pgd_knn_refuses_a_model_that_is_not_a_knn():
     setup = AttackSetup(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), 0.1, "linf", torch.device("cpu"), 0, 3)
-    with pytest.raises(AdvlabError, match="pgd-knn attacks a k-nearest-neighbour classifier.*--classifier knn"):
-        EVAL_ATTACKS.get("pgd-knn")(setup)
+    with pytest.raises(AdvlabError, match="knn-guide attacks a k-nearest-neighbour classifier.*--classifier knn"):
+        EVAL_ATTACKS.get("knn-guide")(setup)
     knn, _, _ = toy_knn("l2")
     with pytest.raises(AdvlabError, match="guides must be a positive integer"):
         GuideAttack(AttackSetup(knn, 0.1, "linf", torch.device("cpu"), 0, 3), guides=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ def run_cli(args, capsys):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Tiny trained runs of the supervised presets standard and pgd-at (1 epoch on 100 images)."""
-    from advlab.engine.trainer import train
+    from advlab.engine.train import train
 
     base = tmp_path_factory.mktemp("knn-eval")
     for preset in ("standard", "pgd-at"):
@@ -55,7 +56,7 @@ def test_a_supervised_run_is_evaluated_by_knn_on_its_penultimate_features(preset
 
     run = runs / preset
     out = tmp_path / "knn.json"
-    code, table, err = run_cli([run, "--classifier", "knn", "--knn-k", 5, "--n", 24, "--attacks", "pgd20,pgd-knn",
+    code, table, err = run_cli([run, "--classifier", "knn", "--knn-k", 5, "--n", 24, "--attacks", "pgd20,knn-guide",
                                 "--no-sanity", "--quiet", "--device", "cpu", "--out", out], capsys)
     assert code == 0, err
     report = json.loads(out.read_text())
@@ -63,7 +64,7 @@ def test_a_supervised_run_is_evaluated_by_knn_on_its_penultimate_features(preset
     assert classifier["kind"] == "knn" and classifier["bank"] == 100
     assert (classifier["k"], classifier["metric"], classifier["vote"], classifier["temperature"]) == \
         (5, "cosine", "majority", 0.1)  # --knn-k, the rest from the run's config (KNNConfig's defaults)
-    assert list(report["attacks"]) == ["pgd20", "pgd-knn"] and report["attacks"]["pgd-knn"]["guides"] == 5
+    assert list(report["attacks"]) == ["pgd20", "knn-guide"] and report["attacks"]["knn-guide"]["guides"] == 5
 
     # the clean flags are those of a kNN built here: penultimate features of the checkpoint's model, bank the
     # training split as data.training_split builds it from the run's settings, cosine, top 5, majority
@@ -83,29 +84,29 @@ def test_a_supervised_run_is_evaluated_by_knn_on_its_penultimate_features(preset
 
     dsr = report["defence_success_rate"]
     clean = report["per_sample"]["clean"]
-    for name in ("pgd20", "pgd-knn", "robust"):
+    for name in ("pgd20", "knn-guide", "robust"):
         flags = report["per_sample"][name]
         assert dsr[name] == sum(c and f for c, f in zip(clean, flags)) / sum(clean)
     assert "defence success rate" in table
 
     code, _, err = run_cli([run, "--n", 8, "--attacks", "pgd20", "--no-sanity", "--quiet", "--device", "cpu",
-                            "--out", tmp_path / "softmax.json"], capsys)
-    assert code == 0, err  # auto: the softmax head of a supervised run
-    assert json.loads((tmp_path / "softmax.json").read_text())["meta"]["classifier"] == {"kind": "softmax"}
+                            "--out", tmp_path / "linear.json"], capsys)
+    assert code == 0, err  # auto: the linear head of a supervised run
+    assert json.loads((tmp_path / "linear.json").read_text())["meta"]["classifier"] == {"kind": "linear"}
 
 
 def test_the_bank_is_the_training_split_the_trainer_trains_on():
     """With a meta split, train_size, imbalance and label noise: the bank the eval CLI rebuilds from a stored
     config (a plain mapping) is the trainer's training split, images and (noisy) labels."""
-    from advlab.engine.trainer import Trainer
+    from advlab.engine.run import create_run
     from advlab.evaluation.cli import _knn_bank
 
     config = load_config("standard", TINY + ["data.meta_size=20", "data.label_noise.rate=0.3",
                                              "data.imbalance.ratio=2", "seed=3"])
-    trainer = Trainer(config, progress=False)
+    split = create_run(config, progress=False).data.split
     args = argparse.Namespace(data_root=None, knn_k=None)
-    images, labels, classes = _knn_bank(args, {"config": json.loads(json.dumps(config.to_dict()))})
-    assert classes == 10 and torch.equal(images, trainer.train_images) and torch.equal(labels, trainer.train_labels)
+    images, labels, classes = _knn_bank(args, {"config": json.loads(json.dumps(config.to_dict()))}, Path("run.pt"))
+    assert classes == 10 and torch.equal(images, split.images) and torch.equal(labels, split.labels)
     assert len(labels) < 100 and not torch.equal(labels, data.run_training_split(config.data, 3).clean_labels)
 
 
@@ -113,9 +114,9 @@ def test_a_config_that_attacks_a_knn_it_does_not_evaluate_is_refused_before_the_
     from advlab.engine.config_checks import check_config
     from advlab.errors import ConfigError
 
-    for override, key in (("validation.attack=pgd-knn", "validation.attack"),
-                          ("evaluation.attacks=[pgd20,pgd-knn]", "evaluation.attacks")):
-        with pytest.raises(ConfigError, match=f"{key}: pgd-knn attacks a kNN classifier.*evaluation.classifier: knn"):
+    for override, key in (("validation.attack=knn-guide", "validation.attack"),
+                          ("evaluation.attacks=[pgd20,knn-guide]", "evaluation.attacks")):
+        with pytest.raises(ConfigError, match=f"{key}: knn-guide attacks a kNN classifier.*evaluation.classifier: knn"):
             check_config(load_config("standard", TINY + [override]))
         check_config(load_config("standard", TINY + [override, "evaluation.classifier=knn"]))
 
@@ -146,7 +147,7 @@ def test_projection_head_checkpoints_and_the_flags_errors(tmp_path, capsys):
     common = ["--n", 8, "--no-sanity", "--quiet", "--device", "cpu"]
 
     # auto: a projection head is evaluated by kNN, with the run's knn section
-    code, _, err = run_cli([projection, "--attacks", "pgd-knn", "--out", tmp_path / "ssl.json", *common], capsys)
+    code, _, err = run_cli([projection, "--attacks", "knn-guide", "--out", tmp_path / "ssl.json", *common], capsys)
     assert code == 0, err
     described = json.loads((tmp_path / "ssl.json").read_text())["meta"]["classifier"]
     assert (described["kind"], described["k"], described["metric"], described["bank"]) == ("knn", 3, "l2", 50)
@@ -159,13 +160,13 @@ def test_projection_head_checkpoints_and_the_flags_errors(tmp_path, capsys):
     assert json.loads((tmp_path / "chosen.json").read_text())["meta"]["classifier"]["kind"] == "knn"
 
     bad = [
-        ([projection, "--classifier", "softmax"], "--classifier: classifier softmax: this model has a projection head"),
+        ([projection, "--classifier", "linear"], "--classifier: classifier linear: this model has a projection head"),
         ([linear, "--knn-k", 5], "--knn-k: options of the kNN classifier, but this evaluation uses the model's "
-                                 "softmax (classifier auto); pass --classifier knn"),
-        ([linear, "--classifier", "softmax", "--knn-metric", "l2", "--knn-vote", "weighted"],
+                                 "linear head (classifier auto); pass --classifier knn"),
+        ([linear, "--classifier", "linear", "--knn-metric", "l2", "--knn-vote", "weighted"],
          "--knn-metric, --knn-vote: options of the kNN classifier"),
         ([bare, "--classifier", "knn"], "stores no training config, so the kNN's bank"),
-        ([linear, "--attacks", "pgd-knn"], "--attacks pgd-knn attacks a kNN classifier: evaluate with --classifier knn"),
+        ([linear, "--attacks", "knn-guide"], "--attacks knn-guide attacks a kNN classifier: evaluate with --classifier knn"),
         ([linear, "--classifier", "knn", "--knn-k", 0], "--knn-k must be >= 1, got 0"),
         ([linear, "--classifier", "knn", "--knn-temperature", 0], "--knn-temperature must be a finite number > 0"),
         ([linear, "--classifier", "knn", "--knn-k", 51], "--knn-k 51 is above the size of the kNN's bank, the run's "

@@ -73,3 +73,60 @@ def test_the_check_sees_relative_and_function_level_imports(tmp_path):
         assert {"engine", "recipes"} <= advlab_imports(fake)
     finally:
         fake.unlink()
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULE_NAMES = {_module_name(p) for p in MODULES}
+
+
+def module_imports(path: Path) -> set[str]:
+    """The advlab modules a module imports, anywhere in the file (type-only imports under TYPE_CHECKING too):
+    ``from pkg import name`` counts as an import of the module ``pkg.name`` when there is one, else of ``pkg``."""
+    tree = ast.parse(path.read_text())
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in MODULE_NAMES)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                target = f"{source}.{alias.name}"
+                if target in MODULE_NAMES:
+                    found.add(target)
+                elif source in MODULE_NAMES:
+                    found.add(source)
+    found.discard(name)
+    return found
+
+
+def test_no_two_modules_import_each_other_even_for_types_only():
+    graph = {_module_name(p): module_imports(p) for p in MODULES}
+    mutual = sorted({tuple(sorted((a, b))) for a, targets in graph.items() for b in targets
+                     if a in graph.get(b, ()) and not (a.startswith(b + ".") or b.startswith(a + "."))})
+    assert not mutual, f"modules that import each other: {mutual}"
+
+
+def test_the_cycle_check_sees_a_type_only_import(tmp_path):
+    fake = SRC / "evaluation" / "_probe_cycle_a.py"
+    other = SRC / "evaluation" / "_probe_cycle_b.py"
+    fake.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ._probe_cycle_b import B\n")
+    other.write_text("from ._probe_cycle_a import A\n")
+    try:
+        MODULE_NAMES.update({"advlab.evaluation._probe_cycle_a", "advlab.evaluation._probe_cycle_b"})
+        assert "advlab.evaluation._probe_cycle_b" in module_imports(fake)
+        assert "advlab.evaluation._probe_cycle_a" in module_imports(other)
+    finally:
+        fake.unlink()
+        other.unlink()
+        MODULE_NAMES.difference_update({"advlab.evaluation._probe_cycle_a", "advlab.evaluation._probe_cycle_b"})

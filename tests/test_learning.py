@@ -8,7 +8,7 @@ import pytest
 
 from advlab.data import load
 from advlab.runs import load_model
-from advlab.engine.trainer import train
+from advlab.engine.train import train
 from advlab.evaluation import evaluate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist")]

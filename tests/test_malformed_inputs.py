@@ -363,7 +363,7 @@ CLI_TRAIN = [
     ("model-option-unknown", ["model.options={depth: 3}"], ["model", "depth"]),
     ("model-option-out-of-range", ["model.options={dropout: 2.0}"], ["model", "dropout"]),
     ("unknown-model", ["--model", "wrn-28-10"], ["model.name", "allowed"]),
-    ("unknown-dataset", ["--dataset", "imagenet"], ["data.name", "allowed"]),
+    ("unknown-dataset", ["--dataset", "imagenet"], ["data.dataset", "allowed"]),
     ("unknown-activation", ["model.activation=swish2"], ["model.activation", "allowed"]),
     ("unknown-part", ["labels.name=noisy"], ["labels.name", "allowed"]),
     ("part-name-not-string", ["labels.name=3"], ["labels.name", "string"]),
@@ -399,7 +399,7 @@ CLI_TRAIN = [
     ("resume-not-a-run", ["--resume", "{empty}"], ["empty", "not an advlab run directory"]),
     ("resume-with-overrides", ["--resume", "{run_no_ckpt}", "epochs=3"], ["--resume", "overrides"]),
     ("resume-bad-saved-config", ["--resume", "{run_bad_config}"], ["epochs", ">= 1"]),
-    ("data-root-without-files", ["data.name=mnist", "data.root={empty}"], ["mnist", "not found", "empty"]),
+    ("data-root-without-files", ["data.dataset=mnist", "data.root={empty}"], ["mnist", "not found", "empty"]),
     ("resume-garbage-saved-config", ["--resume", "{run_garbage_config}"], ["config.yaml"]),
 ]
 # data-dependent checks: they need the real training split, found through advlab's search path

@@ -135,16 +135,17 @@ def test_evaluation_and_autoattack_leave_batch_norm_statistics_untouched(one_thr
 
 def test_trainer_validation_leaves_batch_norm_statistics_untouched(fashion_mnist, one_thread):
     from advlab.config import load_config
-    from advlab.engine.trainer import Trainer
+    from advlab.engine.loop import validate
+    from advlab.engine.run import create_run
 
     config = load_config("pgd-at", ["data.train_size=20", "validation.n=20", "device=cpu", "epochs=1"])
-    trainer = Trainer(config, None, progress=False)
-    trainer.model = _bn_model()
-    trainer.model.train()
+    run = create_run(config, progress=False)
+    run.model = _bn_model()
+    run.model.train()
     with torch.no_grad():
-        trainer.model(trainer.val_x[:8].float() / 255)
-    before = _bn_state(trainer.model)
-    result = trainer.validate()
+        run.model(run.data.val_images[:8].float() / 255)
+    before = _bn_state(run.model)
+    result = validate(run)
     assert 0 <= result["val_robust"] <= result["val_clean"] <= 1
-    _assert_same(before, _bn_state(trainer.model))
-    assert trainer.model.training
+    _assert_same(before, _bn_state(run.model))
+    assert run.model.training

@@ -324,11 +324,10 @@ def test_resumed_run_continues_the_same_noise_schedule(tmp_path, monkeypatch, wh
     """
     from advlab.config import load_config
     from advlab.runs import load_checkpoint
-    from advlab.engine.trainer import Trainer
+    from advlab.engine import loop
 
-    script = [0.30, 0.20, 0.10]
-    monkeypatch.setattr(Trainer, "validate",
-                        lambda self: {"val_clean": 0.5, "val_robust": script[len(self.history)]})
+    script = [0.30, 0.20, 0.10]  # by epoch (0-indexed), which the labels part knows once the epoch started
+    monkeypatch.setattr(loop, "validate", lambda run: {"val_clean": 0.5, "val_robust": script[run.recipe.labels.epoch]})
     overrides = ["data.train_size=200", "batch_size=50", "perturbation.steps=2", "validation.n=50",
                  "device=cpu", "epochs=3", "labels.tau=1", "labels.gamma=1.0", "labels.half_cap_until=null"]
     config = load_config("noilin", overrides)

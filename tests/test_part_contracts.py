@@ -2,8 +2,9 @@
 JSON-serialisable metrics, and its state round-trips exactly (same state, same next step).
 
 Parametrised over the registries themselves, so a new part option is tested the moment it is registered;
-a part that needs companions (soft-label weighting needs soft labels) names them in COMPANIONS, and a
-part that cannot be built with the defaults fails here until it does.
+a part that needs other parts (soft-label weighting needs soft labels) declares them (``Part.pairs_with``),
+and a part that cannot be built with the defaults and its declared pairs fails here until it can.
+``check_contract`` is the whole contract of one part (tests/part_coverage.py runs it on a toy part too).
 """
 from __future__ import annotations
 
@@ -19,21 +20,8 @@ from advlab.config import PART_KINDS
 from advlab.recipes import RecipeEnv, create_recipe, compute_loss, part_registry
 
 DEFAULTS = {"labels": "hard", "perturbation": "pgd", "weighting": "uniform", "objective": "ce"}
-# parts that read what the defaults do not give, and the companions that give it
-COMPANIONS = {
-    ("weighting", "self-adaptive"): {"labels": "self-adaptive"},
-    ("weighting", "caat"): {"perturbation": "caat", "objective": "caat"},
-    ("weighting", "frl"): {"objective": "trades"},
-    ("objective", "caat"): {"perturbation": "caat"},
-    ("perturbation", "pgd-knn"): {"objective": "ssat"},
-    ("objective", "ssat"): {"perturbation": "pgd-knn"},
-    # the contrastive parts read and make views (view1, view2, adv) the supervised defaults do not; Tiny's (B, 4)
-    # output serves as the projection
-    ("perturbation", "augment"): {"objective": "contrastive"},
-    ("perturbation", "contrastive-pgd"): {"objective": "contrastive-adv"},
-    ("objective", "contrastive"): {"perturbation": "augment"},
-    ("objective", "contrastive-adv"): {"perturbation": "contrastive-pgd"},
-}
+# a part that needs what the defaults do not give declares its pairs (Part.pairs_with): read from the class, so a
+# new part is built with what it says it needs, and one that needs something it does not declare fails here
 # options that keep the parts cheap on the tiny problem (a meta step every 2 steps, a short FRL attack)
 CHEAP = {("weighting", "caat"): {"meta_every": 2, "meta_batch_size": 8, "attack_steps": 2},
          ("weighting", "frl"): {"attack_steps": 2}, ("perturbation", "caat"): {"steps": 2},
@@ -68,7 +56,7 @@ def make_env(model=None, optimizer=None) -> RecipeEnv:
 
 
 def recipe_with(kind: str, name: str, model=None, optimizer=None):
-    chosen = dict(DEFAULTS, **COMPANIONS.get((kind, name), {}), **{kind: name})
+    chosen = dict(DEFAULTS, **part_registry(kind).get(name).pairs_with, **{kind: name})
     options = {k: dict(CHEAP.get((k, v), {})) for k, v in chosen.items()}
     return create_recipe({k: (v, options[k]) for k, v in chosen.items()}, make_env(model, optimizer))
 
@@ -122,14 +110,15 @@ def assert_same(a, b, where="state"):
 def test_every_registered_part_is_covered():
     names = {(kind, name) for kind in PART_KINDS for name in part_registry(kind).names()}
     assert names == set(ALL_PARTS)
-    for (kind, name), extra in COMPANIONS.items():
-        assert name in part_registry(kind)
-        for k, v in extra.items():
-            assert v in part_registry(k), f"companion {k} {v!r} of {kind} {name!r} is not registered"
 
 
 @pytest.mark.parametrize("kind, name", ALL_PARTS, ids=[f"{k}-{n}" for k, n in ALL_PARTS])
 def test_part_contract(kind, name, one_thread):
+    check_contract(kind, name)
+
+
+def check_contract(kind: str, name: str) -> None:
+    """The contract of one registered part; an AssertionError (or the part's own error) when it does not hold."""
     x, y = data()
     torch.manual_seed(0)
     model = Tiny()

@@ -13,7 +13,7 @@ import advlab
 from advlab.cli import create_parser, main
 from advlab.config import load_config, preset_dict
 from advlab.engine.probe import LINEAR_DEFAULTS, PROBE_MODES, ProbeMode, default_out, probe, probe_config
-from advlab.engine.trainer import Trainer
+from advlab.engine.run import create_run
 from advlab.errors import AdvlabError, ConfigError
 from advlab.models import FREEZE, MODELS, FrozenEncoder, create_model, register_model
 from advlab.runs import RunDir, load_checkpoint
@@ -73,7 +73,7 @@ def _write_source(path: Path, config_overrides: list[str], state: dict[str, torc
     model.load_state_dict(state)
     run = RunDir.create(path, overwrite=False)
     run.write_config(config)
-    run.save_checkpoint("best", {"model": model.state_dict(), "model_spec": spec, "data": config.data.name,
+    run.save_checkpoint("best", {"model": model.state_dict(), "model_spec": spec, "data": config.data.dataset,
                                  "eps": config.eps, "norm": config.norm, "epoch": 1})
     return run.path
 
@@ -112,8 +112,8 @@ def backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def initial_state(out: Path) -> dict[str, torch.Tensor]:
     """The probe model's weights before its first step, rebuilt from the probe's saved config.yaml (the same
     seed gives the same head; the encoder comes from init.from)."""
-    trainer = Trainer(RunDir(out).read_config(), progress=False)
-    return backbone_state({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+    model = create_run(RunDir(out).read_config(), progress=False).model
+    return backbone_state({k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
 def assert_encoder_equal(state: dict[str, torch.Tensor], encoder: dict[str, torch.Tensor]) -> None:
@@ -168,15 +168,15 @@ def test_a_probe_takes_the_runs_data_model_and_threat_model_then_the_users_overr
     for name in PROBE_MODES.names():
         c = probe_config(run, name)
         mode = PROBE_MODES.get(name)
-        assert (c.data.name, c.data.train_size, c.data.meta_size) == ("fashion-mnist", 300, 20)
+        assert (c.data.dataset, c.data.train_size, c.data.meta_size) == ("fashion-mnist", 300, 20)
         assert (c.data.label_noise.rate, c.data.imbalance.ratio) == (0.1, 2.0)
         assert (c.model.name, c.model.activation, c.model.head, c.model.freeze) == (BN_MODEL, "silu", "linear",
                                                                                      mode.freeze)
         assert (c.eps, c.norm, c.seed) == (0.2, "linf", 3)
         assert c.init.from_ == str(run.resolve()) and c.init.part == "encoder"
-        assert c.evaluation.classifier == "softmax"
+        assert c.evaluation.classifier == "linear"
         preset = load_config(mode.preset)
-        assert c.parts() == preset.parts()
+        assert c.recipe_spec() == preset.recipe_spec()
         if name == "aff":  # trades' own optimiser and epochs
             assert (c.epochs, c.optimizer, c.schedule) == (preset.epochs, preset.optimizer, preset.schedule)
         else:  # RobustSSL_Benchmark's finetuning_eval.py
@@ -215,7 +215,7 @@ def test_linear_modes_leave_the_encoder_exactly_as_the_source_and_train_the_head
     last = backbone_state(load_checkpoint(out / "last.pt")["model"])
     for key in (HEAD + "weight", HEAD + "bias"):
         assert not torch.equal(last[key], start[key]), f"the head's {key} did not train"
-    assert summary["best"]["classifier"] == {"kind": "softmax"} and (out / "summary.json").is_file()
+    assert summary["best"]["classifier"] == {"kind": "linear"} and (out / "summary.json").is_file()
     assert RunDir(out).read_config().init.from_ == str(contrastive_run.resolve())
 
 
@@ -223,9 +223,9 @@ def test_linear_modes_leave_the_encoder_exactly_as_the_source_and_train_the_head
 def test_every_mode_starts_from_the_source_runs_encoder_exactly(mode, contrastive_run, supervised_run, tmp_path):
     for run in (contrastive_run, supervised_run):
         config = probe_config(run, mode, tiny(mode))
-        trainer = Trainer(config, progress=False)
-        assert_encoder_equal(backbone_state(trainer.model.state_dict()), source_encoder(run))
-        assert isinstance(trainer.model, FrozenEncoder) == (mode != "aff")
+        model = create_run(config, progress=False).model
+        assert_encoder_equal(backbone_state(model.state_dict()), source_encoder(run))
+        assert isinstance(model, FrozenEncoder) == (mode != "aff")
 
 
 def test_aff_trains_the_encoder_and_its_batch_norm_statistics(contrastive_run, tmp_path):
@@ -247,7 +247,7 @@ def test_a_supervised_run_is_probed_by_the_command_with_a_fresh_head(supervised_
     source = load_checkpoint(supervised_run / "best.pt")["model"]
     assert not torch.equal(initial_state(out)[HEAD + "weight"], source[HEAD + "weight"])  # not the source's head
     summary = RunDir(out).read_json("summary.json")
-    assert summary["best"]["classifier"] == {"kind": "softmax"} and summary["preset"] == "probe-slf"
+    assert summary["best"]["classifier"] == {"kind": "linear"} and summary["preset"] == "probe-slf"
 
 
 def test_a_probe_resumes_to_the_same_run_even_when_its_source_has_moved(contrastive_run, tmp_path,

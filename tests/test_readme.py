@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README.read_text(), flags=re.S)
 # appended to each `advlab` command of the README: argparse keeps the last value, so these shrink the runs
 SMALL = {
-    "train": ["--epochs", "1", "--train-size", "300", "--eval-n", "40", "--quiet", "--device", "cpu",
+    "train": ["--epochs", "1", "--train-size", "300", "--evaluation-n", "40", "--quiet", "--device", "cpu",
               "batch_size=100", "validation.n=40", "evaluation.attacks=[pgd20]", "data.meta_size=0"],
     "eval": ["--n", "40", "--attacks", "pgd20", "--no-sanity", "--quiet", "--device", "cpu"],
     "presets": [],
@@ -68,8 +68,9 @@ def test_every_python_block_of_the_readme_runs(index, tmp_path, monkeypatch):
 
 def test_advlab_evaluate_is_a_function_in_every_import_order():
     for first in ("import advlab.evaluation", "import advlab.evaluation.cli", "from advlab import data",
-                  "import advlab.engine.trainer", "import advlab"):
+                  "import advlab.engine.train", "import advlab"):
         code = f"{first}\nimport advlab\nassert callable(advlab.evaluate), type(advlab.evaluate)\n" \
-               "assert advlab.evaluate.__name__ == 'evaluate'"
+               "assert advlab.evaluate.__name__ == 'evaluate'\n" \
+               "assert callable(advlab.train) and advlab.train.__name__ == 'train', type(advlab.train)"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"{first}: {done.stderr[-2000:]}"

@@ -30,7 +30,7 @@ TINY = ["data.train_size=200", "batch_size=50", "epochs=2", "perturbation.steps=
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, one_thread):
-    from advlab.engine.trainer import train
+    from advlab.engine.train import train
 
     path = tmp_path_factory.mktemp("reports") / "gairat"
     train("gairat", path, overrides=TINY + ["weighting.burn_in=0"], progress=False)
@@ -108,9 +108,7 @@ def test_part_metrics_are_found_by_prefix_not_by_method_name(tiny_run):
                                     "labels": {"scalars": ["labels_given_mass"], "lists": []}}
 
 
-def test_a_run_killed_mid_way_still_reports_what_exists(tmp_path, one_thread, monkeypatch):
-    from advlab.engine.trainer import Trainer
-
+def test_a_run_killed_mid_way_still_reports_what_exists(tmp_path, one_thread, monkeypatch, stopped_run):
     written = []
 
     class FakeWriter:  # stands in for torch.utils.tensorboard.SummaryWriter (tensorboard is optional)
@@ -127,7 +125,7 @@ def test_a_run_killed_mid_way_still_reports_what_exists(tmp_path, one_thread, mo
     config = load_config("gairat", TINY + ["weighting.burn_in=0", "logging.tensorboard=true"])
     run = RunDir.create(tmp_path / "killed", overwrite=False)
     run.write_config(config)
-    Trainer(config, run, progress=False).fit(until=1)  # a 2-epoch run stopped after epoch 1: no summary
+    stopped_run(config, run, 1)  # a 2-epoch run stopped after epoch 1: no summary
     # the TensorBoard hook wrote epoch 1's numbers, bools as 0/1, lists left out
     row = run.read_metrics()[0]
     tags = {tag: (value, step, log_dir) for log_dir, tag, value, step in written}
@@ -286,7 +284,7 @@ def test_model_card_names_a_knn_classifier():
 
 
 def test_tensorboard_is_off_by_default_and_a_missing_package_stops_the_run_before_it_writes(tmp_path, monkeypatch):
-    from advlab.engine.trainer import train
+    from advlab.engine.train import train
 
     assert load_config("pgd-at").logging.tensorboard is False
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed

@@ -25,7 +25,7 @@ def env(**kw) -> RecipeEnv:
 
 
 def sections(config) -> dict:
-    return config.parts()
+    return config.recipe_spec()
 
 
 def pinned_protocol(name: str) -> list[float]:

@@ -12,7 +12,7 @@ import torch
 
 from advlab.config import load_config, preset_names
 from advlab.runs import load_checkpoint, load_model
-from advlab.engine.trainer import train
+from advlab.engine.train import train
 from advlab.runs import RunDir
 from advlab.errors import AdvlabError
 
@@ -90,16 +90,14 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_bad_option_with_overwrite_leaves_the_run_untouched_and_resumable(tmp_path, capsys):
+def test_a_bad_option_with_overwrite_leaves_the_run_untouched_and_resumable(tmp_path, capsys, stopped_run):
     from advlab.cli import main
 
     from advlab.config import load_config
-    from advlab.engine.trainer import Trainer
-
     config = load_config("pgd-at", TINY + ["epochs=2"])
     run = RunDir.create(tmp_path / "D", overwrite=False)
     run.write_config(config)
-    Trainer(config, run, progress=False).fit(until=1)  # an interrupted run: one epoch of two finished
+    stopped_run(config, run, 1)  # an interrupted run: one epoch of two finished
     run_dir = run.path
     before = _snapshot(run_dir)
     code = main(["train", "--preset", "noilin", "--out", str(run_dir), "--overwrite", "--quiet", "labels.rate=2"])
@@ -144,20 +142,19 @@ def test_training_with_label_noise_and_a_long_tail_records_what_was_applied(tmp_
 
 def test_warm_start_loads_the_model_of_another_run_before_training(tmp_path):
     from advlab.config import load_config
-    from advlab.engine.trainer import Trainer
+    from advlab.engine.run import create_run
     from advlab.errors import ConfigError
 
     first = tmp_path / "first"
     train("pgd-at", first, overrides=TINY + ["epochs=1"], progress=False, evaluate=False)
     best = load_checkpoint(first / "best.pt")["model"]
-    warm = Trainer(load_config("trades", TINY + ["epochs=1", f"init.from={first}"]), None, progress=False)
+    warm = create_run(load_config("trades", TINY + ["epochs=1", f"init.from={first}"]), progress=False)
     for name, value in warm.model.state_dict().items():
         assert torch.equal(value.cpu(), best[name]), name
-    cold = Trainer(load_config("trades", TINY + ["epochs=1"]), None, progress=False)
+    cold = create_run(load_config("trades", TINY + ["epochs=1"]), progress=False)
     assert not all(torch.equal(v, best[k]) for k, v in cold.model.state_dict().items())
     with pytest.raises(ConfigError, match="init.from"):
         train("trades", tmp_path / "bad", overrides=TINY + [f"init.from={tmp_path / 'nowhere'}"], progress=False)
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ConfigError, match="init.from: .* holds model"):
-        Trainer(load_config("trades", TINY + [f"init.from={first}", "model.options.dropout=0.3"]), None,
-                progress=False)
+        create_run(load_config("trades", TINY + [f"init.from={first}", "model.options.dropout=0.3"]), progress=False)

@@ -12,7 +12,7 @@ from .errors import AdvlabError, CheckpointError, ConfigError, DataError
 __version__ = "0.1.0"
 __all__ = [
     "AdvlabError", "CheckpointError", "ConfigError", "DataError",
-    "data", "models", "attacks", "evaluate", "evaluation", "train", "probe", "load_model", "recipes", "runs", "__version__",
+    "data", "models", "attacks", "evaluate", "evaluation", "train", "resume", "probe", "load_model", "recipes", "runs", "__version__",
 ]
 
 _LAZY = {
@@ -21,7 +21,8 @@ _LAZY = {
     "attacks": ("advlab.attacks", None),
     "evaluate": ("advlab.evaluation", "evaluate"),
     "evaluation": ("advlab.evaluation", None),
-    "train": ("advlab.engine.trainer", "train"),
+    "train": ("advlab.engine.train", "train"),
+    "resume": ("advlab.engine.train", "resume"),
     "probe": ("advlab.engine.probe", "probe"),
     "load_model": ("advlab.runs", "load_model"),
     "recipes": ("advlab.recipes", None),

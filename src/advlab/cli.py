@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import NoReturn
 
 from . import __version__
 from .distributed import rank_note
-from .errors import AdvlabError
+from .errors import AdvlabDeprecationWarning, AdvlabError
 
 # name -> module with add_parser(subparsers) and run(args) -> int; imported on use to keep start-up fast
 COMMANDS = {
@@ -59,7 +60,20 @@ def create_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_deprecation(message, category, filename, lineno, file=None, line=None) -> None:
+    """A renamed key, value or flag that was read: one line, ``advlab: deprecated: ...``; other warnings as
+    Python shows them."""
+    if issubclass(category, AdvlabDeprecationWarning):
+        print(f"advlab: deprecated: {_one_line(message)}", file=sys.stderr if file is None else file)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_deprecation
     parser = create_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after flags: `advlab train --preset x a=1 --epochs 3 b=2`

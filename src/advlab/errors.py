@@ -15,3 +15,8 @@ class ConfigError(AdvlabError):
 
 class CheckpointError(AdvlabError):
     """A checkpoint cannot be read or does not match the model."""
+
+
+class AdvlabDeprecationWarning(FutureWarning):
+    """Something renamed by this release (a config key or value, a unit, a flag) was read; the message says what
+    to write instead. Shown by default; the command line prints it as one line."""

@@ -224,7 +224,7 @@ def _field(value: Any, key: str, default: Any = None) -> Any:
 
 def run_training_split(data: Any, seed: int) -> TrainingSplit:
     """The training split of a run: :func:`training_split` of its data settings ``data`` (a ``DataConfig``, or
-    the ``data`` mapping of a run's stored config: ``name``, ``root``, ``train_size``, ``meta_size``,
+    the ``data`` mapping of a run's stored config: ``dataset``, ``root``, ``train_size``, ``meta_size``,
     ``label_noise`` {kind, rate, seed}, ``imbalance`` {ratio, class_order, seed}; a missing key takes
     DataConfig's default) and its ``seed``. Label noise of rate 0 and imbalance of ratio 1 are off.
 
@@ -234,7 +234,7 @@ def run_training_split(data: Any, seed: int) -> TrainingSplit:
     noise, tail = _field(data, "label_noise"), _field(data, "imbalance")
     noise = noise if noise is not None and (_field(noise, "rate", 0) or 0) > 0 else None
     tail = tail if tail is not None and (_field(tail, "ratio", 1) or 1) > 1 else None
-    return training_split(_field(data, "name"), root=_field(data, "root"), train_size=_field(data, "train_size"),
+    return training_split(_field(data, "dataset"), root=_field(data, "root"), train_size=_field(data, "train_size"),
                           meta_size=_field(data, "meta_size", 0) or 0, label_noise=noise, imbalance=tail, seed=seed)
 
 

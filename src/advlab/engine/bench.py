@@ -89,7 +89,7 @@ class _Setup:
                         meta_images=torch.randint(0, 256, (meta, *shape), dtype=torch.uint8, generator=g) if meta else None,
                         meta_labels=torch.arange(meta) % num_classes if meta else None,
                         model=self.model, optimizer=self.optimizer)
-        self.recipe = create_recipe(c.parts(), env)
+        self.recipe = create_recipe(c.recipe_spec(), env)
         self.scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
         if self.step_model is not self.model:
             check_compiled(self.model, self.step_model, as_step_input(self.x.float().div(255), c.channels_last), self.y)

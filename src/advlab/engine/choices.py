@@ -21,7 +21,7 @@ from .optimizers import OPTIMIZERS
 from .schedule import SCHEDULES
 
 CHOICES: dict[str, Callable[[], list[str]]] = {
-    "data.name": lambda: DATASETS.names(),
+    "data.dataset": lambda: DATASETS.names(),
     "data.label_noise.kind": lambda: list(NOISE_KINDS),
     "model.name": list_models,
     "model.activation": list_activations,

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.channels_last:
         overrides.append("channels_last=true")
     config = load_config(args.preset, overrides + list(args.overrides))
-    dataset = info(config.data.name)
+    dataset = info(config.data.dataset)
     shape = args.shape or dataset.shape
     classes = args.classes if args.classes is not None else dataset.num_classes
     if classes < 2:

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "a projection head, or a supervised run: its features before the last linear layer), by one "
                     f"of the robust self-supervised benchmark's protocols. Modes: {modes}. The new run takes "
                     "RUN's data, model, eps, norm and seed, records RUN in init.from, is evaluated with its "
-                    "softmax head and resumes with `advlab train --resume`. Any config key can be overridden as "
+                    "linear head and resumes with `advlab train --resume`. Any config key can be overridden as "
                     "key=value, e.g. optimizer.lr=0.1. See docs/methods/ssat.md.",
     )
     p.add_argument("source", metavar="RUN", help="the pre-trained run directory (it must hold config.yaml and best.pt)")

@@ -4,23 +4,40 @@ from __future__ import annotations
 import argparse
 
 from ..config import PART_KINDS
+from ..config.renamed import RENAMED_FLAGS, deprecated
 from ..distributed import is_main_process
 from ..errors import AdvlabError
 from .choices import choices_text, flag_help
-from .trainer import resume, train
+from .train import resume, train
 
 # command-line flag -> (dotted config key, type, help); the help's list of choices comes from the key's registry
 FLAGS = {
-    "dataset": ("data.name", str, "dataset"),
+    "dataset": ("data.dataset", str, "dataset"),
     "model": ("model.name", str, "model"),
     "activation": ("model.activation", str, "activation"),
     "epochs": ("epochs", int, "number of epochs"),
     "train_size": ("data.train_size", int, "train on the first N training images, class-balanced"),
-    "eval_n": ("evaluation.n", int, "number of test points of the final evaluation"),
+    "evaluation_n": ("evaluation.n", int, "number of test points of the final evaluation"),
     "seed": ("seed", int, "random seed"),
     "device": ("device", str, "auto (default: cuda if available, else cpu), cpu, cuda or cuda:N"),
 }
 FLAG_KEYS = {flag: key for flag, (key, _, _) in FLAGS.items()}
+
+
+class _Flag(argparse.Action):
+    """Stores the value; when the flag was given by its old name (``RENAMED_FLAGS``), says so once."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in RENAMED_FLAGS:
+            deprecated(f"{option_string} is now {RENAMED_FLAGS[option_string]}; {option_string} is read for this "
+                       "release only")
+        setattr(namespace, self.dest, values)
+
+
+def flag_names(flag: str) -> list[str]:
+    """The command-line spellings of ``flag`` (an attribute name): ``--evaluation-n``, then its old names."""
+    name = f"--{flag.replace('_', '-')}"
+    return [name, *(old for old, new in RENAMED_FLAGS.items() if new == name)]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="preset name or path to a YAML config (default: pgd-at)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     for flag, (key, kind, text) in FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, help=flag_help(key, text))
+        p.add_argument(*flag_names(flag), dest=flag, type=kind, action=_Flag, help=flag_help(key, text))
     p.add_argument("--out", help="run directory (default: runs/<preset>)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory (once the new run "
                                                             "is checked)")

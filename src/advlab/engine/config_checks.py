@@ -10,7 +10,7 @@ from ..data import info
 from ..data.training_split import check_scenarios
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
-from ..evaluation import KNN_ATTACKS
+from ..evaluation import knn_attacks
 from ..evaluation.threat import check_eps
 from ..recipes import part_class, part_options
 from .choices import check_choices
@@ -42,13 +42,13 @@ def check_config(config: TrainConfig) -> None:
     e = config.evaluation
     knn = e.classifier == "knn" or (e.classifier == "auto" and config.model.head == "projection")
     for key, names in (("validation.attack", [config.validation.attack]), ("evaluation.attacks", e.attacks)):
-        needs_knn = [name for name in names if name in KNN_ATTACKS]
+        needs_knn = [name for name in names if name in knn_attacks()]
         if needs_knn and not knn:
             raise ConfigError(f"{key}: {needs_knn[0]} attacks a kNN classifier, but this run is evaluated with its "
-                              "softmax head; set evaluation.classifier: knn")
+                              "linear head; set evaluation.classifier: knn")
     d = config.data
     try:
-        check_scenarios(info(d.name).num_classes, d.meta_size, d.label_noise, d.imbalance)
+        check_scenarios(info(d.dataset).num_classes, d.meta_size, d.label_noise, d.imbalance)
     except AdvlabError as exc:
         raise ConfigError(f"data: {exc}") from None
 

@@ -11,7 +11,7 @@ layer) with a fresh linear head, by one of the modes of :data:`PROBE_MODES`:
 The modes and their defaults follow GodXuxilie/RobustSSL_Benchmark (``finetuning_eval.py`` and ``utils.py``:
 ``get_model`` freezes all but ``fc`` for SLF/ALF, ``train`` keeps the model in eval mode for them, AFF is
 TRADES with beta 6). The probe is an ordinary advlab run (config.yaml, checkpoints, metrics, summary.json
-evaluated with the softmax head), resumable with ``advlab train --resume``; its config records the source in
+evaluated with the linear head), resumable with ``advlab train --resume``; its config records the source in
 ``init.from`` (an absolute path, so a resume from another folder finds it) with ``init.part: encoder``.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..models import ContrastiveModel
 from ..models.representation import backbone, final_linear
 from ..registry import Registry
 from ..runs import RunDir, load_model
-from .trainer import train
+from .train import train
 from .config_checks import check_config
 
 LINEAR_DEFAULTS: tuple[str, ...] = (
@@ -86,7 +86,7 @@ register_probe_mode(ProbeMode(
     "trades", "none", (),
     "RobustSSL_Benchmark utils.py trades_loss_dual (beta 6, KL-PGD-10); optimiser and epochs: advlab's trades preset"))
 
-RUN_DATA_KEYS = ("name", "root", "train_size", "meta_size", "label_noise", "imbalance")
+RUN_DATA_KEYS = ("dataset", "root", "train_size", "meta_size", "label_noise", "imbalance")
 """The ``data`` keys a probe takes from its source run (the same dataset, split and scenarios)."""
 RUN_MODEL_KEYS = ("name", "activation", "options")
 """The ``model`` keys a probe takes from its source run (the same backbone); the head is a new linear one."""
@@ -128,10 +128,10 @@ def probe_config(run: str | Path, mode: str, overrides: list[str] | None = None,
     """The config of the probe of ``run`` by ``mode`` (:data:`PROBE_MODES`), validated as a run's
     (``check_config``); nothing is written.
 
-    Built as: the mode's preset and defaults; from ``run``'s config its data (name, root, train_size,
+    Built as: the mode's preset and defaults; from ``run``'s config its data (dataset, root, train_size,
     meta_size, label_noise, imbalance), model (name, activation, options), eps, norm and seed; then
     ``model.head: linear``, the mode's ``model.freeze``, ``init.from: <run, absolute>``, ``init.part: encoder``,
-    ``evaluation.classifier: softmax``; then ``epochs`` and the user's ``overrides`` (``key=value``, as
+    ``evaluation.classifier: linear``; then ``epochs`` and the user's ``overrides`` (``key=value``, as
     ``advlab train``), last, so they can change any of it. ConfigError / AdvlabError (one line) for a bad
     ``run`` (see :func:`probe`), an unknown mode, overrides that are not ``key=value`` strings or name an
     unknown key or a wrong value.
@@ -158,7 +158,7 @@ def probe_config(run: str | Path, mode: str, overrides: list[str] | None = None,
         "description": f"{spec.name.upper()} ({spec.title}) of {source.path}",
         "model": {"head": "linear", "freeze": spec.freeze},
         "init": {"from": str(source.path.resolve()), "part": "encoder"},
-        "evaluation": {"classifier": "softmax"},
+        "evaluation": {"classifier": "linear"},
     })
     if epochs is not None:
         data = merge(data, {"epochs": epochs})
@@ -178,7 +178,7 @@ def probe(run: str | Path, mode: str, out: str | Path | None = None, overrides: 
     supervised); its encoder's weights start the new model, whose linear head starts afresh. ``out``: the new
     run's directory (default :func:`default_out`: ``<run>-probe-<mode>`` beside ``run``). ``epochs`` and
     ``overrides`` (``key=value`` strings) change the config of :func:`probe_config`. The summary (also in
-    ``<out>/summary.json``) evaluates best and last with the softmax head; with ``evaluate=False`` it returns
+    ``<out>/summary.json``) evaluates best and last with the linear head; with ``evaluate=False`` it returns
     the training history instead, as :func:`advlab.train` does.
 
     Raises (one line, nothing written): AdvlabError for a missing ``run``, a folder that is not a run, a run

@@ -9,7 +9,7 @@ JSON (``EvalResult.to_dict()``)::
     clean:     {acc, per_class: {"<class>": acc}, seconds}
     attacks:   {<name>: {acc, per_class, max_perturbation, seconds, <settings>}}
                PGD settings: steps, step_size, loss, random_start, restarts, stop[, logit_scale]
-               pgd-knn (a kNN classifier's guide attack, ``knn_attack``): the same plus guides, target
+               knn-guide (a kNN classifier's guide attack, ``knn_attack``): the same plus guides, target
                AutoAttack / square: version, package, attacks, attacks_run, seed, apgd, apgd_t, fab,
                square, [warnings]
     robust:    {acc, per_class, worst_class: {class, acc, n}, over: ["clean", <names>]}
@@ -32,18 +32,18 @@ JSON (``EvalResult.to_dict()``)::
     per_sample: {"clean": [0/1...], <name>: [...], "robust": [...]}
     version:   {advlab, torch, pyautoattack}
     meta:      (optional) where the model and data came from, e.g. written by ``advlab eval``; there also
-               classifier: what was evaluated (``describe_classifier``: {kind: softmax} or the kNN's
+               classifier: what was evaluated (``describe_classifier``: {kind: linear} or the kNN's
                k, metric, vote, temperature, bank size, what predicts and what gives the gradients)
 """
 from __future__ import annotations
 
 from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_classifier
 from .fairness import class_errors
-from .knn_attack import KNN_ATTACKS
 from .result import AttackOutcome, EvalResult
 from .robustness import DEFAULT_ATTACKS, evaluate
-from .suite import AA_VERSIONS, EVAL_ATTACKS, AttackSetup, eval_attack_names
+from .suite import (AA_VERSIONS, EVAL_ATTACKS, AttackEntry, AttackSetup, eval_attack_names, knn_attacks,
+                    register_attack, white_box_attacks)
 from .threat import verify_threat_model
 
-__all__ = ["KNN_ATTACKS", "CLASSIFIERS", "as_classifier", "classifier_kind", "describe_classifier", "AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
+__all__ = ["knn_attacks", "white_box_attacks", "register_attack", "AttackEntry", "CLASSIFIERS", "as_classifier", "classifier_kind", "describe_classifier", "AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
            "class_errors", "eval_attack_names", "verify_threat_model"]

@@ -14,17 +14,17 @@ from .. import data
 from ..attacks import NORMS
 from ..attacks.norms import get_norm
 from ..config import KNNConfig
+from ..config.renamed import RENAMED_VALUES, renamed_value, upgrade
 from ..devices import pick_device
 from ..distributed import launch_from_env
 from ..errors import AdvlabError, CheckpointError
 from ..models import KNN_METRICS, KNN_VOTES
 from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
 from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_classifier
-from .knn_attack import KNN_ATTACKS
 from .model_card import model_card
 from .robustness import DEFAULT_ATTACKS, attack_names, evaluate
 from .threat import check_eps
-from .suite import AA_REDUCED_VERSIONS, AA_VERSIONS, eval_attack_names
+from .suite import AA_REDUCED_VERSIONS, AA_VERSIONS, eval_attack_names, knn_attacks
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,11 +54,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--square-queries", type=int, default=1000,
                    help="query budget of the standalone square attack (default: 1000)")
     p.add_argument("--batch-size", type=int, default=256, help="points per attacked batch (default: 256)")
-    p.add_argument("--classifier", choices=CLASSIFIERS,
-                   help="what to evaluate: softmax (the model's logits), knn (k nearest neighbours over its "
+    p.add_argument("--classifier", choices=(*CLASSIFIERS, *RENAMED_VALUES["evaluation.classifier"]),
+                   metavar="{" + ",".join(CLASSIFIERS) + "}",
+                   help="what to evaluate: linear (the model's own linear head, its logits), knn (k nearest "
+                        "neighbours over its "
                         "representation, the bank being the run's training split rebuilt from the checkpoint's "
                         "config: penultimate features of a classifier, the encoder of a projection-head model), "
-                        "or auto (knn for a projection head, softmax otherwise) (default: the run's "
+                        "or auto (knn for a projection head, linear otherwise) (default: the run's "
                         "evaluation.classifier, else auto)")
     p.add_argument("--knn-k", type=int, help="neighbours of the kNN (default: the run's knn.k, else "
                                              f"{KNNConfig.k})")
@@ -135,27 +137,28 @@ def _knn_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _classifier(args: argparse.Namespace, ckpt: dict[str, Any], path: Path, model) -> tuple[str, dict[str, Any]]:
-    """The classifier to evaluate (softmax or knn) and, for knn, its options: --knn-* flags over the checkpoint
-    config's ``knn`` section over KNNConfig's defaults. AdvlabError for softmax of a projection head, --knn-*
+    """The classifier to evaluate (linear or knn) and, for knn, its options: --knn-* flags over the checkpoint
+    config's ``knn`` section over KNNConfig's defaults. AdvlabError for linear of a projection head, --knn-*
     flags without a kNN, and a kNN of a checkpoint that stores no config (its bank cannot be rebuilt)."""
-    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
+    config = stored_config(ckpt, path)
     stored = ((config or {}).get("evaluation") or {}).get("classifier")
-    choice = args.classifier or (stored if stored in CLASSIFIERS else "auto")
+    given = renamed_value("evaluation.classifier", args.classifier, "--classifier") if args.classifier else None
+    choice = given or (stored if stored in CLASSIFIERS else "auto")
     try:
         kind = classifier_kind(choice, model)
     except AdvlabError as exc:
-        where = "--classifier" if args.classifier else f"checkpoint {path} records evaluation.classifier {choice!r}"
+        where = "--classifier" if given else f"checkpoint {path} records evaluation.classifier {choice!r}"
         raise AdvlabError(f"{where}: {exc}") from None
     flags = _knn_flags(args)
-    if kind == "softmax":
+    if kind == "linear":
         if flags:
             raise AdvlabError(f"{', '.join(KNN_FLAGS[k] for k in flags)}: options of the kNN classifier, but this "
-                              f"evaluation uses the model's softmax (classifier {choice}); pass --classifier knn")
+                              f"evaluation uses the model's linear head (classifier {choice}); pass --classifier knn")
         return kind, {}
     if config is None or not isinstance(config.get("data"), dict) or "seed" not in config:
         raise CheckpointError(f"checkpoint {path} stores no training config, so the kNN's bank (the run's training "
                               "split) cannot be rebuilt; evaluate a checkpoint written by advlab train, pass "
-                              "--classifier softmax for a classifier, or build the kNN in Python with "
+                              "--classifier linear for a classifier, or build the kNN in Python with "
                               "advlab.evaluation.as_classifier(model, 'knn', train_images, train_labels, ...)")
     options = dataclasses.asdict(KNNConfig())
     options.update({k: v for k, v in (config.get("knn") or {}).items() if k in options})
@@ -163,10 +166,17 @@ def _classifier(args: argparse.Namespace, ckpt: dict[str, Any], path: Path, mode
     return kind, options
 
 
-def _knn_bank(args: argparse.Namespace, ckpt: dict[str, Any]):
+def stored_config(ckpt: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The training config a checkpoint stores (``config``), in the current format (older checkpoints' keys
+    converted with a deprecation line), or None when it stores none."""
+    config = ckpt.get("config")
+    return upgrade(config, f"checkpoint {path}", version=1) if isinstance(config, dict) else None
+
+
+def _knn_bank(args: argparse.Namespace, ckpt: dict[str, Any], path: Path):
     """The kNN's bank: the run's training split rebuilt from the checkpoint's config exactly as the trainer
     built it (``advlab.data.run_training_split``; --data-root replaces the stored root), and its classes."""
-    config = ckpt["config"]
+    config = stored_config(ckpt, path)
     settings = dict(config["data"])
     if args.data_root:
         settings["root"] = args.data_root
@@ -174,7 +184,7 @@ def _knn_bank(args: argparse.Namespace, ckpt: dict[str, Any]):
     if args.knn_k is not None and args.knn_k > len(split.labels):
         raise AdvlabError(f"--knn-k {args.knn_k} is above the size of the kNN's bank, the run's "
                           f"{len(split.labels)} training images")
-    return split.images, split.labels, data.info(settings["name"]).num_classes
+    return split.images, split.labels, data.info(settings["dataset"]).num_classes
 
 
 def _load_data(name: str, split: str, root: str | None, n: int):
@@ -195,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     if args.square_queries < 1:
         raise AdvlabError(f"--square-queries must be >= 1, got {args.square_queries}")
     try:
-        attacks = attack_names(args.attacks)
+        given = [name.strip() for name in args.attacks.split(",") if name.strip()]
+        attacks = attack_names(renamed_value("evaluation.attacks", given, "--attacks"))
     except AdvlabError as exc:
         raise AdvlabError(f"--attacks: {exc}") from None
     if args.model_card and "autoattack" not in attacks:
@@ -206,15 +217,15 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(path)  # metadata first: bad settings fail before the model and data are loaded
     norm = _setting(args.norm, ckpt, "norm", "--norm", path, lambda v: get_norm(v).name)
     eps = _setting(args.eps, ckpt, "eps", "--eps", path, lambda v: check_eps(v, norm))
-    dataset = _setting(args.dataset, ckpt, "data", "--dataset", path, lambda v: data.info(v).name)
+    dataset = _setting(args.dataset, ckpt, "dataset", "--dataset", path, lambda v: data.info(v).name)
     device = pick_device(args.device, "--device")
 
     model, ckpt = _load_model(path, device)
     kind, knn = _classifier(args, ckpt, path, model)
-    needs_knn = [name for name in attacks if name in KNN_ATTACKS]
+    needs_knn = [name for name in attacks if name in knn_attacks()]
     if needs_knn and kind != "knn":
         raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier: evaluate with --classifier knn")
-    bank = _knn_bank(args, ckpt) if kind == "knn" else (None, None, None)
+    bank = _knn_bank(args, ckpt, path) if kind == "knn" else (None, None, None)
     images, labels = _load_data(dataset, args.split, args.data_root, args.n)
     if kind == "knn":
         model = as_classifier(model, "knn", bank[0], bank[1], bank[2], knn, batch_size=args.batch_size,

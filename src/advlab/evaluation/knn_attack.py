@@ -1,7 +1,8 @@
-"""``pgd-knn``: the guide-sample attack on a k-nearest-neighbour classifier, in representation space.
+"""``knn-guide``: the guide-sample attack on a k-nearest-neighbour classifier, in representation space.
 
 Chen et al. (ICASSP 2020) attack their kNN classifier with a "PGD-kNN" guide-sample attack whose code is missing
-from the official repository (methods.md part B 3.3: ``DKNNPGDAttack``, m = 300, guide = 2). advlab's own
+from the official repository (its notebook calls ``DKNNPGDAttack`` with m = 300, guide = 2; see
+docs/methods/ssat.md). advlab's own
 definition, for a :class:`advlab.models.KNNClassifier` with encoder f, bank (features b_i, labels l_i) and
 similarity s (its metric: cosine, or minus the Euclidean distance):
 
@@ -23,7 +24,7 @@ hard vote, which has no useful gradient, flips without any gradient through it. 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -34,16 +35,10 @@ from ..attacks.model_output import autograd_tensor, check_autograd_model, forwar
 from ..errors import AdvlabError
 from ..models import KNNClassifier
 from ..models.knn import guide_count, guide_features, guide_similarity
-
-if TYPE_CHECKING:
-    from .suite import AttackSetup
-
-KNN_ATTACKS = ("pgd-knn",)
-"""Evaluation attacks that need a :class:`advlab.models.KNNClassifier` (``evaluation.classifier: knn``)."""
-
+from .attack_registry import AttackSetup, register_attack
 
 class GuideAttack:
-    """``pgd-knn`` (module docs): PGD on the mean similarity to m guide features of the most similar other
+    """``knn-guide`` (module docs): PGD on the mean similarity to m guide features of the most similar other
     class, stopping each sample at its first iterate the kNN's hard vote misclassifies.
 
     Args:
@@ -55,10 +50,10 @@ class GuideAttack:
         AdvlabError: the model is not a KNNClassifier.
     """
 
-    def __init__(self, setup: "AttackSetup", *, steps: int = 20, step_size: float | None = None,
+    def __init__(self, setup: AttackSetup, *, steps: int = 20, step_size: float | None = None,
                  guides: int | None = None) -> None:
         if not isinstance(setup.model, KNNClassifier):
-            raise AdvlabError(f"pgd-knn attacks a k-nearest-neighbour classifier, got {type(setup.model).__name__}; "
+            raise AdvlabError(f"knn-guide attacks a k-nearest-neighbour classifier, got {type(setup.model).__name__}; "
                               "evaluate with --classifier knn (advlab.evaluation.as_classifier(model, 'knn', ...))")
         self.knn: KNNClassifier = setup.model
         self.eps, self.norm, self.steps = setup.eps, setup.norm, steps
@@ -82,10 +77,10 @@ class GuideAttack:
         knn = self.knn
         metric = knn.metric
         with outside_inference_mode():
-            check_autograd_model(knn, "pgd-knn")
+            check_autograd_model(knn, "knn-guide")
             x, y = autograd_tensor(x), autograd_tensor(y)
             with eval_mode(knn), torch.no_grad():
-                features = forward_logits(knn.encoder, x, "pgd-knn (the kNN's encoder)")
+                features = forward_logits(knn.encoder, x, "knn-guide (the kNN's encoder)")
             guides, _, _ = guide_features(knn, features, y, self.guides)
 
             def loss(representation: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -101,3 +96,6 @@ class GuideAttack:
                 "objective": f"mean {self.knn.metric} similarity of the representation to its guides",
                 "guides": self.guides, "target": "the other class whose guides are most similar (clean point)",
                 "random_start": "uniform", "restarts": 1, "stop": "first iterate the kNN's hard vote misclassifies"}
+
+
+register_attack("knn-guide", lambda s: GuideAttack(s, steps=20), white_box=True, needs_knn=True)

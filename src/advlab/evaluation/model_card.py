@@ -57,8 +57,8 @@ def model_card(result: dict[str, Any], model_spec: dict[str, Any] | None = None,
         "clean_acc": _pct(result["clean"]["acc"]), "autoattack_acc": _pct(aa.get("acc")) if aa else None,
         "number_of_points": result.get("n"), "additional_data": False, "number_forward_passes": 1,
     }
-    classifier = meta.get("classifier") or result.get("classifier") or {"kind": "softmax"}
-    if classifier.get("kind") == "knn":  # RobustBench's entries are softmax classifiers: say what this one is
+    classifier = meta.get("classifier") or result.get("classifier") or {"kind": "linear"}
+    if classifier.get("kind") == "knn":  # RobustBench's entries are linear-head classifiers: say what this one is
         card["classifier"] = (f"k nearest neighbours (k={classifier.get('k')}, {classifier.get('metric')}, "
                               f"{classifier.get('vote')} vote) over {classifier.get('bank')} training features")
         notes.append("classified by k nearest neighbours over the training split's features (the hard vote); "

@@ -116,7 +116,7 @@ def evaluate(
             dtype (used as int64); bool and float labels are refused.
         eps, norm: the threat model; linf eps in (0, 1], l2 eps > 0.
         attacks: names among ``eval_attack_names()`` (a list or a comma-separated string): ``pgd20``, ``cw20``,
-            ``pgd20-scaled``, ``autoattack``, ``square``, ``pgd-knn`` (a :class:`advlab.models.KNNClassifier`
+            ``pgd20-scaled``, ``autoattack``, ``square``, ``knn-guide`` (a :class:`advlab.models.KNNClassifier`
             only); ``clean`` is always computed.
         batch_size: points per attacked batch.
         sanity: run the sanity checks that cost extra attacks (large-eps, more-steps); the free ones always run.

@@ -20,14 +20,11 @@ from typing import Any
 from ..attacks.norms import l2_ball_like_linf
 from .result import AttackOutcome, accuracy, standard_error
 from .runner import EvalData, run_attack
-from .suite import AttackSetup, PGDEval
+from .suite import AttackSetup, PGDEval, white_box_attacks
 
 SUBSET = 200
 LARGE_EPS_LINF = 0.5
 MORE_STEPS, MORE_RESTARTS = 50, 3
-WHITE_BOX = ("pgd20", "cw20", "pgd20-scaled", "pgd-knn")
-
-
 def tolerance(acc: float, n: int) -> float:
     """Allowed excess of one accuracy over another: max(2 standard errors, 0.01)."""
     return max(2 * standard_error(acc, n), 0.01)
@@ -111,9 +108,10 @@ def autoattack_le_pgd(attacks: dict[str, AttackOutcome]) -> dict[str, Any]:
 
 def black_box_gap(attacks: dict[str, AttackOutcome]) -> dict[str, Any]:
     """A black-box attack stronger than the white-box ones points to gradient masking."""
-    white = {k: attacks[k].acc for k in WHITE_BOX if k in attacks}
+    white_box = white_box_attacks()
+    white = {k: attacks[k].acc for k in white_box if k in attacks}
     if "square" not in attacks or not white:
-        return _not_run("black-box-gap", f"needs square and a white-box attack ({', '.join(WHITE_BOX)})")
+        return _not_run("black-box-gap", f"needs square and a white-box attack ({', '.join(white_box)})")
     square = attacks["square"].acc
     best = min(white.values())
     tol = tolerance(best, len(attacks["square"].correct))

@@ -15,6 +15,7 @@ from .activations import (
 )
 from .factory import MODELS, ModelFactory, create_model, list_models, register_model
 from .normalize import Normalize, with_normalization
+from .checks import check_model_fits
 from .params import count_parameters
 from .representation import (FREEZE, HEADS, ContrastiveModel, FrozenEncoder, encoder_state_dict, feature_extractor,
                              load_encoder_state, strip_head)
@@ -28,7 +29,7 @@ from .small_cnn import SmallCNN
 from .wide_resnet import WideResNet
 
 __all__ = [
-    "FREEZE", "HEADS", "KNN_METRICS", "KNN_VOTES", "ContrastiveModel", "FrozenEncoder", "KNNClassifier",
+    "check_model_fits", "FREEZE", "HEADS", "KNN_METRICS", "KNN_VOTES", "ContrastiveModel", "FrozenEncoder", "KNNClassifier",
     "encoder_state_dict", "feature_extractor", "knn_classifier", "load_encoder_state", "strip_head",
     "ACTIVATIONS", "MODELS", "ActivationFactory", "ActivationSpec", "ModelFactory", "Normalize",
     "PreActResNet", "ResNet", "SmallCNN", "WideResNet", "activation_factory", "count_parameters", "create_model",

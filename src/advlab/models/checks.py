@@ -5,6 +5,9 @@ import inspect
 import numbers
 from typing import Any, Callable, Iterable
 
+import torch
+from torch import nn
+
 from ..errors import AdvlabError
 
 
@@ -39,3 +42,22 @@ def check_call(fn: Callable[..., Any], kwargs: dict[str, Any], what: str, fixed:
         accepted = [p.name for p in sig.parameters.values()
                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in fixed]
         raise AdvlabError(f"bad arguments for {what}: {exc}; accepted: {', '.join(accepted) or 'none'}") from None
+
+
+def check_model_fits(model: nn.Module, images: torch.Tensor, width: int, device: torch.device | str) -> None:
+    """AdvlabError unless ``model`` maps ``images`` (uint8 (B, C, H, W), e.g. two training images, moved to
+    ``device``) to outputs (B, ``width``): logits of the dataset's classes, or a projection of that width.
+    Runs in eval mode without gradients; every submodule's flag is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(images.to(device).float().div(255))
+    except RuntimeError as exc:
+        raise AdvlabError(f"cannot process the dataset's images of shape {tuple(images.shape[1:])}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+    if not torch.is_tensor(out) or tuple(out.shape) != (len(images), width):
+        got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise AdvlabError(f"must return outputs of shape (B, {width}) for this dataset and head, got {got}")

@@ -48,7 +48,7 @@ def similarity(features: torch.Tensor, bank: torch.Tensor, metric: str) -> torch
 
 def guide_similarity(features: torch.Tensor, guides: torch.Tensor, metric: str) -> torch.Tensor:
     """Mean similarity (B,) of each representation (B, D) to its own guide features (B, m, D), in the kNN's
-    ``metric``: the mean cosine, or minus the mean Euclidean distance (the objective ``pgd-knn`` maximises)."""
+    ``metric``: the mean cosine, or minus the mean Euclidean distance (the objective ``knn-guide`` maximises)."""
     f = features.float()[:, None, :]
     g = guides.float()
     if metric == "cosine":
@@ -62,7 +62,7 @@ def guide_count(knn: "KNNClassifier", m: int) -> int:
     """The number of guides used for a requested ``m``: ``min(m, the smallest class count of the bank)``
     (classes without bank rows aside). AdvlabError unless m is a positive integer."""
     if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise AdvlabError(f"pgd-knn guides must be a positive integer, got {m!r}")
+        raise AdvlabError(f"knn-guide guides must be a positive integer, got {m!r}")
     counts = torch.bincount(knn.bank_labels, minlength=knn.num_classes)
     return min(m, int(counts[counts > 0].min()))
 
@@ -91,7 +91,7 @@ def guide_features(knn: "KNNClassifier", features: torch.Tensor, y: torch.Tensor
             rows[c] = members[top.indices]
         mean.scatter_(1, y[:, None], float("-inf"))
         if not bool(torch.isfinite(mean.max(1).values).all()):
-            raise AdvlabError("pgd-knn: the kNN's bank holds no class other than a point's label")
+            raise AdvlabError("knn-guide: the kNN's bank holds no class other than a point's label")
         target = mean.argmax(1)
         index = rows[target, torch.arange(b, device=sims.device)]  # (B, m)
     return knn.bank_features[index], target, mean

@@ -146,7 +146,10 @@ class Part:
     ``needs_soft_targets``: reads soft (B, C) loss targets (given by a labels part with ``soft_targets``);
     ``needs_meta_split``: needs ``RecipeEnv.meta_images`` (``data.meta_size > 0``);
     ``needs_train_split``: needs ``RecipeEnv.train_images`` and ``train_labels`` (a trainer gives them);
-    ``needs_outputs``: views whose model outputs it reads (the objective must forward them).
+    ``needs_outputs``: views whose model outputs it reads (the objective must forward them);
+    ``pairs_with``: the parts of other kinds it needs where the defaults (hard, pgd, uniform, ce) do not feed it,
+    e.g. ``{"labels": "self-adaptive"}``: the contract tests build it with them, and the recipe check names them;
+    ``distributed``: it keeps its state identical on every rank under torchrun (False: refused there).
     """
 
     Options: ClassVar[type] = NoOptions
@@ -157,6 +160,7 @@ class Part:
     needs_meta_split: ClassVar[bool] = False
     needs_train_split: ClassVar[bool] = False
     needs_outputs: ClassVar[tuple[str, ...]] = ()
+    pairs_with: ClassVar[dict[str, str]] = {}  # kind -> part it needs when the defaults do not feed it
     distributed: ClassVar[bool] = True  # keeps its state identical on every rank under torchrun (see docs/DISTRIBUTED.md)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -6,7 +6,7 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..config import build_dataclass
+from ..config import dataclass_from_mapping
 from ..errors import ConfigError
 from ..options import check_ranges
 from ..registry import Registry
@@ -52,7 +52,7 @@ def part_options(kind: str, name: str, options: dict[str, Any]) -> Any:
     """The part's ``Options`` dataclass built from ``options``: keys, types and ranges checked, ConfigError
     naming ``kind.key`` otherwise."""
     cls = part_class(kind, name)
-    built = build_dataclass(cls.Options, dict(options), kind)
+    built = dataclass_from_mapping(cls.Options, dict(options), kind)
     check_ranges(built, kind)
     return built
 

@@ -15,7 +15,7 @@ from .names import COMPARE_CSV, COMPARE_CURVES, COMPARE_MD, SECTIONS
 _LAZY = {
     "Comparison": "compare", "compare_runs": "compare", "not_significant": "compare", "write_comparison": "compare",
     "RunRecord": "record", "load_run": "record", "part_groups": "record",
-    "ReportFiles": "report", "create_report": "report", "write_report": "report",
+    "ReportFiles": "run_report", "create_report": "run_report", "write_report": "run_report",
 }
 
 __all__ = ["SECTIONS", "COMPARE_MD", "COMPARE_CSV", "COMPARE_CURVES", *_LAZY]

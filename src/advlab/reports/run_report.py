@@ -125,7 +125,7 @@ def create_report(record: RunRecord, progress: bool = False) -> Document:
     doc.add("h2", "Model card")
     if "best" in evaluated:
         doc.add("table", (["field", "value"], model_card_rows(evaluated["best"], _model_spec(record),
-                                                             record.setting("data.name"))))
+                                                             record.setting("data.dataset"))))
     else:
         doc.add("p", "Not available: the best checkpoint was not evaluated.")
 

@@ -2,8 +2,9 @@
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts:
 ``format``, ``model`` (state dict), ``model_spec`` (arguments of ``advlab.models.create_model``),
-``data`` (dataset name), ``eps``, ``norm``, ``epoch`` (number of finished epochs), and for resuming
-``optimizer``, ``scheduler``, ``rng``, ``parts`` (per-sample state of the recipe parts), ``history``.
+``dataset`` (its name; checkpoints written before it was renamed call it ``data``, read as ``dataset``),
+``eps``, ``norm``, ``epoch`` (number of finished epochs), and for resuming ``optimizer``, ``scaler``, ``rng``,
+``parts`` (per-sample state of the recipe parts), ``history``, ``best``, ``config``.
 """
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an advlab checkpoint (expected format {FORMAT!r})")
+    if "dataset" not in payload and "data" in payload:  # the dataset's name, under its old key
+        payload["dataset"] = payload.pop("data")
     return payload
 
 

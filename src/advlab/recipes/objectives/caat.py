@@ -27,6 +27,7 @@ class CAATObjective(ObjectivePart):
     """``natural`` CE(f(x)) + beta ``boundary`` KL(p(x) || p(x_adv)) + ``anti`` CE(f(x_anti))."""
 
     Options = CAATObjectiveOptions
+    pairs_with = {"perturbation": "caat"}  # the adversarial and anti-adversarial views
     forward_views = ("clean", "adv", "anti")
     target_views = ("clean", "anti")
     term_specs = (TermSpec("natural", ("clean",), supervised=True),

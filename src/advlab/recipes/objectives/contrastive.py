@@ -38,6 +38,7 @@ class Contrastive(ObjectivePart):
     """One term, ``contrastive``: the contrastive loss of the two augmented views (SimCLR)."""
 
     Options = ContrastiveOptions
+    pairs_with = {"perturbation": "augment"}  # the views view1, view2
     forward_views = ("view1", "view2")
     target_views = ()
     term_specs = (TermSpec("contrastive", ("view1", "view2"), supervised=False),)
@@ -104,6 +105,7 @@ class ContrastiveAdv(Contrastive):
     label-free attack maximised (``contrastive-pgd``) as a second positive pair."""
 
     Options = ContrastiveAdvOptions
+    pairs_with = {"perturbation": "contrastive-pgd"}  # view1, view2 and adv
     forward_views = ("view1", "view2", "adv")
     term_specs = (TermSpec("contrastive", ("view1", "view2"), supervised=False),
                   TermSpec("adversarial", ("adv", "view2"), supervised=False))

@@ -44,6 +44,7 @@ class SSATObjective(ObjectivePart):
     """``mutual-information``: the contrastive loss of (representation of x, of x'), over the pairs kept."""
 
     Options = SSATOptions
+    pairs_with = {"perturbation": "pgd-knn"}  # which x' fool the kNN
     forward_views = ("clean", "adv")
     target_views = ()
     representation = True

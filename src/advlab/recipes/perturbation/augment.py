@@ -53,6 +53,7 @@ class AugmentPerturbation(PerturbationPart):
     """Views ``view1`` and ``view2``: two SimCLR augmentations of the batch (no attack, no labels)."""
 
     Options = AugmentOptions
+    pairs_with = {"objective": "contrastive"}  # its two views are read by a contrastive loss
     views = {"view1": frozenset(), "view2": frozenset()}
 
     def __init__(self, options: AugmentOptions, env: RecipeEnv) -> None:

@@ -47,6 +47,7 @@ class ContrastivePGDPerturbation(AugmentPerturbation):
     (adv, view2) within eps; the ``adv`` view carries the steps K and the steps each sample took."""
 
     Options = ContrastivePGDOptions
+    pairs_with = {"objective": "contrastive-adv"}
     views = {"view1": frozenset(), "view2": frozenset(), "adv": frozenset({"steps", "steps_taken"})}
 
     def __init__(self, options: ContrastivePGDOptions, env: RecipeEnv) -> None:

@@ -12,7 +12,7 @@ whole training set at every step; here the kNN's bank is the part's per-sample s
 
 The attack is PGD (``advlab.attacks.pgd``) with the labels, of one of two losses (``loss``):
 
-- ``guide`` (default): the evaluation attack ``pgd-knn`` of the same name (``advlab.evaluation.knn_attack``): the
+- ``guide`` (default): the evaluation attack ``knn-guide`` (``advlab.evaluation.knn_attack``): the
   mean similarity of the representation to the m nearest bank features of the most similar other class
   (``advlab.models.knn.guide_features``), as the paper's guide-sample PGD-kNN, in advlab's definition;
 - ``soft-vote``: cross-entropy on the kNN's scores, whose gradient is the soft vote's.
@@ -46,7 +46,7 @@ class PGDKNNOptions:
     steps: int = option(10, low=1)  # the official STL-10 setting: 10 steps
     step_size: float | None = option(None, low=0, low_open=True)  # pixel units; None = eps / 6 (0.005 for 0.03)
     random_start: Literal["uniform", "none"] = "uniform"
-    loss: Literal["guide", "soft-vote"] = "guide"  # guide: pgd-knn's guide features; soft-vote: CE on the kNN's scores
+    loss: Literal["guide", "soft-vote"] = "guide"  # guide: knn-guide's guide features; soft-vote: CE on the kNN's scores
     guides: int | None = option(None, low=1)  # m of the guide loss; None = the kNN's k (cut to the smallest class)
     refresh_every: int = option(0, low=0)  # steps between full re-encodings of the bank within an epoch; 0 = epoch starts only
     encode_batch_size: int = option(500, low=1)  # images per forward pass when the bank is re-encoded
@@ -65,6 +65,7 @@ class PGDKNNPerturbation(PerturbationPart):
     kappa (kNN-correct iterates), the steps and ``fooled`` (the final x' fools the kNN's hard vote)."""
 
     Options = PGDKNNOptions
+    pairs_with = {"objective": "ssat"}
     views = {"adv": frozenset({"kappa", "steps", "steps_taken", "fooled"})}
     needs_train_split = True
 

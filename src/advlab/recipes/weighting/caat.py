@@ -61,6 +61,7 @@ class CAATWeighting(FRLWeightingBase):
     FRL's class weights on the natural and boundary terms."""
 
     Options = CAATWeightingOptions
+    pairs_with = {"perturbation": "caat", "objective": "caat"}
     needs_outputs = ("clean",)
 
     def __init__(self, options: CAATWeightingOptions, env: RecipeEnv) -> None:

@@ -225,6 +225,7 @@ class FRLWeighting(FRLWeightingBase):
     perturbation (``bound: remargin``)."""
 
     Options = FRLOptions
+    pairs_with = {"objective": "trades"}  # FRL weights TRADES' terms (the CAAT code's FRL)
 
     def term_weights(self, step: Step, specs: tuple[TermSpec, ...]) -> dict[str, torch.Tensor | None]:
         if not self.frl_options.reweight:

@@ -25,6 +25,7 @@ class SelfAdaptiveWeighting(WeightingPart):
     """Per-sample weights max(t), normalised over the batch (sum = batch size)."""
 
     Options = SelfAdaptiveWeightingOptions
+    pairs_with = {"labels": "self-adaptive"}  # the soft targets whose confidence it reads
     needs_soft_targets = True
 
     def default_terms(self, specs: tuple[TermSpec, ...]) -> list[str]:

@@ -1,0 +1,17 @@
+"""Typed training configuration: the schema (``schema``), a checked dataclass from a mapping (``typed``),
+presets, YAML files and overrides (``reading``), and the keys renamed by this release (``renamed``)."""
+from __future__ import annotations
+
+from .reading import (PRESET_DIR, dump_config, from_dict, load_config, merge, parse_override, preset_dict,
+                      preset_names, read_config, save_config)
+from ..errors import AdvlabDeprecationWarning
+from .schema import (CONFIG_VERSION, PART_KINDS, DataConfig, DistributedConfig, EvaluationConfig, ImbalanceConfig,
+                     InitConfig, KNNConfig, LabelNoiseConfig, LoggingConfig, ModelConfig, OptimizerConfig, PartConfig,
+                     ScheduleConfig, TrainConfig, ValidationConfig)
+from .typed import dataclass_from_mapping
+
+__all__ = ["PRESET_DIR", "dump_config", "from_dict", "load_config", "merge", "parse_override", "preset_dict",
+           "preset_names", "read_config", "save_config", "AdvlabDeprecationWarning", "CONFIG_VERSION", "PART_KINDS",
+           "DataConfig", "DistributedConfig", "EvaluationConfig", "ImbalanceConfig", "InitConfig", "KNNConfig",
+           "LabelNoiseConfig", "LoggingConfig", "ModelConfig", "OptimizerConfig", "PartConfig", "ScheduleConfig",
+           "TrainConfig", "ValidationConfig", "dataclass_from_mapping"]

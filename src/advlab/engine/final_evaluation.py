@@ -1,0 +1,49 @@
+"""The final evaluation: the chosen checkpoints (``evaluation.checkpoints``: best, last) on the test split.
+
+The test split is read here and nowhere else in training: nothing of a run is chosen on it.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .. import data as datasets
+from ..crashpoints import crash_point
+from ..evaluation import describe_classifier, evaluate
+from ..runs import SUMMARY, RunDir, load_model
+from .run import Run
+from .state import TrainingState
+
+
+def evaluate_checkpoints(run: Run, state: TrainingState, run_dir: RunDir) -> dict[str, Any]:
+    """Evaluate the configured checkpoints of ``run_dir`` on the first ``evaluation.n`` test points with the
+    configured attacks (:func:`advlab.evaluate`: per-sample AND, sanity checks); write ``summary.json`` and
+    return it. A checkpoint of the same epoch as one already evaluated (best = last) is evaluated once."""
+    c, e = run.config, run.config.evaluation
+    test_images, test_labels = datasets.load(c.data.dataset, "test", root=c.data.root)
+    test_images, test_labels = test_images[: e.n], test_labels[: e.n]
+    summary: dict[str, Any] = {"preset": c.preset, "run_dir": str(run_dir.path), "best_epoch": state.best["epoch"],
+                               "last_epoch": c.epochs, "evaluation_n": len(test_labels), "data": run.data.split.record,
+                               "history_tail": state.history[-1:] if state.history else []}
+    results: dict[int, dict[str, Any]] = {}
+    for which in e.checkpoints:
+        model, checkpoint = load_model(run_dir.path, which, device=run.device)
+        model = run.classifier(model)
+        epoch = int(checkpoint["epoch"])
+        if epoch not in results:
+            if run.progress:
+                print(f"evaluating {which} (epoch {epoch}) on {len(test_labels)} test points: {', '.join(e.attacks)}",
+                      file=sys.stderr, flush=True)
+            result = evaluate(model, test_images, test_labels, eps=c.eps, norm=c.norm, attacks=tuple(e.attacks),
+                              batch_size=e.batch_size, device=run.device, sanity=e.sanity, seed=c.seed,
+                              progress=run.progress, autoattack_version=e.autoattack_version,
+                              collective=run.collective)
+            results[epoch] = {"epoch": epoch, "classifier": describe_classifier(model), **result.to_dict()}
+            crash_point("evaluation")  # test hook (advlab.crashpoints); a no-op unless set
+            summary.setdefault("tables", {})[which] = result.table()
+        else:
+            summary.setdefault("tables", {})[which] = f"(same checkpoint as epoch {epoch}, shown above)"
+        summary[which] = results[epoch]
+    if run.collective.is_main:
+        run_dir.write_json(SUMMARY, summary)
+    return summary
