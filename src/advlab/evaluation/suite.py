@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..attacks import pgd, skip_start
+from ..attacks.box import clamp_to_box
 from ..attacks.context import eval_mode
 from ..attacks.losses import as_labels, ce_loss
 from ..attacks.model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient,
@@ -70,6 +71,7 @@ class PGDEval:
         # one restart draws one start for every point of a batch: a batch attacked elsewhere (another rank)
         # is replayed by drawing the same noise; more restarts draw for the points not yet fooled
         self.can_skip = restarts == 1
+        self.clamped = 0  # input values a rounding error outside [0, 1], clamped (attacks.box), over all batches
 
     def skip(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Advance the random state as attacking the batch x (B, ...) would, without attacking it (exact for
@@ -78,10 +80,12 @@ class PGDEval:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The adversarial batch (B, ...) for images x in [0, 1] (B, ...) and integer labels y (B,) (pgd checks
-        both, and the model, and runs under no_grad and inference_mode).
+        both, and the model, and runs under no_grad and inference_mode). Values of x a rounding error outside
+        [0, 1] (``attacks.box``) are clamped and counted in ``settings()["clamped_inputs"]``.
 
         Raises:
-            AdvlabError: bad labels, a model that does not return logits (B, C) or is not differentiable.
+            AdvlabError: bad labels, images further outside [0, 1], a model that does not return logits (B, C)
+                or is not differentiable.
         """
         x_best = x.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -94,6 +98,8 @@ class PGDEval:
                          logit_scale=self.logit_scale, generator=self.generator)
             x_best[todo] = result.x_adv
             fooled[todo] = result.first_wrong != -1
+            if len(todo) == len(x):
+                self.clamped += result.clamped  # the first restart sees every point
         return x_best
 
     def settings(self) -> dict[str, Any]:
@@ -101,6 +107,8 @@ class PGDEval:
                "restarts": self.restarts, "stop": "first misclassified iterate"}
         if self.logit_scale != 1.0:
             out["logit_scale"] = self.logit_scale
+        if self.clamped:
+            out["clamped_inputs"] = self.clamped
         return out
 
 
@@ -178,6 +186,7 @@ class AutoAttackEval:
         self.aa = aa
         self.attacks_run: list[str] = []
         self.warnings: list[str] = []
+        self.clamped = 0  # input values a rounding error outside [0, 1], clamped (attacks.box), over all batches
 
     def _check_model(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """AdvlabError unless the model maps x (B, ...) to logits (B, C), differentiably if a gradient attack
@@ -194,15 +203,19 @@ class AutoAttackEval:
             input_gradient(ce_loss(out, y), xg, where)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The adversarial batch (B, ...) for images x in [0, 1] (B, ...) and integer labels y (B,).
+        """The adversarial batch (B, ...) for images x in [0, 1] (B, ...) and integer labels y (B,). Values of x
+        a rounding error outside [0, 1] (``attacks.box``) are clamped (the batch pyautoattack attacks) and counted
+        in ``settings()["clamped_inputs"]``.
 
         Raises:
-            AdvlabError: bad labels, a model that does not return logits (B, C), or (for the gradient attacks)
-                whose output does not depend on its input through autograd.
+            AdvlabError: bad labels, images further outside [0, 1], a model that does not return logits (B, C),
+                or (for the gradient attacks) whose output does not depend on its input through autograd.
         """
         y = as_labels(y, "labels y", len(x))
         with outside_inference_mode(), eval_mode(self.aa.model):
             x, y = autograd_tensor(x), autograd_tensor(y)
+            x, clamped = clamp_to_box(x, f"AutoAttack ({self.version}) input x")
+            self.clamped += clamped
             self._check_model(x, y)
             return self._run(x, y)
 
@@ -254,6 +267,8 @@ class AutoAttackEval:
                              "rescaled_schedule": bool(aa.square.rescale_schedule)}
         if self.warnings:
             out["warnings"] = list(self.warnings)
+        if self.clamped:
+            out["clamped_inputs"] = self.clamped
         return out
 
 
