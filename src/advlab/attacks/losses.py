@@ -4,6 +4,10 @@ Every loss is ``fn(output, target) -> (B,)``. ``output`` is whatever the model r
 built-in losses); ``target`` is integer labels (any integer dtype, used as int64), soft labels (B, C) or
 clean probabilities (``kl``).
 A user callable with the same signature is accepted wherever a loss name is.
+
+The attack engine reads only the direction of each sample's gradient; ``ASCENT`` maps a loss to the function it
+differentiates instead, of the same direction per sample but free of underflow (the cross-entropy: its soft
+margin, :func:`ce_ascent`).
 """
 from __future__ import annotations
 

@@ -179,13 +179,19 @@ def pgd(
     Args:
         model: maps x in [0, 1] (B, ...) to a float tensor (B, C): logits for the built-in losses, or any
             (B, C) output a custom loss reads (with ``classify``: a representation (B, D)).
-        x: clean inputs, float in [0, 1]; never modified.
+        x: clean inputs, float in [0, 1]; never modified. Values outside [0, 1] by at most a rounding error
+            (``attacks.box.box_tolerance``: 1e-6 in float32 / float64) are clamped first and counted
+            (``AttackResult.clamped``).
         y: integer labels (B,) of any integer dtype (used as int64): used for kappa, first_wrong and early
             stop, and as the loss target when ``target`` is None.
         eps, step_size: radius and step size, a number or a per-sample tensor (B,); eps 0 leaves a row as x.
         steps: number of gradient steps K.
         norm: "linf" (sign steps) or "l2" (normalised-gradient steps).
-        loss: a name in ``LOSSES`` (ce, cw, kl, dlr) or a callable ``(output, target) -> (B,)``.
+        loss: a name in ``LOSSES`` (ce, cw, kl, dlr) or a callable ``(output, target) -> (B,)``. Steps read only
+            the direction of each sample's gradient, so a loss with an entry in ``losses.ASCENT`` is
+            differentiated through it: the cross-entropy with integer labels through its soft margin
+            (``losses.ce_ascent``), whose gradient does not vanish where the softmax saturates (a large
+            ``logit_scale``, a confident model). A callable is differentiated as given.
         target: what the loss compares against (labels, soft labels, clean probabilities). For ``loss="kl"``
             and no target, the clean probabilities softmax(logit_scale * model(x)) are computed once, no grad.
         direction: +1 (adversarial) or -1 (anti-adversarial), a number or a per-sample tensor of +-1.
@@ -209,9 +215,10 @@ def pgd(
         [0, 1]; original batch order) and the per-sample kappa, first_wrong and steps.
 
     Raises:
-        AdvlabError: bad arguments (labels not integer (B,), eps < 0, ...); a model output that is not a float
-            tensor (B, C); a model whose output does not depend on its input through autograd; a model whose
-            parameters were created under ``torch.inference_mode()``.
+        AdvlabError: bad arguments (labels not integer (B,), eps < 0, ...); x with NaN or infinite values or
+            further outside [0, 1] than a rounding error (the smallest and largest value in the message); a
+            model output that is not a float tensor (B, C); a model whose output does not depend on its input
+            through autograd; a model whose parameters were created under ``torch.inference_mode()``.
 
     Works the same (same seed, same x_adv) under ``torch.no_grad()``, ``torch.inference_mode()`` and with
     frozen parameters.

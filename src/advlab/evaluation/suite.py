@@ -176,7 +176,10 @@ class AutoAttackEval:
 
     Versions: ``standard``, ``plus``, ``rand`` (pyautoattack's own) and advlab's reduced ones for CPU budgets,
     which name exactly what runs: ``fast`` (APGD-CE then APGD-T), ``apgd`` (APGD-CE then APGD-DLR) and
-    ``apgd-ce`` (APGD-CE alone), each with one restart and no FAB-T or Square. The numbers of target classes are capped at num_classes - 1. Its log is
+    ``apgd-ce`` (APGD-CE alone), each with one restart and no FAB-T or Square. The numbers of target classes are
+    capped at C - 1, and a version is refused (AdvlabError, naming the versions that fit) exactly where
+    pyautoattack cannot run it: a sub-attack on fewer logits than :data:`AA_MIN_CLASSES` gives it (APGD-DLR 3,
+    APGD-T 4, the others 2), counted on the model's logits as pyautoattack counts them. Its log is
     captured (not printed); the attacks that actually ran and any warnings are kept in ``settings()``.
     The global torch RNG, which pyautoattack reseeds, and any ``sys.settrace`` hook (coverage, debuggers),
     which its dynamic-defense check removes, are restored afterwards. Points it does not break come back

@@ -258,8 +258,12 @@ def _plain(value: Any) -> str:
 
 def compare_runs(paths: Sequence[str | Path], group_by: str | None = None, progress: bool = False) -> Comparison:
     """Read the runs at ``paths`` and group them by the config key ``group_by`` (dotted, e.g. ``preset`` or
-    ``model.activation``; None: each run its own group). AdvlabError if no path is given or one is not a
-    folder, or one is given twice; runs without evaluation join the curves and are named in ``problems``."""
+    ``model.activation``; None: each run its own group), each value's runs split further by the keys in which
+    they differ besides their seeds (:func:`split_unlike`); each column's way of measurement per group in
+    ``evaluations`` (:func:`evaluation_of`; ``mixed`` and no mean where a group's runs differ), and in
+    ``notes`` the groups split and the groups not compared with the reference. AdvlabError if no path is
+    given or one is not a folder, or one is given twice; runs without evaluation join the curves and are named
+    in ``problems``."""
     if not paths:
         raise AdvlabError("compare needs at least one run directory")
     seen = [Path(p).resolve() for p in paths]
