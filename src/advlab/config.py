@@ -341,7 +341,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if data is None or data == {}:
-        raise ConfigError(f"{path}: no settings in it (empty, or only comments); a config sets at least one key, "
+        raise ConfigError(f"{path}: no settings in it (empty, only comments or {{}}); a config sets at least one key, "
                           "e.g. inherits: pgd-at")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
