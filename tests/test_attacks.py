@@ -356,8 +356,11 @@ def test_l2_step_has_full_length_for_a_confident_model(per_sample_sizes):
     g64 = ce_input_grad(model, x, y).double().flatten(1)
     expected = x.double().flatten(1) + step.double()[:, None] * g64 / g64.norm(dim=1, keepdim=True)
     assert expected.min() > 0 and expected.max() < 1  # the box [0, 1] does not bind
+    # the cross-entropy as a user's callable: the engine differentiates it as given (the built-in "ce" is
+    # differentiated through its underflow-free soft margin, whose gradients are not tiny), so the tiny
+    # gradients reach the step
     r = pgd(model, x, y, eps=100.0, step_size=step if per_sample_sizes else 0.5, steps=1, norm="l2",
-            random_start=None)
+            random_start=None, loss=lambda z, t: nn.functional.cross_entropy(z, t, reduction="none"))
     moved = (r.x_adv.double() - x.double()).flatten(1).norm(dim=1)
     torch.testing.assert_close(moved, step.double(), rtol=1e-5, atol=0)
     torch.testing.assert_close(r.x_adv.double().flatten(1), expected, rtol=0, atol=1e-6)  # along the gradient
@@ -421,11 +424,16 @@ def test_l2_step_in_bfloat16_for_a_confident_model_and_zero_gradients_never_nan(
     grad = ce_input_grad(model, x, y).float().flatten(1)
     live = grad.abs().amax(1) > 0
     assert (grad[live].norm(dim=1) < 1e-12).sum() >= 2 and (~live).sum() >= 2
-    r = pgd(model, x, y, eps=100.0, step_size=0.5, steps=1, norm="l2", random_start=None)
+    plain_ce = lambda z, t: nn.functional.cross_entropy(z, t, reduction="none")  # differentiated as given
+    r = pgd(model, x, y, eps=100.0, step_size=0.5, steps=1, norm="l2", random_start=None, loss=plain_ce)
     moved = (r.x_adv.double() - x.double()).flatten(1).norm(dim=1)
     torch.testing.assert_close(moved[live], torch.full((int(live.sum()),), 0.5, dtype=torch.float64), rtol=3e-2,
                                atol=0)
     assert torch.equal(r.x_adv[~live], x[~live])  # zero gradients: no move
+    # the built-in ce (its soft margin) moves every row a full step, those whose cross-entropy gradient is 0 too
+    r = pgd(model, x, y, eps=100.0, step_size=0.5, steps=1, norm="l2", random_start=None)
+    moved = (r.x_adv.double() - x.double()).flatten(1).norm(dim=1)
+    torch.testing.assert_close(moved, torch.full((len(x),), 0.5, dtype=torch.float64), rtol=3e-2, atol=0)
     half = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).half()
     with torch.no_grad():
         half[1].weight.zero_()  # the output depends on x through autograd, with a zero gradient

@@ -292,6 +292,7 @@ def test_cli_evaluates_a_run_directory_and_writes_json_and_table(tmp_path, capsy
     report = json.loads((tmp_path / "run" / "best-eval.json").read_text())
     assert report["n"] == 6 and report["eps"] == 0.1 and list(report["attacks"]) == ["pgd20", "cw20"]
     assert report["meta"]["dataset"] == "fashion-mnist" and report["meta"]["epoch"] == 1
+    assert report["inputs"] == {"clamped": 0, "tolerance": 1e-6}  # uint8 images: nothing outside [0, 1]
     table = (tmp_path / "run" / "best-eval.txt").read_text()
     assert table.startswith("6 points, eps 0.1") and table.strip() == out.strip()
     out_path = tmp_path / "elsewhere" / "r.json"

@@ -99,7 +99,7 @@ def test_absent_classes_have_no_entry_and_no_points_give_none():
 def test_json_schema_keeps_the_old_keys_and_adds_fairness_per_attack_and_for_the_and():
     d = json.loads(json.dumps(result().to_dict()))
     assert {"n", "eps", "norm", "num_classes", "seed", "accuracy_unit", "clean", "attacks", "robust", "sanity",
-            "per_sample", "version", "seconds", "fairness", "defence_success_rate"} == set(d)
+            "per_sample", "version", "seconds", "fairness", "defence_success_rate", "inputs"} == set(d)
     assert list(d["fairness"]) == ["pgd20", "cw20", "robust"]
     assert d["fairness"]["pgd20"]["over"] == ["clean", "pgd20"]
     assert d["fairness"]["robust"]["over"] == d["robust"]["over"] == ["clean", "pgd20", "cw20"]

@@ -290,6 +290,10 @@ def files(tmp_path) -> dict[str, Path]:
     text("loop_b.yaml", f"inherits: {tmp_path / 'loop_a.yaml'}\n")
     text("inherits_int.yaml", "inherits: 3\n")
     text("unknown_key.yaml", "inherits: pgd-at\nepochz: 3\n")
+    text("empty.yaml", "")
+    text("comments.yaml", "# pgd-at with 5 steps\n   # perturbation: {steps: 5}\n\n")
+    text("braces.yaml", "{}  # nothing\n")
+    text("inherits_empty.yaml", f"inherits: {tmp_path / 'comments.yaml'}\nepochs: 2\n")
     f["binary.yaml"] = tmp_path / "binary.yaml"
     f["binary.yaml"].write_bytes(b"\xff\xfe\x00\x01garbage")
     (tmp_path / "folder.yaml").mkdir()
@@ -391,6 +395,10 @@ CLI_TRAIN = [
     ("yaml-is-folder", ["--preset", "{folder.yaml}"], ["folder.yaml", "cannot be read"]),
     ("yaml-would-run-code", ["--preset", "{code.yaml}"], ["code.yaml", "not valid YAML"]),
     ("yaml-unknown-key", ["--preset", "{unknown_key.yaml}"], ["epochz"]),
+    ("yaml-empty", ["--preset", "{empty.yaml}"], ["empty.yaml", "no settings"]),
+    ("yaml-only-comments", ["--preset", "{comments.yaml}"], ["comments.yaml", "no settings"]),
+    ("yaml-empty-mapping", ["--preset", "{braces.yaml}"], ["braces.yaml", "no settings"]),
+    ("yaml-inherits-empty", ["--preset", "{inherits_empty.yaml}"], ["comments.yaml", "no settings"]),
     ("inherits-loop", ["--preset", "{loop_a.yaml}"], ["loop_a.yaml", "loop_b.yaml", "inherits from itself"]),
     ("inherits-not-a-name", ["--preset", "{inherits_int.yaml}"], ["inherits_int.yaml", "inherits"]),
     ("unknown-flag", ["--epoks", "3"], ["--epoks"]),

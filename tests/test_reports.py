@@ -221,6 +221,65 @@ def test_compare_without_groups_and_with_an_unevaluated_run(tiny_run, tmp_path):
     assert main(["compare", str(tiny_run), f"{tiny_run}/", "--out", str(tmp_path / "twice"), "--quiet"]) == 2
 
 
+def test_compare_groups_only_runs_that_differ_in_their_seed_and_compares_only_like_evaluations(tmp_path, one_thread):
+    """Real tiny runs: two seeds of pgd-at, one with 40% label noise, one with SiLU, PGD-1 training and a second
+    evaluation attack. Before: one group 'pgd-at' of four "seeds" with a spread, robust accuracies compared
+    across different sets of attacks."""
+    from advlab.engine.trainer import train
+
+    tiny = [o for o in TINY if not o.startswith("epochs=")] + ["epochs=1", "data.train_size=100"]
+    settings = {"s0": ["seed=0"], "s1": ["seed=1"], "noisy": ["seed=0", "data.label_noise.rate=0.4"],
+                "silu": ["seed=1", "model.activation=silu", "perturbation.steps=1",
+                         "evaluation.attacks=[pgd20, cw20]"]}
+    runs = []
+    for name, extra in settings.items():
+        train("pgd-at", tmp_path / name, overrides=tiny + extra, progress=False)
+        runs.append(tmp_path / name)
+    comparison = compare_runs(runs, group_by="preset")
+    groups = {g.name: g for g in comparison.groups}
+    assert len(groups) == 3 and [len(g.records) for g in comparison.groups] == [2, 1, 1]
+    seeds, noisy, silu = comparison.groups
+    assert seeds.seeds == [0, 1] and seeds.stats[("best", "robust")].sd is not None
+    for key in ("data.label_noise.rate", "model.activation", "perturbation.steps", "evaluation.attacks"):
+        assert all(key in g.name for g in comparison.groups)
+    assert "data.label_noise.rate=0.4" in noisy.name and "model.activation=silu" in silu.name
+    line = [n for n in comparison.notes if n.startswith("pgd-at: its runs differ in")]
+    assert len(line) == 1 and "seed" not in line[0].split("differ in")[1].split("besides")[0]
+    # like evaluations: the noisy run is compared everywhere, the SiLU run (pgd20 + cw20) not on robust accuracy
+    for column in [("best", "clean"), ("best", "pgd20"), ("best", "robust")]:
+        assert comparison.comparable(noisy, column)
+    assert comparison.comparable(silu, ("best", "clean")) and comparison.comparable(silu, ("best", "pgd20"))
+    assert not comparison.comparable(silu, ("best", "robust")) and not comparison.comparable(silu, ("gap", "robust"))
+    note = [n for n in comparison.notes if n.startswith(f"{silu.name} is not compared")]
+    assert len(note) == 1 and "best robust" in note[0] and "attacks pgd20, cw20 against pgd20" in note[0]
+
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--group-by", "preset", "--out", str(out), "--quiet"]) == 0
+    rows = {(r["group"], r["checkpoint"], r["metric"]): r for r in csv.DictReader(open(out / "compare.csv"))}
+    assert rows[(silu.name, "best", "robust")]["comparable"] == "false"
+    assert rows[(silu.name, "best", "robust")]["diff_vs_reference"] == ""
+    assert rows[(silu.name, "best", "pgd20")]["comparable"] == "true"
+    assert rows[(noisy.name, "best", "robust")]["diff_vs_reference"] != ""
+    md = (out / "compare.md").read_text()
+    assert "(not compared: evaluated differently)" in md and "Like with like:" in md
+
+    # a run whose evaluation was made otherwise (another pgd20 budget), in the group of the two seeds: its
+    # accuracies under pgd20 and robust are not averaged with theirs
+    other = tmp_path / "s2"
+    shutil.copytree(tmp_path / "s1", other)
+    run = RunDir(other)
+    run.write_config(load_config("pgd-at", tiny + ["seed=2"]))
+    summary = run.read_json(SUMMARY)
+    for which in ("best", "last"):
+        summary[which]["attacks"]["pgd20"]["steps"] = 10
+    run.write_json(SUMMARY, summary)
+    mixed = compare_runs([tmp_path / "s0", tmp_path / "s1", other], group_by="preset")
+    (group,) = mixed.groups
+    assert ("best", "robust") not in group.stats and ("best", "clean") in group.stats
+    assert mixed.evaluations[(group.name, ("best", "robust"))] == "mixed"
+    assert any("not averaged" in n for n in mixed.notes)
+
+
 def test_the_significance_rule():
     assert not_significant(Stat([0.5, 0.7]), Stat([0.6, 0.62])) is True  # |0.6 - 0.61| < 0.141 + 0.014
     assert not_significant(Stat([0.5, 0.52]), Stat([0.6, 0.62])) is False  # 0.1 > 0.014 + 0.014

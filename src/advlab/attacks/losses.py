@@ -4,6 +4,10 @@ Every loss is ``fn(output, target) -> (B,)``. ``output`` is whatever the model r
 built-in losses); ``target`` is integer labels (any integer dtype, used as int64), soft labels (B, C) or
 clean probabilities (``kl``).
 A user callable with the same signature is accepted wherever a loss name is.
+
+The attack engine reads only the direction of each sample's gradient; ``ASCENT`` maps a loss to the function it
+differentiates instead, of the same direction per sample but free of underflow (the cross-entropy: its soft
+margin, :func:`ce_ascent`).
 """
 from __future__ import annotations
 
@@ -104,3 +108,37 @@ def get_loss(loss: LossSpec) -> LossFn:
     if callable(loss):
         return loss
     return LOSSES.get(loss)
+
+
+def ce_ascent(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The soft margin ``s = logsumexp_{k != y} z_k - z_y`` per sample (B,) for integer labels: a function whose
+    gradient has the direction of the cross-entropy's, computed without its underflow.
+
+    Cross-entropy is ``softplus(s)``, so its gradient is ``sigmoid(s)`` times the gradient of ``s``: the same
+    direction for each sample, scaled by a positive number. Where the softmax saturates (the true class's
+    logit leads by more than ~104 in float32, ~745 in float64, a few units in bfloat16) ``sigmoid(s)``, i.e.
+    ``1 - p_y``, rounds to exactly 0 and the cross-entropy's gradient vanishes, although its direction (towards
+    the other classes, weighted by their softmax among themselves) is well defined; the gradient of ``s``
+    (``softmax_{k != y}(z) - onehot(y)`` on the logits) never does. A sign step (linf) or a normalised step
+    (l2) of the two is the same step. Float16 and bfloat16 logits are read in float32.
+
+    Soft labels (float (B, C)) and outputs of one column get the cross-entropy itself (:func:`ce_loss`).
+    """
+    if target.is_floating_point() or output.shape[1] < 2:
+        return ce_loss(output, target)
+    y = as_labels(target, "ce loss labels")
+    z = output if output.dtype in (torch.float32, torch.float64) else output.float()
+    true = F.one_hot(y, z.shape[1]).bool()
+    z_y = z.gather(1, y[:, None]).squeeze(1)
+    return torch.logsumexp(z.masked_fill(true, float("-inf")), dim=1) - z_y
+
+
+ASCENT: dict[LossFn, LossFn] = {ce_loss: ce_ascent}
+"""Losses whose gradient an attack takes through another function of the same per-sample gradient direction,
+computed without underflow (the engine's sign and normalised steps read only the direction)."""
+
+
+def ascent_form(loss_fn: LossFn) -> LossFn:
+    """The function :func:`advlab.attacks.pgd` differentiates for ``loss_fn``: its entry in :data:`ASCENT`
+    (cross-entropy: :func:`ce_ascent`), else ``loss_fn`` itself. Same direction of each sample's gradient."""
+    return next((form for fn, form in ASCENT.items() if fn is loss_fn), loss_fn)  # any callable, hashable or not

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AdvlabError
+from .box import box_count, box_stats, clamp_to_box
 from .context import ModelMode, model_mode as _model_mode, no_param_grad
-from .losses import LossSpec, as_labels, get_loss, kl_loss
+from .losses import LossSpec, as_labels, ascent_form, get_loss, kl_loss
 from .model_output import (autograd_tensor, check_autograd_model, forward_logits, input_gradient, logits_of,
                            outside_inference_mode)
 from .norms import get_norm, per_sample
@@ -37,14 +38,17 @@ class AttackResult:
     ``kappa``: GAIRAT's kappa, the number of iterates x^(0..K-1) (before each update, while the sample was
     active) classified correctly; ``first_wrong``: index k of the first misclassified iterate x^(k)
     (x^(0) is the start point; the final iterate is checked too), -1 if none; ``steps_taken``: (B,) int64,
-    the gradient steps each sample took (the steps given, K, is the ``steps`` argument). ``kappa`` and ``first_wrong`` are None without labels ``y``; ``first_wrong`` is None
-    also when ``track_final=False``.
+    the gradient steps each sample took (the steps given, K, is the ``steps`` argument). ``kappa`` and
+    ``first_wrong`` are None without labels ``y``; ``first_wrong`` is None also when ``track_final=False``.
+    ``clamped``: the number of values of x outside [0, 1] by no more than a rounding error (``attacks.box``),
+    clamped before the attack.
     """
 
     x_adv: torch.Tensor
     kappa: torch.Tensor | None
     first_wrong: torch.Tensor | None
     steps_taken: torch.Tensor
+    clamped: int = 0
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, steps: int, random_start: str | None,
@@ -107,16 +111,17 @@ def _check_values(eps: float | torch.Tensor, step_size: float | torch.Tensor, di
         raise AdvlabError("direction must be +1 or -1 (per sample)")
 
 
-def _check_batch(x: torch.Tensor, out: torch.Tensor, labels: list[torch.Tensor]) -> None:
-    """x in [0, 1] and every integer label tensor in [0, C) for outputs (B, C): one device sync."""
+def _check_batch(x: torch.Tensor, out: torch.Tensor, labels: list[torch.Tensor]) -> int:
+    """x in [0, 1] up to a rounding error (``attacks.box``) and every integer label tensor in [0, C) for outputs
+    (B, C), in one device sync; returns the number of values of x outside [0, 1] (within the tolerance)."""
     c = out.shape[1]
-    checks = [((x >= 0) & (x <= 1)).all()]
-    checks += [((t >= 0) & (t < c)).all() for t in labels if len(t)]
-    ok = torch.stack(checks).cpu().tolist()
-    if not ok[0]:
-        raise AdvlabError("attack input x must hold values in [0, 1] (normalisation belongs inside the model)")
-    if not all(ok[1:]):
+    checks = [box_stats(x)]
+    checks += [((t >= 0) & (t < c)).all().double()[None] for t in labels if len(t)]
+    values = torch.cat(checks).cpu().tolist()
+    clamped = box_count(values[:4], x.dtype, "attack input x")
+    if not all(values[4:]):
         raise AdvlabError(f"labels must be class indices in [0, {c}) for a model with {c} outputs")
+    return clamped
 
 
 def _start_offset(x: torch.Tensor, eps: torch.Tensor, geometry, random_start: str | None,
@@ -175,13 +180,19 @@ def pgd(
     Args:
         model: maps x in [0, 1] (B, ...) to a float tensor (B, C): logits for the built-in losses, or any
             (B, C) output a custom loss reads (with ``classify``: a representation (B, D)).
-        x: clean inputs, float in [0, 1]; never modified.
+        x: clean inputs, float in [0, 1]; never modified. Values outside [0, 1] by at most a rounding error
+            (``attacks.box.box_tolerance``: 1e-6 in float32 / float64) are clamped first and counted
+            (``AttackResult.clamped``).
         y: integer labels (B,) of any integer dtype (used as int64): used for kappa, first_wrong and early
             stop, and as the loss target when ``target`` is None.
         eps, step_size: radius and step size, a number or a per-sample tensor (B,); eps 0 leaves a row as x.
         steps: number of gradient steps K.
         norm: "linf" (sign steps) or "l2" (normalised-gradient steps).
-        loss: a name in ``LOSSES`` (ce, cw, kl, dlr) or a callable ``(output, target) -> (B,)``.
+        loss: a name in ``LOSSES`` (ce, cw, kl, dlr) or a callable ``(output, target) -> (B,)``. Steps read only
+            the direction of each sample's gradient, so a loss with an entry in ``losses.ASCENT`` is
+            differentiated through it: the cross-entropy with integer labels through its soft margin
+            (``losses.ce_ascent``), whose gradient does not vanish where the softmax saturates (a large
+            ``logit_scale``, a confident model). A callable is differentiated as given.
         target: what the loss compares against (labels, soft labels, clean probabilities). For ``loss="kl"``
             and no target, the clean probabilities softmax(logit_scale * model(x)) are computed once, no grad.
         direction: +1 (adversarial) or -1 (anti-adversarial), a number or a per-sample tensor of +-1.
@@ -205,9 +216,10 @@ def pgd(
         [0, 1]; original batch order) and the per-sample kappa, first_wrong and steps.
 
     Raises:
-        AdvlabError: bad arguments (labels not integer (B,), eps < 0, ...); a model output that is not a float
-            tensor (B, C); a model whose output does not depend on its input through autograd; a model whose
-            parameters were created under ``torch.inference_mode()``.
+        AdvlabError: bad arguments (labels not integer (B,), eps < 0, ...); x with NaN or infinite values or
+            further outside [0, 1] than a rounding error (the smallest and largest value in the message); a
+            model output that is not a float tensor (B, C); a model whose output does not depend on its input
+            through autograd; a model whose parameters were created under ``torch.inference_mode()``.
 
     Works the same (same seed, same x_adv) under ``torch.no_grad()``, ``torch.inference_mode()`` and with
     frozen parameters.
@@ -217,10 +229,12 @@ def pgd(
     if classify is not None and (not callable(classify) or logit_scale != 1.0):
         raise AdvlabError("classify must be a callable (representation -> logits) and needs logit_scale 1")
     geometry = get_norm(norm)
-    loss_fn = get_loss(loss)
+    loss_fn = ascent_form(get_loss(loss))  # the gradient's direction only: cross-entropy without its underflow
     with outside_inference_mode():  # autograd cannot run in inference mode; its tensors are cloned
         check_autograd_model(model, "pgd")
         x, y, target = (autograd_tensor(t) for t in (x.detach(), y, target))
+        raw = x  # checked at the first step (one sync with the labels): up to a rounding error in [0, 1]
+        x = x.clamp(0, 1)
         eps, step_size, direction = (autograd_tensor(v) for v in (eps, step_size, direction))
         eps_t = per_sample(eps, x, "eps")
         direction_t = per_sample(direction, x, "direction")
@@ -241,8 +255,9 @@ def pgd(
             target = _loss_target(target, len(x))
             with torch.no_grad():
                 x_adv = _start(x, eps_t, geometry, random_start, generator)
+            clamped = clamp_to_box(raw, "attack input x")[1] if steps == 0 else 0  # else checked at step 0
             return _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop,
-                            logit_scale, track_final, classify)
+                            logit_scale, track_final, classify, raw, clamped)
 
 
 def _logits(out: torch.Tensor, classify: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
@@ -256,27 +271,31 @@ def _logits(out: torch.Tensor, classify: Callable[[torch.Tensor], torch.Tensor] 
 def _forward_loss(model: nn.Module, xa: torch.Tensor, target: torch.Tensor, loss_fn, logit_scale: float,
                   check: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
                   classify: Callable[[torch.Tensor], torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, C) and per-sample losses (B,) at ``xa`` (a leaf requiring grad), with grad enabled.
-    ``check``: the clean batch and the integer label tensors to check (:func:`_check_batch`) before the loss
-    reads them. With ``classify`` the loss reads the model's output and the logits are ``classify`` of it."""
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Logits (B, C) and per-sample losses (B,) at ``xa`` (a leaf requiring grad), with grad enabled, and the
+    number of clamped input values. ``check``: the clean batch as given and the integer label tensors to check
+    (:func:`_check_batch`) before the loss reads them (no check: 0 clamped). With ``classify`` the loss reads
+    the model's output and the logits are ``classify`` of it."""
+    clamped = 0
     with torch.enable_grad():
         out = forward_logits(model, xa, "pgd")
         logits = _logits(out, classify)
         if check is not None:
-            _check_batch(check[0], logits, check[1])
+            clamped = _check_batch(check[0], logits, check[1])
         if logit_scale != 1.0:
             out = out * logit_scale
         losses = loss_fn(out, target)
     if not torch.is_tensor(losses) or losses.shape != (len(xa),):
         shape = tuple(losses.shape) if torch.is_tensor(losses) else type(losses).__name__
         raise AdvlabError(f"attack loss must return one value per sample, got shape {shape}")
-    return logits, losses
+    return logits, losses, clamped
 
 
 def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop, logit_scale,
-             track_final, classify=None) -> AttackResult:
-    """The PGD loop over an active set of samples (all of them unless early stop froze some)."""
+             track_final, classify=None, raw=None, clamped=0) -> AttackResult:
+    """The PGD loop over an active set of samples (all of them unless early stop froze some). ``x``: the clean
+    batch clamped to [0, 1]; ``raw``: as given, checked at the first step (None: x itself), which gives the
+    number of values ``clamped`` (its value without a step)."""
     n = len(x)
     long = dict(dtype=torch.long, device=x.device)
     track = y is not None
@@ -291,8 +310,10 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
 
     for k in range(steps):
         xa = rows(x_adv).detach().requires_grad_(True)
-        check = None if k else (x, [t for t in (y, target) if t is not None and not t.is_floating_point()])
-        out, losses = _forward_loss(model, xa, rows(target), loss_fn, logit_scale, check, classify)
+        check = None if k else (x if raw is None else raw,
+                                [t for t in (y, target) if t is not None and not t.is_floating_point()])
+        out, losses, count = _forward_loss(model, xa, rows(target), loss_fn, logit_scale, check, classify)
+        clamped = count if k == 0 else clamped
         moving = None
         if track:
             correct = out.detach().argmax(1) == rows(y)
@@ -339,7 +360,7 @@ def _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn
                 pred = _logits(forward_logits(model, x_adv[pending], "pgd"), classify).argmax(1)
             first_wrong[pending] = torch.where(pred != y[pending], taken[pending], first_wrong[pending])
     return AttackResult(x_adv=x_adv.detach(), kappa=kappa, first_wrong=first_wrong if track_final else None,
-                        steps_taken=taken)
+                        steps_taken=taken, clamped=clamped)
 
 
 def fgsm(

@@ -43,16 +43,20 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     """The mapping of a YAML file; ConfigError naming the file for an unreadable file, text that is not
-    UTF-8 YAML, or a top level that is not a mapping."""
+    UTF-8 YAML, a file with no settings (empty, only comments, or ``{}``: almost certainly a mistake, which
+    would otherwise run every default) or a top level that is not a mapping."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.safe_load(f)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a YAML config") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if data is None or data == {}:
+        raise ConfigError(f"{path}: no settings in it (empty, only comments or {{}}); a config sets at least one key, "
+                          "e.g. inherits: pgd-at")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

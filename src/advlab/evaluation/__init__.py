@@ -8,10 +8,12 @@ JSON (``EvalResult.to_dict()``)::
     n, eps, norm, num_classes, seed, accuracy_unit ("fraction"), seconds
     clean:     {acc, per_class: {"<class>": acc}, seconds}
     attacks:   {<name>: {acc, per_class, max_perturbation, seconds, <settings>}}
-               PGD settings: steps, step_size, loss, random_start, restarts, stop[, logit_scale]
+               PGD settings: steps, step_size, loss, random_start, restarts, stop[, logit_scale][, clamped_inputs]
                knn-guide (a kNN classifier's guide attack, ``knn_attack``): the same plus guides, target
                AutoAttack / square: version, package, attacks, attacks_run, seed, apgd, apgd_t, fab,
-               square, [warnings]
+               square, [warnings][, clamped_inputs]
+               clamped_inputs (only when > 0): image values the attack found a rounding error outside
+               [0, 1] and clamped (``advlab.attacks.box``)
     robust:    {acc, per_class, worst_class: {class, acc, n}, over: ["clean", <names>]}
                (per-sample AND of clean and every attack)
     defence_success_rate: {<name>: DSR, ..., "robust": DSR}
@@ -31,6 +33,10 @@ JSON (``EvalResult.to_dict()``)::
     sanity:    [{name, status: "passed"|"failed"|"not run", message, details: {...}}]
     per_sample: {"clean": [0/1...], <name>: [...], "robust": [...]}
     version:   {advlab, torch, pyautoattack}
+    inputs:    {clamped, tolerance}: the number of image values outside [0, 1] by at most ``tolerance`` (a
+               rounding error: 1e-6 for float32 / float64 images, one unit in the last place at 1 for float16 /
+               bfloat16; ``advlab.attacks.box``) that were clamped to [0, 1] before the evaluation; values
+               further out are refused
     meta:      (optional) where the model and data came from, e.g. written by ``advlab eval``; there also
                classifier: what was evaluated (``describe_classifier``: {kind: linear} or the kNN's
                k, metric, vote, temperature, bank size, what predicts and what gives the gradients)

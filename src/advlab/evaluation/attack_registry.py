@@ -36,6 +36,7 @@ class AttackSetup:
     num_classes: int
     autoattack_version: str = "standard"
     square_queries: int = 1000
+    outputs: int | None = None  # width of the model's logits (AutoAttack counts classes by it); None: num_classes
 
 
 class EvalAttack(Protocol):

@@ -26,6 +26,7 @@ class PGDEval:
         # one restart draws one start for every point of a batch: a batch attacked elsewhere (another rank)
         # is replayed by drawing the same noise; more restarts draw for the points not yet fooled
         self.can_skip = restarts == 1
+        self.clamped = 0  # input values a rounding error outside [0, 1], clamped (attacks.box), over all batches
 
     def skip(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Advance the random state as attacking the batch x (B, ...) would, without attacking it (exact for
@@ -34,10 +35,12 @@ class PGDEval:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The adversarial batch (B, ...) for images x in [0, 1] (B, ...) and integer labels y (B,) (pgd checks
-        both, and the model, and runs under no_grad and inference_mode).
+        both, and the model, and runs under no_grad and inference_mode). Values of x a rounding error outside
+        [0, 1] (``attacks.box``) are clamped and counted in ``settings()["clamped_inputs"]``.
 
         Raises:
-            AdvlabError: bad labels, a model that does not return logits (B, C) or is not differentiable.
+            AdvlabError: bad labels, images further outside [0, 1], a model that does not return logits (B, C)
+                or is not differentiable.
         """
         x_best = x.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -50,6 +53,8 @@ class PGDEval:
                          logit_scale=self.logit_scale, generator=self.generator)
             x_best[todo] = result.x_adv
             fooled[todo] = result.first_wrong != -1
+            if len(todo) == len(x):
+                self.clamped += result.clamped  # the first restart sees every point
         return x_best
 
     def settings(self) -> dict[str, Any]:
@@ -57,6 +62,8 @@ class PGDEval:
                "restarts": self.restarts, "stop": "first misclassified iterate"}
         if self.logit_scale != 1.0:
             out["logit_scale"] = self.logit_scale
+        if self.clamped:
+            out["clamped_inputs"] = self.clamped
         return out
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..attacks.box import BOX_TOLERANCE
 from .fairness import ERRORS, class_errors
 
 
@@ -72,6 +73,8 @@ class EvalResult:
     versions: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    clamped: int = 0  # image values a rounding error outside [0, 1], clamped before the evaluation (attacks.box)
+    clamp_tolerance: float = BOX_TOLERANCE  # how far outside a value could be and still be clamped
 
     @property
     def n(self) -> int:
@@ -151,6 +154,7 @@ class EvalResult:
             "per_sample": per_sample,
             "version": dict(self.versions),
             "seconds": self.seconds,
+            "inputs": {"clamped": self.clamped, "tolerance": self.clamp_tolerance},
         }
         if self.meta:
             out["meta"] = self.meta
@@ -163,6 +167,9 @@ class EvalResult:
         """A plain-text table: one row per attack plus the per-sample AND, then the sanity checks."""
         eps_255 = f" = {self.eps * 255:.4g}/255" if self.norm == "linf" else ""
         lines = [f"{self.n} points, eps {self.eps:.6g}{eps_255}, norm {self.norm}; accuracy in % of the points"]
+        if self.clamped:
+            lines.append(f"{self.clamped} input values a rounding error outside [0, 1] (by at most "
+                         f"{self.clamp_tolerance:.2g}) were clamped to it")
         header = f"{'attack':<14} {'acc %':>7} {'correct':>11} {'worst class':>16}  settings"
         lines += [header, "-" * len(header)]
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..attacks.box import box_tolerance, clamp_to_box
 from ..attacks.context import eval_mode
 from ..attacks.losses import as_labels
 from ..attacks.model_output import forward_logits
@@ -38,26 +39,29 @@ def attack_names(attacks: str | Sequence[str]) -> list[str]:
     return names
 
 
-def as_images(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float images in [0, 1] (uint8 is divided by 255) and int64 labels (from any integer dtype), checked.
+def as_images(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Float images in [0, 1] (uint8 is divided by 255), int64 labels (from any integer dtype), and the number
+    of float image values a rounding error outside [0, 1] (within ``attacks.box.box_tolerance`` of their
+    dtype: 1e-6 in float32 / float64), which are clamped.
 
     Raises:
-        AdvlabError: not tensors, shapes that do not match, bool/float labels, images of another dtype or
-            float images outside [0, 1].
+        AdvlabError: not tensors, shapes that do not match, bool/float labels, images of another dtype, float
+            images with NaN or infinite values or further outside [0, 1] (the message gives the smallest and
+            largest value and how far outside they are).
     """
     if not torch.is_tensor(images) or not torch.is_tensor(labels):
         raise AdvlabError("images and labels must be torch tensors")
     if images.dim() < 2 or labels.dim() != 1 or len(images) != len(labels):
         raise AdvlabError(f"need images (N, ...) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
     labels = as_labels(labels, "labels")
+    clamped = 0
     if images.dtype == torch.uint8:
         images = images.float() / 255
     elif images.is_floating_point():
-        if len(images) and not bool(((images >= 0) & (images <= 1)).all()):  # NaN fails too
-            raise AdvlabError("float images must be in [0, 1] (normalisation belongs inside the model)")
+        images, clamped = clamp_to_box(images, "float images")
     else:
         raise AdvlabError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
-    return images, labels
+    return images, labels, clamped
 
 
 def _device(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -112,8 +116,11 @@ def evaluate(
     Args:
         model: maps float images in [0, 1] to logits; run in eval mode (each submodule's flag is restored
             after). With ``device`` given the model is moved there (``model.to``); None: the model's device.
-        images: uint8 (divided by 255) or float in [0, 1], (N, C, H, W). labels: integer (N,), any integer
-            dtype (used as int64); bool and float labels are refused.
+        images: uint8 (divided by 255) or float in [0, 1], (N, C, H, W); float values a rounding error outside
+            [0, 1] (within ``advlab.attacks.box.box_tolerance``: 1e-6 in float32 / float64, one unit in the last
+            place at 1 in float16 / bfloat16) are clamped and counted (``inputs`` of the result's JSON), values
+            further out refused. labels: integer (N,), any integer dtype (used as int64); bool and float labels
+            are refused.
         eps, norm: the threat model; linf eps in (0, 1], l2 eps > 0.
         attacks: names among ``eval_attack_names()`` (a list or a comma-separated string): ``pgd20``, ``cw20``,
             ``pgd20-scaled``, ``autoattack``, ``square``, ``knn-guide`` (a :class:`advlab.models.KNNClassifier`
@@ -155,7 +162,7 @@ def evaluate(
     square_queries = _int_at_least(square_queries, 1, "square_queries")
     if num_classes is not None:
         num_classes = _int_at_least(num_classes, 2, "num_classes")
-    images, labels = as_images(images, labels)
+    images, labels, clamped = as_images(images, labels)
     if len(labels) == 0:
         raise AdvlabError("no points to evaluate")
     dev = _device(model, device)
@@ -171,11 +178,12 @@ def evaluate(
         num_classes = int(num_classes or width)
         if int(labels.max()) >= num_classes or int(labels.min()) < 0:
             raise AdvlabError(f"labels must be in [0, {num_classes}), got {int(labels.min())}..{int(labels.max())}")
-        setup = AttackSetup(model, eps, norm, dev, seed, num_classes, autoattack_version, square_queries)
+        setup = AttackSetup(model, eps, norm, dev, seed, num_classes, autoattack_version, square_queries, width)
         built = {name: EVAL_ATTACKS.get(name)(setup) for name in names}  # fail early on a bad setup
         clean = run_clean(data)
         outcomes = {name: run_attack(name, attack, data, eps, norm) for name, attack in built.items()}
         checks = run_sanity(data, setup, clean, outcomes, extra=sanity)
     return EvalResult(eps=eps, norm=norm, labels=labels.cpu(), clean=clean, attacks=outcomes,
                       num_classes=num_classes, seed=seed, sanity=checks, versions=_versions(),
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start, clamped=clamped,
+                      clamp_tolerance=box_tolerance(images.dtype))

@@ -39,7 +39,11 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
                     "best-to-last robust gap, per group of runs: mean and sample standard deviation over the runs "
                     "of a group (seeds). The first group is the reference; a difference from it no larger than the "
                     "sum of the two groups' standard deviations is marked n.s. (not significant; a rule of thumb, "
-                    f"not a test). Writes {COMPARE_MD}, {COMPARE_CSV} (accuracies as fractions) and "
+                    "not a test). A group holds runs that differ only in their seed (runs of one --group-by value "
+                    "that differ in another config key are split by it, named beside the table); a difference is "
+                    "given only between accuracies measured alike (the same points; for attacks and robust "
+                    "accuracy the same eps, norm and attack settings), otherwise said beside the table. "
+                    f"Writes {COMPARE_MD}, {COMPARE_CSV} (accuracies as fractions) and "
                     f"{COMPARE_CURVES} into --out.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")

@@ -13,6 +13,18 @@ Spread and significance, as used here:
   overlap or touch; two groups equal to the last digit are n.s. even with zero spread). This is a rule of thumb for a few seeds, not a statistical test: a difference that passes it may
   still be chance. Without a spread in both groups no mark is given (``no spread``).
 
+Like with like:
+- a group holds runs that differ only in their seeds (the config keys ``seed`` and ``*.seed``) and in the keys
+  of :data:`HOW_KEYS` (how or where a run ran, never what it computes). Runs of one ``--group-by`` value that
+  differ in another key are split into groups by the keys that differ (``pgd-at (data.label_noise.rate=0.4)``),
+  and one line beside the table names those keys;
+- an accuracy is compared with the reference's only when both were measured alike: clean accuracy on the same
+  points (dataset, number of points, classifier); an attack's on the same points under the same threat model
+  (eps, norm) with the same settings of that attack; robust accuracy (the per-sample AND) and the best-to-last
+  gap under the same set of attacks with the same settings (:func:`evaluation_of`). Otherwise the cell gives no
+  difference and no mark, and a line beside the table says what differs. A group whose own runs were evaluated
+  differently has no mean for that column (``mixed``).
+
 Outputs: ``compare.md`` (one table, accuracies in %), ``compare.csv`` (one line per group, checkpoint and
 metric; accuracies as fractions in [0, 1]) and ``compare-curves.png`` (validation clean and robust accuracy of
 each group over epochs, overlaid).
@@ -21,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -36,6 +49,18 @@ from .names import COMPARE_CSV, COMPARE_CURVES, COMPARE_MD
 from .record import RunRecord, load_run
 
 GAP = "gap"  # best robust - last robust
+
+HOW_KEYS = ("description", "device", "out", "data.root", "logging", "distributed.backend", "distributed.timeout_s",
+            "compile", "channels_last", "validation.batch_size", "evaluation.batch_size", "evaluation.checkpoints")
+"""Config keys (and sections) that say how or where a run ran, or describe it, never what it computes: runs that
+differ only in these and in their seeds are repetitions of one experiment. ``compile`` and ``channels_last``
+change how the step runs, not what it computes (docs/ARCHITECTURE.md); the evaluation's batch size does not change
+its flags (each point is attacked as alone); ``evaluation.checkpoints`` only says which are evaluated."""
+
+OUTCOME_KEYS = frozenset({"acc", "per_class", "max_perturbation", "seconds", "attacks_run", "warnings",
+                          "clamped_inputs", "seed"})
+"""Keys of an attack's entry in an evaluation's JSON that report what happened, not how it attacked (``seed``:
+the attack's random start, the run's seed)."""
 
 
 @dataclass
@@ -85,6 +110,18 @@ class Comparison:
     columns: list[tuple[str, str]]
     group_by: str | None
     problems: list[str]
+    notes: list[str] = field(default_factory=list)  # lines beside the table: groups split, evaluations unlike
+    # (group name, column) -> the evaluation its runs share; "mixed" when they differ (no mean is given)
+    evaluations: dict[tuple[str, tuple[str, str]], str] = field(default_factory=dict)
+
+    def comparable(self, group: Group, column: tuple[str, str]) -> bool:
+        """Whether ``group``'s value of ``column`` was measured as the reference's (first group's) was."""
+        reference = self.groups[0]
+        mine = self.evaluations.get((group.name, column))
+        return mine is not None and mine != MIXED and mine == self.evaluations.get((reference.name, column))
+
+
+MIXED = "mixed"
 
 
 def run_metrics(record: RunRecord) -> dict[tuple[str, str], float]:
@@ -102,10 +139,131 @@ def run_metrics(record: RunRecord) -> dict[tuple[str, str], float]:
     return out
 
 
+def _is_how(key: str) -> bool:
+    return any(key == h or key.startswith(h + ".") for h in HOW_KEYS)
+
+
+def _is_seed(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] == "seed"
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf of a config mapping (lists and empty mappings are leaves)."""
+    if not isinstance(node, dict) or (not node and prefix):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def experiment(record: RunRecord) -> dict[str, str] | None:
+    """What a run computes: every config leaf (dotted key -> value as JSON text) but its seeds and
+    :data:`HOW_KEYS`; None for a run without a readable config."""
+    if record.config is None:
+        return None
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in _leaves(record.config).items()
+            if not _is_seed(k) and not _is_how(k)}
+
+
+NOT_SET = "(not set)"
+
+
+def _show(text: str) -> str:
+    """A config value of :func:`experiment` (JSON text) as written in a group's name."""
+    if text == NOT_SET:
+        return text
+    value = json.loads(text)
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def split_unlike(name: str, records: list[RunRecord]) -> tuple[list[Group], str | None]:
+    """The runs of one ``--group-by`` value as groups of runs that differ only in their seeds (and
+    :data:`HOW_KEYS`): one group ``name`` when they all agree, else one group per combination of the keys that
+    differ, named ``name (key=value, ...)`` in the order the runs come, with a line naming those keys (runs
+    without a config form ``name (config unknown)``)."""
+    settings = [experiment(r) for r in records]
+    known = [e for e in settings if e is not None]
+    keys: list[str] = []
+    for e in known:
+        keys += [k for k in e if k not in keys]
+    differ = [k for k in keys if len({e.get(k, NOT_SET) for e in known}) > 1]
+    if not differ and len(known) == len(records):
+        return [Group(name, list(records))], None
+    groups: dict[str, Group] = {}
+    for record, e in zip(records, settings):
+        if e is None:
+            label = f"{name} (config unknown)"
+        else:
+            label = f"{name} ({', '.join(f'{k}={_show(e.get(k, NOT_SET))}' for k in differ)})" if differ else name
+        groups.setdefault(label, Group(label, [])).records.append(record)
+    if differ:
+        note = (f"{name}: its runs differ in {', '.join(differ)} besides the seed, so they are not averaged "
+                "together: grouped by these keys")
+    else:
+        note = f"{name}: the config of some runs is unknown, so they are not averaged with the others"
+    return list(groups.values()), note
+
+
+def evaluation_of(record: RunRecord, column: tuple[str, str]) -> dict[str, Any] | None:
+    """How ``record``'s value of ``column`` was measured: the points (dataset, number, classifier) for clean
+    accuracy; also eps, norm and the settings of the attack for an attack's accuracy, of every attack for
+    robust accuracy (for the gap: of both checkpoints). Attack settings leave out :data:`OUTCOME_KEYS`. None
+    when the run lacks the column."""
+    which, metric = column
+    if which == GAP:
+        both = [evaluation_of(record, (w, "robust")) for w in CHECKPOINT_NAMES]
+        return None if None in both else {"best": both[0], "last": both[1]}
+    entry = record.evaluated().get(which)
+    if entry is None:
+        return None
+    how: dict[str, Any] = {"dataset": record.setting("data.name"), "n": entry.get("n"),
+                           "classifier": entry.get("classifier")}
+    if metric == "clean":
+        return how
+    attacks = {name: {k: v for k, v in a.items() if k not in OUTCOME_KEYS}
+               for name, a in (entry.get("attacks") or {}).items() if isinstance(a, dict)}
+    how.update(eps=entry.get("eps"), norm=entry.get("norm"))
+    if metric == "robust":
+        return {**how, "attacks": attacks}
+    return {**how, "attacks": {metric: attacks[metric]}} if metric in attacks else None
+
+
+def _differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """What differs between two :func:`evaluation_of` results, in words (``mine`` against ``theirs``)."""
+    if "best" in mine and "last" in mine and "attacks" not in mine:  # the gap: both checkpoints
+        out: list[str] = []
+        for w in CHECKPOINT_NAMES:
+            out += [d for d in _differences(mine[w], theirs[w]) if d not in out]
+        return out
+    out = []
+    for key, label in (("dataset", "dataset"), ("n", "points"), ("classifier", "classifier"), ("norm", "norm"),
+                       ("eps", "eps")):
+        if mine.get(key) != theirs.get(key):
+            out.append(f"{label} {_plain(mine.get(key))} against {_plain(theirs.get(key))}")
+    a, b = mine.get("attacks") or {}, theirs.get("attacks") or {}
+    if set(a) != set(b):
+        out.append(f"attacks {', '.join(a) or 'none'} against {', '.join(b) or 'none'}")
+    out += [f"other settings of {name}" for name in a if name in b and a[name] != b[name]]
+    return out
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
 def compare_runs(paths: Sequence[str | Path], group_by: str | None = None, progress: bool = False) -> Comparison:
     """Read the runs at ``paths`` and group them by the config key ``group_by`` (dotted, e.g. ``preset`` or
-    ``model.activation``; None: each run its own group). AdvlabError if no path is given or one is not a
-    folder, or one is given twice; runs without evaluation join the curves and are named in ``problems``."""
+    ``model.activation``; None: each run its own group), each value's runs split further by the keys in which
+    they differ besides their seeds (:func:`split_unlike`); each column's way of measurement per group in
+    ``evaluations`` (:func:`evaluation_of`; ``mixed`` and no mean where a group's runs differ), and in
+    ``notes`` the groups split and the groups not compared with the reference. AdvlabError if no path is
+    given or one is not a folder, or one is given twice; runs without evaluation join the curves and are named
+    in ``problems``."""
     if not paths:
         raise AdvlabError("compare needs at least one run directory")
     seen = [Path(p).resolve() for p in paths]
@@ -127,30 +285,65 @@ def compare_runs(paths: Sequence[str | Path], group_by: str | None = None, progr
         groups.setdefault(key, Group(key, [])).records.append(record)
         if not record.evaluated():
             problems.append(f"{record.run.path}: not evaluated (no summary.json), only in the curves")
-    columns: list[tuple[str, str]] = []
+    notes: list[str] = []
+    like: list[Group] = []
     for group in groups.values():
+        split, note = split_unlike(group.name, group.records)
+        like += split
+        if note:
+            notes.append(note)
+    columns: list[tuple[str, str]] = []
+    evaluations: dict[tuple[str, tuple[str, str]], str] = {}
+    measured: dict[tuple[str, tuple[str, str]], dict[str, Any]] = {}
+    for group in like:
         values: dict[tuple[str, str], list[float]] = {}
+        ways: dict[tuple[str, str], list[str]] = {}
         for record in group.records:
             for key, value in run_metrics(record).items():
                 values.setdefault(key, []).append(value)
+                how = evaluation_of(record, key)
+                text = json.dumps(how, sort_keys=True, default=str)
+                if text not in ways.setdefault(key, []):
+                    ways[key].append(text)
+                measured[(group.name, key)] = how
                 if key not in columns:
                     columns.append(key)
-        group.stats = {key: Stat(v) for key, v in values.items()}
+        group.stats = {key: Stat(v) for key, v in values.items() if len(ways[key]) == 1}
+        for key, texts in ways.items():
+            evaluations[(group.name, key)] = texts[0] if len(texts) == 1 else MIXED
+            if len(texts) > 1:
+                notes.append(f"{group.name}: {_column_name(key)} is not averaged: its runs were evaluated "
+                             "differently")
     order = {name: i for i, name in enumerate((*CHECKPOINT_NAMES, GAP))}
     columns.sort(key=lambda c: (order.get(c[0], 9), c[1] == "robust", c[1] != "clean"))
-    return Comparison(list(groups.values()), columns, group_by, problems)
+    comparison = Comparison(like, columns, group_by, problems, notes, evaluations)
+    reference = like[0]
+    for group in like[1:]:
+        unlike = [c for c in columns if c in group.stats and c in reference.stats
+                  and not comparison.comparable(group, c)]
+        if unlike:
+            first = unlike[0]
+            why = _differences(measured[(group.name, first)], measured[(reference.name, first)])
+            notes.append(f"{group.name} is not compared with {reference.name} in {', '.join(map(_column_name, unlike))}"
+                         f": evaluated differently ({'; '.join(why) or 'other settings'})")
+    return comparison
 
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def _cell(group: Group, reference: Group, column: tuple[str, str]) -> str:
+def _cell(comparison: Comparison, group: Group, column: tuple[str, str]) -> str:
+    reference = comparison.groups[0]
+    if comparison.evaluations.get((group.name, column)) == MIXED:
+        return MIXED
     stat = group.stats.get(column)
     if stat is None:
         return "-"
     text = _pct(stat.mean) + (f" ± {_pct(stat.sd)}" if stat.sd is not None else "")
     if group is not reference and column in reference.stats:
+        if not comparison.comparable(group, column):
+            return text + " (not compared: evaluated differently)"
         ref = reference.stats[column]
         diff = stat.mean - ref.mean
         verdict = not_significant(stat, ref)
@@ -173,17 +366,21 @@ def markdown(comparison: Comparison) -> str:
              "Accuracies in % on each run's test points, mean ± sample standard deviation over the runs of a "
              f"group (seeds). In brackets: the difference from the first group ({reference.name}); `n.s.` (not "
              "significant) where it is no larger than the sum of the two groups' standard deviations, `no spread` "
-             "where a group has one run. Best is chosen on the validation split; gap = best robust - last robust.",
+             "where a group has one run. A group holds runs that differ only in their seed; a difference is given "
+             "only between accuracies measured alike (the same points, and for attacks and robust the same eps, "
+             "norm and attack settings). Best is chosen on the validation split; gap = best robust - last robust.",
              ""]
     headers = [by, "runs", "seeds", *(_column_name(c) for c in comparison.columns)]
     lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for group in groups:
         cells = [group.name, str(len(group.records)), ", ".join(str(s) for s in group.seeds),
-                 *(_cell(group, reference, c) for c in comparison.columns)]
+                 *(_cell(comparison, group, c) for c in comparison.columns)]
         lines.append("| " + " | ".join(cells) + " |")
     attack_info = _attack_versions(comparison)
     if attack_info:
         lines += ["", "Attacks: " + "; ".join(attack_info) + "."]
+    if comparison.notes:
+        lines += ["", "Like with like:"] + [f"- {n}" for n in comparison.notes]
     if comparison.problems:
         lines += ["", "Not in the table:"] + [f"- {p}" for p in comparison.problems]
     lines += ["", f"![validation curves]({COMPARE_CURVES})", ""]
@@ -205,11 +402,14 @@ def _attack_versions(comparison: Comparison) -> list[str]:
 
 def csv_text(comparison: Comparison) -> str:
     """One line per group, checkpoint and metric: group, runs, seeds, checkpoint, metric, mean, sd,
-    diff_vs_reference, not_significant (empty where undefined); accuracies as fractions."""
+    diff_vs_reference, not_significant, comparable (measured as the reference's was: true / false) (each empty
+    where undefined: the reference, a column the reference lacks, and diff and significance where not
+    comparable); accuracies as fractions. A column whose runs in the group were evaluated differently has no
+    line."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["group", "runs", "seeds", "checkpoint", "metric", "mean", "sd", "diff_vs_reference",
-                     "not_significant"])
+                     "not_significant", "comparable"])
     reference = comparison.groups[0]
     for group in comparison.groups:
         for column in comparison.columns:
@@ -217,11 +417,13 @@ def csv_text(comparison: Comparison) -> str:
             if stat is None:
                 continue
             ref = reference.stats.get(column)
-            diff = "" if group is reference or ref is None else repr(stat.mean - ref.mean)
-            verdict = None if group is reference or ref is None else not_significant(stat, ref)
+            versus = group is not reference and ref is not None
+            like = versus and comparison.comparable(group, column)
+            diff = repr(stat.mean - ref.mean) if like else ""
+            verdict = not_significant(stat, ref) if like else None
             writer.writerow([group.name, len(group.records), " ".join(str(s) for s in group.seeds), column[0],
                              column[1], repr(stat.mean), "" if stat.sd is None else repr(stat.sd), diff,
-                             "" if verdict is None else str(verdict).lower()])
+                             "" if verdict is None else str(verdict).lower(), str(like).lower() if versus else ""])
     return buffer.getvalue()
 
 
