@@ -54,7 +54,7 @@ def isolated(tmp_path, monkeypatch):
     # a refused input never gets this far: fail fast instead of training or evaluating
     import advlab.evaluation.cli
     from advlab.runs import RunDir
-    monkeypatch.setattr(RunDir, "create_model", classmethod(lambda cls, *a, **k: reached("RunDir.create")()))
+    monkeypatch.setattr(RunDir, "create", classmethod(lambda cls, *a, **k: reached("RunDir.create")()))
     monkeypatch.setattr(advlab.evaluation.cli, "evaluate", reached("the evaluation"))
     yield
     data.clear_cache()
