@@ -91,18 +91,19 @@ def _check_numbers(logit_scale: float, generator: torch.Generator | None, **valu
 
 
 def _check_values(eps: float | torch.Tensor, step_size: float | torch.Tensor, direction: int | torch.Tensor,
-                  start_eps: float | torch.Tensor | None = None) -> None:
+                  start_eps: float | torch.Tensor | None = None) -> bool:
     """eps >= 0 (math.inf: no projection), step_size and start_eps finite and >= 0, direction +-1: in Python for
-    numbers, one device sync for tensors."""
+    numbers, one device sync for tensors. Returns whether any eps is infinite."""
     start = 0.0 if start_eps is None else start_eps
     if any(torch.is_tensor(v) for v in (eps, step_size, direction, start)):
         e, s, d, r = (torch.as_tensor(v) for v in (eps, step_size, direction, start))
         ok = torch.stack([((e >= 0) & ~torch.isnan(e)).all().cpu(), ((s >= 0) & torch.isfinite(s)).all().cpu(),
-                          ((d == 1) | (d == -1)).all().cpu(), ((r >= 0) & torch.isfinite(r)).all().cpu()])
-        eps_ok, step_ok, dir_ok, start_ok = ok.tolist()
+                          ((d == 1) | (d == -1)).all().cpu(), ((r >= 0) & torch.isfinite(r)).all().cpu(),
+                          torch.isinf(e).any().cpu()])
+        eps_ok, step_ok, dir_ok, start_ok, eps_inf = ok.tolist()
     else:
         eps_ok, step_ok, dir_ok = (0 <= eps <= math.inf), (0 <= step_size < math.inf), direction in (1, -1)
-        start_ok = 0 <= start < math.inf
+        start_ok, eps_inf = 0 <= start < math.inf, eps == math.inf
     if not eps_ok:
         raise AdvlabError("eps must be >= 0 (math.inf: no projection)")
     if not start_ok:
@@ -111,6 +112,7 @@ def _check_values(eps: float | torch.Tensor, step_size: float | torch.Tensor, di
         raise AdvlabError("step_size must be finite and >= 0 (direction=-1 descends)")
     if not dir_ok:
         raise AdvlabError("direction must be +1 or -1 (per sample)")
+    return eps_inf
 
 
 def _check_batch(x: torch.Tensor, out: torch.Tensor, labels: list[torch.Tensor]) -> None:
@@ -239,9 +241,9 @@ def pgd(
         eps, step_size, direction, start_eps = (autograd_tensor(v) for v in (eps, step_size, direction, start_eps))
         eps_t = per_sample(eps, x, "eps")
         direction_t = per_sample(direction, x, "direction")
-        _check_values(eps, step_size, direction, start_eps)
+        eps_inf = _check_values(eps, step_size, direction, start_eps)
         start_t = eps_t if start_eps is None else per_sample(start_eps, x, "start_eps")
-        if random_start is not None and start_eps is None and bool(torch.isinf(eps_t).any()):
+        if random_start is not None and start_eps is None and eps_inf:
             raise AdvlabError("a random start with eps=math.inf (no projection) needs start_eps, the start's radius")
         move_t = per_sample(step_size, x, "step_size") * direction_t
 
