@@ -162,8 +162,9 @@ class CheckpointConfig:
     ``every``: a number of training steps (``500``), a duration (``90s``, ``30m``, ``2h``: since the last
     checkpoint), or off (``null``). The default, 30 minutes, writes none in an epoch shorter than that (the clock
     restarts at each epoch's checkpoint), so short runs write what they always did, and a run killed in a long
-    epoch (ImageNet: hours) loses at most 30 minutes, for one checkpoint write (a second or so for a ResNet-50
-    and its optimiser) per 30 minutes. A checkpoint is also written when SIGINT or SIGTERM stops a run.
+    epoch (ImageNet: hours) loses at most 30 minutes, for one checkpoint write per 30 minutes (a ResNet-50 with
+    SGD's momentum is 204 MB: a few seconds to a local disk, under 0.3% of the time). A checkpoint is also
+    written when SIGINT or SIGTERM stops a run.
     """
 
     every: int | str | bool | None = "30m"  # steps (500), a duration (90s, 30m, 2h) or off; see checkpoint_interval
