@@ -98,6 +98,51 @@ def _whole_and_resumed(config, tmp_path: Path, stop_after: int,
     return whole, part
 
 
+def _whole_and_resumed_mid_epoch(config, tmp_path: Path, stop_at: int,
+                                 on_stop: Callable[[Path], None] | None = None) -> tuple[Path, Path]:
+    """Train ``config`` uninterrupted, and again stopped by a real SIGINT at the end of training step ``stop_at``
+    (1-based, counted over the run: a mid-epoch checkpoint is written) then resumed in this process.
+
+    Checks that the resume trained exactly the steps left (it continued the epoch, not restarted it; the steps
+    are counted with the ``batch`` crash point set to a pass never reached). ``on_stop(run_dir)`` runs between
+    the stop and the resume. Returns (whole, resumed) run directories, neither evaluated.
+    """
+    from advlab import crashpoints
+    from advlab.engine.interrupt import RunStopped
+    from advlab.engine.train import resume, train
+
+    def steps_of(what: Callable[[], object], crash_at: str = "batch@1000000000") -> int:
+        os.environ[crashpoints.ENV] = crash_at
+        crashpoints.reset()
+        what()
+        return crashpoints.passes("batch")
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    before = os.environ.get(crashpoints.ENV)
+    try:
+        total = steps_of(lambda: train(config, whole, progress=False, evaluate=False))
+        with pytest.raises(RunStopped, match="advlab train --resume"):
+            steps_of(lambda: train(config, part, progress=False, evaluate=False), f"batch@{stop_at}:SIGINT")
+        if on_stop is not None:
+            on_stop(part)
+        trained = steps_of(lambda: resume(part, progress=False, evaluate=False))
+    finally:
+        crashpoints.reset()
+        if before is None:
+            os.environ.pop(crashpoints.ENV, None)
+        else:
+            os.environ[crashpoints.ENV] = before
+    assert trained == total - stop_at, f"the resume trained {trained} steps; {total - stop_at} were left"
+    return whole, part
+
+
+@pytest.fixture
+def whole_and_resumed_mid_epoch():
+    """The function that trains a config whole and stopped mid-epoch by SIGINT then resumed
+    (see ``_whole_and_resumed_mid_epoch``)."""
+    return _whole_and_resumed_mid_epoch
+
+
 TIMING = {"seconds", "train_seconds", "images_per_second"}
 
 

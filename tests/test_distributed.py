@@ -298,6 +298,29 @@ def test_2_process_run_killed_and_resumed_on_1_process_ends_as_the_uninterrupted
     assert _max_diff(pa, pb) <= RUN_PARAM_ATOL
 
 
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step_and_the_run_resumes_exactly(tmp_path):
+    # 11 batches an epoch; rank 1 alone gets SIGTERM after batch 2 of epoch 2; the ranks agree every 10 steps,
+    # so both stop after batch 10, rank 0 writes the mid-epoch checkpoint, and 2 processes resume it to the
+    # numbers of the uninterrupted 2-process run (each rank's RNG and sums are its own)
+    config = ["--preset", "pgd-at", "--quiet", "--no-eval", "epochs=2", *TINY, "batch_size=10",
+              "distributed.timeout_s=30"]  # ranks that disagreed would wait for each other: fail fast
+    whole = _launch(["-m", "advlab", "train", "--out", str(tmp_path / "whole"), *config], 2)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    stopped = _launch(["-m", "advlab", "train", "--out", str(tmp_path / "part"), *config], 2,
+                      {CRASH_ENV: "batch@13:SIGTERM", "ADVLAB_CRASH_RANK": "1"})
+    assert stopped.returncode != 0
+    line = (f"advlab train: stopped by a signal on another process in epoch 2/2 after batch 10 of 11; saved to "
+            f"{tmp_path / 'part' / 'mid-epoch.pt'}; continue with: advlab train --resume {tmp_path / 'part'}")
+    assert stopped.stderr.count(line) == 1, stopped.stderr[-3000:]  # printed by rank 0 only
+    saved = torch.load(tmp_path / "part" / "mid-epoch.pt", weights_only=True)["mid_epoch"]
+    assert (saved["epoch"], saved["batch"], len(saved["ranks"])) == (1, 10, 2)
+    resumed = _launch(["-m", "advlab", "train", "--resume", str(tmp_path / "part"), "--quiet", "--no-eval"], 2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "whole")
+    pa, pb = (torch.load(tmp_path / r / "last.pt", weights_only=True)["model"] for r in ("whole", "part"))
+    assert _max_diff(pa, pb) == 0
+
+
 # -- the meta-learning parts: FRL and CAAT ------------------------------------------------------------------
 # The unit tests run 2 ranks as threads of this process (tests/thread_ranks.py: the Collective interface without
 # a process group) on a linear model in float64, against the same code with the one-process Collective; the runs

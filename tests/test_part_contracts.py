@@ -24,7 +24,8 @@ DEFAULTS = {"labels": "hard", "perturbation": "pgd", "weighting": "uniform", "ob
 # new part is built with what it says it needs, and one that needs something it does not declare fails here
 # options that keep the parts cheap on the tiny problem (a meta step every 2 steps, a short FRL attack)
 CHEAP = {("weighting", "caat"): {"meta_every": 2, "meta_batch_size": 8, "attack_steps": 2},
-         ("weighting", "frl"): {"attack_steps": 2}, ("perturbation", "caat"): {"steps": 2},
+         ("weighting", "frl"): {"attack_steps": 2},
+         ("perturbation", "caat"): {"steps": 2, "bound": "grad"},  # per-sample bounds: the epoch's means vary
          ("perturbation", "pgd-knn"): {"steps": 2},
          ("perturbation", "contrastive-pgd"): {"steps": 2}}
 EPOCHS, N, B = 4, 24, 8
@@ -71,17 +72,28 @@ def run_steps(recipe, model, opt, epochs, x, y, seed):
     for epoch in epochs:
         for _, part in recipe.parts():
             part.on_epoch_start(epoch)
-        for s in range(0, N, B):
-            torch.manual_seed(seed + 1000 * epoch + s)
-            idx = torch.arange(s, s + B)
-            step = compute_loss(model.train(), x[idx], y[idx], idx, epoch, recipe)
-            opt.zero_grad()
-            step.loss.backward()
-            opt.step()
-            losses.append(step.loss.item())
-        for _, part in recipe.parts():
-            part.on_validation(epoch, {"val_clean": 0.5 - 0.1 * epoch, "val_robust": 0.4 - 0.1 * epoch})
+        losses += epoch_steps(recipe, model, opt, epoch, range(0, N, B), x, y, seed)
+        end_epoch(recipe, epoch)
     return losses
+
+
+def epoch_steps(recipe, model, opt, epoch, starts, x, y, seed):
+    """The steps of ``epoch`` whose batches start at ``starts``; their losses."""
+    losses = []
+    for s in starts:
+        torch.manual_seed(seed + 1000 * epoch + s)
+        idx = torch.arange(s, s + B)
+        step = compute_loss(model.train(), x[idx], y[idx], idx, epoch, recipe)
+        opt.zero_grad()
+        step.loss.backward()
+        opt.step()
+        losses.append(step.loss.item())
+    return losses
+
+
+def end_epoch(recipe, epoch):
+    for _, part in recipe.parts():
+        part.on_validation(epoch, {"val_clean": 0.5 - 0.1 * epoch, "val_robust": 0.4 - 0.1 * epoch})
 
 
 def through_checkpoint(state):
@@ -145,8 +157,31 @@ def check_contract(kind: str, name: str) -> None:
     assert_same(saved, through_checkpoint(getattr(fresh, kind).state_dict()))
 
     # ... and takes the same next steps: same model, optimiser and RNG on both sides
-    after_a = run_steps(recipe, model, opt, [EPOCHS - 1], x, y, seed=7)
-    after_b = run_steps(fresh, model2, opt2, [EPOCHS - 1], x, y, seed=7)
+    last = EPOCHS - 1
+    after_a = run_steps(recipe, model, opt, [last], x, y, seed=7)
+    for _, p in fresh.parts():
+        p.on_epoch_start(last)
+    after_b = epoch_steps(fresh, model2, opt2, last, [0], x, y, seed=7)
+
+    # in the middle of an epoch: a third part that loads the second's state_dict and epoch_state after the
+    # epoch's first step (in place of on_epoch_start, which a resumed run does not call again) takes the same
+    # remaining steps and logs the same epoch metrics
+    model3 = copy.deepcopy(model2)
+    opt3 = torch.optim.SGD(model3.parameters(), lr=0.05, momentum=0.9)
+    opt3.load_state_dict(copy.deepcopy(opt2.state_dict()))
+    resumed = recipe_with(kind, name, model3, opt3)
+    for k, p in resumed.parts():
+        p.load_state_dict(through_checkpoint(getattr(fresh, k).state_dict()))
+        p.load_epoch_state(last, through_checkpoint(getattr(fresh, k).epoch_state()))
+    rest = range(B, N, B)
+    after_b += epoch_steps(fresh, model2, opt2, last, rest, x, y, seed=7)
+    after_c = epoch_steps(resumed, model3, opt3, last, rest, x, y, seed=7)
+    end_epoch(fresh, last)
+    end_epoch(resumed, last)
     assert after_a == after_b
+    assert after_b[1:] == after_c, "a part resumed mid-epoch takes other steps"
     assert_same(part.state_dict(), getattr(fresh, kind).state_dict())
+    assert_same(getattr(fresh, kind).state_dict(), getattr(resumed, kind).state_dict())
+    assert getattr(fresh, kind).epoch_metrics() == getattr(resumed, kind).epoch_metrics(), \
+        "a part resumed mid-epoch logs other epoch metrics (epoch_state misses some of the epoch's state)"
     json.dumps(getattr(fresh, kind).epoch_metrics())

@@ -7,9 +7,11 @@ values: a ``name`` from that part's registry plus the options that part declares
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import ConfigError
 from ..options import option
 
 CONFIG_VERSION = 2
@@ -118,6 +120,63 @@ class LoggingConfig:
     tensorboard: bool = False  # also write each epoch's metrics as TensorBoard scalars to <run>/tensorboard
 
 
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+"""The units of a duration in ``checkpoint.every``: seconds, minutes, hours."""
+
+
+def checkpoint_interval(every: Any) -> tuple[str, float] | None:
+    """``checkpoint.every`` read: ``("steps", n)`` for a number of training steps (``500``), ``("seconds", s)``
+    for a duration (``"90s"``, ``"30m"``, ``"1.5h"``), None for off (``null``, ``false``, YAML's ``off``).
+
+    Raises:
+        ConfigError: naming ``checkpoint.every``, for anything else, fewer than 1 step or under 1 second.
+    """
+    if every is None or every is False:
+        return None
+    if isinstance(every, str) and every.strip().isdigit():
+        every = int(every.strip())
+    if isinstance(every, int) and not isinstance(every, bool):
+        if every < 1:
+            raise ConfigError(f"checkpoint.every: a number of steps must be >= 1, got {every}")
+        return ("steps", float(every))
+    text = every.strip().lower() if isinstance(every, str) else ""
+    if text in ("off", "none"):
+        return None
+    unit = DURATION_UNITS.get(text[-1:])
+    try:
+        amount = float(text[:-1]) if unit else math.nan
+    except ValueError:
+        amount = math.nan
+    if not math.isfinite(amount):
+        raise ConfigError(f"checkpoint.every: expected a number of steps (500), a duration with a unit of "
+                          f"{', '.join(DURATION_UNITS)} (90s, 30m, 2h) or off, got {every!r}")
+    if amount * unit < 1:
+        raise ConfigError(f"checkpoint.every: a duration must be >= 1s, got {every!r}")
+    return ("seconds", amount * unit)
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints in the middle of an epoch (``mid-epoch.pt``), beside the one written at each epoch's end.
+
+    ``every``: a number of training steps (``500``), a duration (``90s``, ``30m``, ``2h``: since the last
+    checkpoint), or off (``null``). The default, 30 minutes, writes none in an epoch shorter than that (the clock
+    restarts at each epoch's checkpoint), so short runs write what they always did, and a run killed in a long
+    epoch (ImageNet: hours) loses at most 30 minutes, for one checkpoint write per 30 minutes (a ResNet-50 with
+    SGD's momentum is 204 MB: a few seconds to a local disk, under 0.3% of the time). A checkpoint is also
+    written when SIGINT or SIGTERM stops a run.
+    """
+
+    every: int | str | bool | None = "30m"  # steps (500), a duration (90s, 30m, 2h) or off; see checkpoint_interval
+
+    def __post_init__(self) -> None:
+        interval = checkpoint_interval(self.every)  # ConfigError naming checkpoint.every
+        if interval is None:
+            self.every = None  # one spelling each in config.yaml: null, 500, "30m"
+        elif interval[0] == "steps":
+            self.every = int(interval[1])
+
+
 @dataclass
 class DistributedConfig:
     """Only read under torchrun with several processes (``advlab.distributed``); one process ignores it."""
@@ -167,6 +226,7 @@ class TrainConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     out: str | None = None
 

@@ -24,7 +24,15 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _check_value(key, value, inner[0])
+        if len(inner) == 1:
+            return _check_value(key, value, inner[0])
+        for hint_ in inner:  # several types (checkpoint.every: steps or a duration): the first that fits
+            try:
+                return _check_value(key, value, hint_)
+            except ConfigError:
+                continue
+        names = {int: "an integer", str: "a string", bool: "true or false", float: "a number"}
+        raise ConfigError(f"{key}: expected {' or '.join(names.get(h, str(h)) for h in inner)}, got {value!r}")
     if origin is list:
         if isinstance(value, (str, int, float)) and args and args[0] is str and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -24,7 +24,8 @@ class DeviceLoader:
 
     Each epoch's order and augmentation come from generators seeded with ``(seed, epoch)`` only, so epoch e
     is the same whether or not the process restarted; call :meth:`set_epoch` before iterating (the epoch
-    does not advance by itself). Batches are converted to float on the device one at a time; augmentation
+    does not advance by itself), and :meth:`start_at` to continue an epoch from one of its batches (a run
+    resumed mid-epoch). Batches are converted to float on the device one at a time; augmentation
     (random crop with zero padding ``crop_padding``, then random horizontal flip) is per sample, on the
     device, one gather per batch (see :mod:`advlab.data.augment`; with cropping on, a zero-padded copy of
     the images is kept on the device). With both off, ``x`` equals ``images[index].float() / 255``.
@@ -53,6 +54,7 @@ class DeviceLoader:
         self.shuffle, self.crop_padding, self.flip = shuffle, int(crop_padding), flip
         self.seed, self.drop_last = int(seed), drop_last
         self.epoch = 0
+        self._start = 0  # the batch the next iteration starts at (start_at); 0 after it began
         self.rank, self.world_size = 0, 1
         self._augment = bool(self.crop_padding) or bool(flip)
         if self._augment:
@@ -77,7 +79,22 @@ class DeviceLoader:
         """Select the epoch whose order and augmentation the next iteration yields."""
         self.epoch = int(epoch)
 
+    def start_at(self, batch: int) -> None:
+        """Make the next iteration start at ``batch`` (0-indexed, ``0 <= batch <= len(self)``) of the epoch:
+        it yields exactly the batches (samples, order, augmentation) an uninterrupted iteration of this epoch
+        yields from there. The epoch's plan is drawn whole, as always, and the earlier batches skipped; the
+        iteration after it starts at 0 again. DataError for a batch outside the epoch."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch <= len(self):
+            raise DataError(f"DeviceLoader.start_at: batch must be an integer in [0, {len(self)}], got {batch!r}")
+        self._start = batch
+
+    @property
+    def num_items(self) -> int:
+        """The number of samples of the whole split (over all processes: each holds the whole split)."""
+        return len(self.labels)
+
     def __len__(self) -> int:
+        """The number of (global) batches of an epoch."""
         n, b = len(self.labels), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
@@ -99,7 +116,8 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[Batch]:
         order, choice = self._plan()
         h, w = self.images.shape[2], self.images.shape[3]
-        for i in range(len(self)):
+        first, self._start = self._start, 0
+        for i in range(first, len(self)):
             start = i * self.batch_size
             stop = min(start + self.batch_size, len(order))
             if self.world_size > 1:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config import PART_KINDS
 from ..config.renamed import RENAMED_FLAGS, deprecated
 from ..distributed import is_main_process
 from ..errors import AdvlabError
 from .choices import choices_text, flag_help
+from .interrupt import RunStopped
 from .train import resume, train
 
 # command-line flag -> (dotted config key, type, help); the help's list of choices comes from the key's registry
@@ -62,6 +64,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train or resume; a run stopped by SIGINT or SIGTERM ends with one line giving the command that continues
+    it, and the exit code 128 + the signal's number."""
+    try:
+        return _train_or_resume(args)
+    except RunStopped as stopped:
+        if is_main_process():
+            print(f"advlab train: {stopped}", file=sys.stderr, flush=True)
+        return stopped.exit_code
+
+
+def _train_or_resume(args: argparse.Namespace) -> int:
     progress = not args.quiet
     if args.resume:
         given = [f for f in FLAGS if getattr(args, f) is not None] + (["preset"] if args.preset else [])

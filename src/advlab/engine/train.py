@@ -17,6 +17,7 @@ from ..config import TrainConfig, from_dict, load_config
 from ..errors import ConfigError
 from ..runs import DATA, RunDir, summary_table
 from .final_evaluation import evaluate_checkpoints
+from .interrupt import RunStopped, resume_command
 from .loop import fit
 from .run import Run, create_run
 from .state import TrainingState, restore
@@ -49,18 +50,20 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its ``last`` checkpoint (or from scratch if it has none), on any
-    number of processes; return its summary as :func:`train` does."""
+    """Continue the run in ``run_dir`` from its mid-epoch checkpoint (the epoch in progress, at its next batch),
+    else its ``last`` checkpoint, else from scratch, on any number of processes; return its summary as
+    :func:`train` does."""
     directory = RunDir.open(run_dir)
-    has_last = directory.has_checkpoint("last")
-    run = create_run(directory.read_config(), progress=progress, warm_start=not has_last)
+    has_checkpoint = directory.has_resume_point()
+    run = create_run(directory.read_config(), progress=progress, warm_start=not has_checkpoint)
     with run.collective:
         main = run.collective.is_main
         if main:
             directory.remove_partial_writes()
         run.collective.barrier()  # (a checkpoint written by any number of processes resumes on any number)
-        state = restore(run, directory.load_checkpoint("last", map_location=run.device)) if has_last \
-            else TrainingState()
+        checkpoint = directory.load_resume_point(map_location=run.device) if has_checkpoint else None
+        run.collective.barrier()  # rank 0 may have removed a stale mid-epoch checkpoint the others read
+        state = restore(run, checkpoint) if checkpoint is not None else TrainingState()
         if main and directory.read_json(DATA) is None:
             directory.write_json(DATA, run.data.split.record)
         return _finish(run, state, directory, evaluate)
@@ -70,7 +73,11 @@ def _finish(run: Run, state: TrainingState, run_dir: RunDir, evaluate: bool) -> 
     fit(run, state, run_dir)
     if not evaluate:
         return {"run_dir": str(run_dir.path), "history": state.history, "best": state.best}
-    summary = evaluate_checkpoints(run, state, run_dir)
+    try:
+        summary = evaluate_checkpoints(run, state, run_dir)
+    except KeyboardInterrupt:
+        raise RunStopped(f"interrupted during the final evaluation (training is done); evaluate with: "
+                         f"{resume_command(run_dir.path)}") from None
     if run.progress:
         print(summary_table(summary), flush=True)
     return summary

@@ -181,7 +181,8 @@ class Part:
         (not a per-step field) finds it here and raises ConfigError naming both when it is missing."""
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Called before each epoch with its 0-indexed number."""
+        """Called before each epoch with its 0-indexed number (not again when a run resumes in the middle of
+        the epoch: :meth:`load_epoch_state` restores what it set)."""
         self.epoch = epoch
 
     def on_validation(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -197,6 +198,19 @@ class Part:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def epoch_state(self) -> dict[str, Any]:
+        """The state of the epoch in progress that :meth:`state_dict` does not hold (tensors, numbers, lists):
+        what :meth:`on_epoch_start` set and the steps since changed, e.g. the sums behind
+        :meth:`epoch_metrics` or a generator reseeded each epoch. A mid-epoch checkpoint saves it beside
+        :meth:`state_dict`; under torchrun each rank's is saved."""
+        return {}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        """Continue 0-indexed ``epoch`` in its middle: restore :meth:`epoch_state`'s result, after
+        :meth:`load_state_dict` and in place of :meth:`on_epoch_start`, which is not called again (it would
+        reset the sums, reseed, or update duals a second time from a model that has moved on)."""
+        self.epoch = epoch
 
     def per_sample_state(self) -> dict[str, torch.Tensor]:
         """Live tensors of per-sample state (dim 0 = dataset index) that a step changes only at the rows of its

@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts:
 ``format``, ``model`` (state dict), ``model_spec`` (arguments of ``advlab.models.create_model``),
 ``dataset`` (its name; checkpoints written before it was renamed call it ``data``, read as ``dataset``),
 ``eps``, ``norm``, ``epoch`` (number of finished epochs), and for resuming ``optimizer``, ``scaler``, ``rng``,
-``parts`` (per-sample state of the recipe parts), ``history``, ``best``, ``config``.
+``parts`` (per-sample state of the recipe parts), ``history``, ``best``, ``config``; a mid-epoch checkpoint
+(``mid-epoch.pt``) adds ``mid_epoch``, the epoch in progress (``advlab.engine.state``).
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@
 - ``metrics.jsonl``: one JSON line per finished epoch (training, validation, each part's metrics);
 - ``last.pt``, ``best.pt``: checkpoints (:mod:`advlab.runs.checkpoint`); best = highest validation robust
   accuracy, ties broken by clean accuracy;
+- ``mid-epoch.pt``: while an epoch is in progress, its state at a step boundary (``checkpoint.every``, or a
+  signal stopping the run); removed once the epoch's ``last.pt`` is written;
 - ``summary.json``: the final evaluation of best and last on the test split;
 - ``report.md``, ``report.html`` and ``report/*.png``: what ``advlab report`` writes (figures as PNG files,
   the HTML with them embedded);
@@ -36,6 +38,7 @@ REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 REPORT_FIGURES = "report"  # folder of the report's PNG figures
 TENSORBOARD = "tensorboard"  # folder of the TensorBoard event files (logging.tensorboard: true)
+MID_EPOCH = "mid-epoch.pt"  # the epoch in progress: for resuming only (not a `--checkpoint` choice)
 
 RUN_FILES = (CONFIG, DATA, METRICS, "last.pt", "best.pt", SUMMARY)
 """What a finished run holds, in the order it writes them."""
@@ -168,3 +171,31 @@ class RunDir:
 
     def load_checkpoint(self, which: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         return load_checkpoint(self.checkpoint_path(which), map_location=map_location)
+
+    # -- the epoch in progress ------------------------------------------------------------------------
+    def save_mid_epoch(self, payload: dict[str, Any]) -> None:
+        """Write the mid-epoch checkpoint (atomically, as every checkpoint)."""
+        save_checkpoint(self.file(MID_EPOCH), payload)
+
+    def remove_mid_epoch(self) -> None:
+        """Delete the mid-epoch checkpoint (its epoch has finished: ``last.pt`` holds it)."""
+        self.file(MID_EPOCH).unlink(missing_ok=True)
+
+    def has_resume_point(self) -> bool:
+        """Whether the run has a checkpoint to continue from (``last.pt`` or a mid-epoch one)."""
+        return self.has_checkpoint("last") or self.file(MID_EPOCH).is_file()
+
+    def load_resume_point(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """The checkpoint a resume continues from: the mid-epoch checkpoint when it continues ``last.pt`` (the
+        same number of finished epochs; 0 without a ``last.pt``), else ``last.pt``, else None (start afresh).
+
+        ``last.pt`` is the commit point: a mid-epoch checkpoint of an epoch that has since finished (left by a
+        kill between that epoch's ``last.pt`` and the removal) is stale; it is deleted and ``last.pt`` used.
+        """
+        last = self.load_checkpoint("last", map_location) if self.has_checkpoint("last") else None
+        if self.file(MID_EPOCH).is_file():
+            mid = load_checkpoint(self.file(MID_EPOCH), map_location=map_location)
+            if int(mid["epoch"]) == (int(last["epoch"]) if last is not None else 0) and mid.get("mid_epoch"):
+                return mid
+            self.remove_mid_epoch()
+        return last

@@ -101,6 +101,16 @@ class NoilinLabels(LabelsPart):
         super().on_epoch_start(epoch)
         self._reset_epoch_counters()
 
+    def epoch_state(self) -> dict[str, Any]:
+        """The epoch's rate and its counts of labels flipped and seen so far."""
+        return {"epoch_rate": self.epoch_rate, "flipped": self.flipped.detach().clone(), "seen": self.seen}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        if state:
+            self.epoch_rate, self.seen = float(state["epoch_rate"]), int(state["seen"])
+            self.flipped = state["flipped"].to(self.env.device, torch.long).clone()
+
     def noisy_labels(self, step: Step) -> torch.Tensor:
         """This step's noisy labels, drawn on the first call for this step and kept for the rest of it."""
         if self._drawn_for is not None and self._drawn_for() is step:

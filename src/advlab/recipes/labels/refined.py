@@ -64,3 +64,12 @@ class RefinedLabelsPart(LabelsPart):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.bank.load_state_dict(state["bank"])
+
+    def epoch_state(self) -> dict[str, Any]:
+        """Which rows of the bank this epoch updated so far (the epoch's diagnostics)."""
+        return {"touched": self.bank.touched.detach().to("cpu", copy=True)}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        if state:
+            self.bank.touched.copy_(state["touched"].to(self.bank.touched.device))

@@ -85,6 +85,16 @@ class Contrastive(ObjectivePart):
         super().on_epoch_start(epoch)
         self._reset()
 
+    def epoch_state(self) -> dict[str, Any]:
+        """The epoch's sums of the recorded quantities and their count so far."""
+        return {"sums": {k: v.detach().clone() for k, v in self._sums.items()}, "n": self._n}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        if state:
+            self._sums = {k: v.clone() for k, v in state["sums"].items()}
+            self._n = int(state["n"])
+
     def metric_names(self) -> tuple[str, ...]:
         return ("loss",)
 

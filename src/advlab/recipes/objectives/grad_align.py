@@ -126,6 +126,17 @@ class GradAlign(ObjectivePart):
         super().on_epoch_start(epoch)
         self._reset()
 
+    def epoch_state(self) -> dict[str, Any]:
+        """The epoch's sum of cosines and its count so far (a mid-epoch checkpoint keeps them)."""
+        return {"cos": None if self._cos is None else self._cos.detach().clone(), "n": self._n}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        self._reset()
+        if state:
+            self._cos = None if state["cos"] is None else state["cos"].clone()
+            self._n = int(state["n"])
+
     def epoch_metrics(self) -> dict[str, Any]:
         """``align_cos``: the epoch's mean cosine of the two input gradients (this process's samples; None
         before any step); it falls toward 0 when the model becomes locally non-linear (catastrophic

@@ -14,7 +14,7 @@ the global RNG (PGD's random starts, dropout) is left alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -78,6 +78,15 @@ class AugmentPerturbation(PerturbationPart):
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         self._seed(epoch)
+
+    def epoch_state(self) -> dict[str, Any]:
+        """The views' generator as the steps so far left it."""
+        return {"generator": self.generator.get_state().clone()}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        if state:
+            self.generator.set_state(state["generator"].cpu())
 
     def two_views(self, x: torch.Tensor) -> dict[str, View]:
         """``view1`` and ``view2`` of the clean batch x (B, C, H, W) in [0, 1], drawn in that order."""

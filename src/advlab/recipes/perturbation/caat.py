@@ -133,6 +133,16 @@ class CAATPerturbation(PerturbationPart):
         super().on_epoch_start(epoch)
         self._reset()
 
+    def epoch_state(self) -> dict[str, Any]:
+        """The epoch's sum, count, min and max of the bounds so far."""
+        return {"sum": self._sum, "n": self._n, "min": self._min, "max": self._max}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        if state:
+            self._sum, self._n = float(state["sum"]), int(state["n"])
+            self._min, self._max = float(state["min"]), float(state["max"])
+
     def epoch_metrics(self) -> dict[str, Any]:
         """Mean, min and max of the per-sample bounds eps_i of the epoch (pixel units)."""
         if not self._n:

@@ -84,6 +84,16 @@ class FATPerturbation(PGDPerturbation):
         super().on_epoch_start(epoch)
         self._reset()
 
+    def epoch_state(self) -> dict[str, Any]:
+        """The epoch's count of attack steps taken and of examples so far."""
+        return {"taken": None if self._taken is None else self._taken.detach().clone(), "n": self._n}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        if state:
+            self._taken = None if state["taken"] is None else state["taken"].clone()
+            self._n = int(state["n"])
+
     def epoch_metrics(self) -> dict[str, Any]:
         """tau of the epoch and the mean number of attack gradient steps per training example."""
         mean = float(self._taken) / self._n if self._n else None

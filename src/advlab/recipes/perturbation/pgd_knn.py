@@ -146,5 +146,30 @@ class PGDKNNPerturbation(PerturbationPart):
     def per_sample_state(self) -> dict[str, torch.Tensor]:
         return {} if self.bank is None else {"bank": self.bank}
 
+    def epoch_state(self) -> dict[str, Any]:
+        """The bank as this epoch's refresh and steps left it, and the epoch's counts so far."""
+        return {"bank": None if self.bank is None else self.bank.detach().clone(), "stale": self.stale,
+                "steps_in_epoch": self.steps_in_epoch, "fooled": self.fooled, "seen": self.seen,
+                "refreshes": self.refreshes}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        """The saved bank, bit for bit (not a refresh: the model has moved on since the epoch's start)."""
+        super().load_epoch_state(epoch, state)
+        if not state:
+            return
+        bank = state["bank"]
+        if bank is not None:
+            bank = bank.to(self.env.device)
+            if self.knn is None or self.bank.shape != bank.shape:
+                k = min(int(self.knn_options["k"]), len(bank))
+                encoder = representation_module(self.env.model) if self.env.model is not None else nn.Identity()
+                self.knn = KNNClassifier(encoder, bank, self.labels, self.env.num_classes,
+                                         **{**self.knn_options, "k": k})
+                self.bank = self.knn.bank_features
+            self.bank.copy_(bank)
+        self.stale = bool(state["stale"])
+        self.steps_in_epoch, self.fooled = int(state["steps_in_epoch"]), int(state["fooled"])
+        self.seen, self.refreshes = int(state["seen"]), int(state["refreshes"])
+
     def epoch_metrics(self) -> dict[str, Any]:
         return {"knn_fooled": self.fooled / max(self.seen, 1), "knn_bank_refreshes": self.refreshes}

@@ -243,6 +243,19 @@ class CAATWeighting(FRLWeightingBase):
         self._count.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
         self._adv_major += int((ab[:, 0] > 0.5).sum())
 
+    def epoch_state(self) -> dict[str, Any]:
+        """The epoch's sums of a and b per class, their count, the adversarial share and the meta losses so far
+        (the class losses and their running sums are in :meth:`state_dict`)."""
+        return {"a_sum": self._a_sum.clone(), "b_sum": self._b_sum.clone(), "count": self._count.clone(),
+                "adv_major": self._adv_major, "meta_losses": list(self._meta_losses)}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        if state:
+            self._a_sum, self._b_sum = state["a_sum"].clone().double(), state["b_sum"].clone().double()
+            self._count = state["count"].clone().double()
+            self._adv_major, self._meta_losses = int(state["adv_major"]), [float(v) for v in state["meta_losses"]]
+
     def epoch_metrics(self) -> dict[str, Any]:
         """Mean a and b overall and per class, the share of samples with a > 0.5, the meta losses, FRL's duals,
         class weights and bound multipliers, and the class losses zeta_2 in use."""

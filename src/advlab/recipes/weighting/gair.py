@@ -176,6 +176,18 @@ class GairWeighting(WeightingPart):
         super().on_epoch_start(epoch)
         self._reset()
 
+    _EPOCH_FIELDS = ("_hist", "_checked", "_batches", "_ess", "_raw_sum", "_w_sum", "_w_min", "_w_max", "_n")
+
+    def epoch_state(self) -> dict[str, Any]:
+        """The epoch's kappa histogram and weight sums so far."""
+        return {name.lstrip("_"): _copy(getattr(self, name)) for name in self._EPOCH_FIELDS}
+
+    def load_epoch_state(self, epoch: int, state: dict[str, Any]) -> None:
+        super().load_epoch_state(epoch, state)
+        if state:
+            for name in self._EPOCH_FIELDS:
+                setattr(self, name, _copy(state[name.lstrip("_")]))
+
     def _record_kappa(self, kappa: torch.Tensor, steps: int) -> None:
         counts = torch.bincount(kappa.detach().long().clamp(0, steps), minlength=steps + 1)
         if self._hist is None or len(self._hist) != len(counts):
@@ -217,3 +229,8 @@ class GairWeighting(WeightingPart):
             out.update({"gair_weight_mean": None, "gair_weight_min": None, "gair_weight_max": None,
                         "gair_raw_weight_mean": None, "gair_ess": None})
         return out
+
+
+def _copy(value: Any) -> Any:
+    """A tensor cloned (detached), anything else as it is."""
+    return value.detach().clone() if torch.is_tensor(value) else value
