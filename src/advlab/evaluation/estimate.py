@@ -1,0 +1,166 @@
+"""How long an evaluation will take, said before it starts: measured passes times counted passes.
+
+:func:`estimate_evaluation` times one forward pass and one forward + backward pass (the gradient with respect to
+the input, as the attacks take it) of a batch of the evaluation's size on this machine, asks each attack for the
+model passes it makes per point (``cost()`` of the attacks of ``EVAL_ATTACKS``: for AutoAttack, read from
+pyautoattack's iterations, restarts, target classes and queries of the chosen version), and multiplies. Every
+point is assumed to survive every attack to its last step, so the result is an upper bound: the attacks stop on
+the points they break, and AutoAttack runs each sub-attack only on the points still robust, so a model with
+low robust accuracy takes less. An estimate, said as one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..attacks.context import eval_mode
+from ..errors import AdvlabError
+from .attack_registry import EVAL_ATTACKS, AttackSetup
+from .sanity import MORE_RESTARTS, MORE_STEPS, SUBSET
+
+
+@dataclass
+class EvaluationEstimate:
+    """An upper bound on an evaluation's time. ``seconds``: the total; ``parts``: seconds per attack (and
+    ``sanity`` for the sanity checks' extra attacks; None for an attack that does not say its cost);
+    ``forward_seconds``/``gradient_seconds``: one forward / forward + backward of ``batch`` points, measured."""
+
+    seconds: float
+    parts: dict[str, float | None]
+    forward_seconds: float
+    gradient_seconds: float
+    batch: int
+    n: int
+    device: str
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """One line: ``at most about 2 h 10 min on this machine (pgd20 1 min, autoattack 2 h 5 min (standard:
+        apgd-ce, apgd-t, fab-t, square), ...); timed: 35 ms per forward + backward of 256 points on cpu``."""
+        parts = []
+        for name, seconds in self.parts.items():
+            label = f"{name} ({self.notes[name]})" if name in self.notes else name
+            parts.append(f"{label} {format_duration(seconds) if seconds is not None else 'not estimated'}")
+        return (f"at most about {format_duration(self.seconds)} on this machine ({', '.join(parts)}); timed: "
+                f"{1000 * self.gradient_seconds:.0f} ms per forward + backward of {self.batch} points on "
+                f"{self.device}; an upper bound: attacks stop on the points they break")
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``2 h 10 min``, ``3 d 4 h``: a duration as a person reads it."""
+    if seconds < 60:
+        return f"{max(seconds, 0):.0f} s" if seconds >= 1 else "under 1 s"
+    minutes = seconds / 60
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    hours, minutes = divmod(round(minutes), 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def _time(fn, repeats: int = 2) -> float:
+    fn()  # warm-up (allocations, kernel selection)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def time_passes(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """Seconds of one forward pass (no gradient) and of one forward + backward pass to the input, of the batch
+    ``x`` (float pixels on the model's device), in eval mode (every flag restored); the best of two after a
+    warm-up."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+        sync()
+
+    def gradient() -> None:
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = model(xg)
+            out = out if torch.is_tensor(out) else out[0]
+            grad, = torch.autograd.grad(out.float().logsumexp(1).sum(), xg)
+        sync()
+
+    with eval_mode(model), torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda" else []):
+        return _time(forward), _time(gradient)
+
+
+def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attacks: Sequence[str], eps: float,
+                        norm: str = "linf", batch_size: int = 256, num_classes: int = 10,
+                        autoattack_version: str = "standard", square_queries: int = 1000, sanity: bool = True,
+                        device: torch.device | str | None = None, seed: int = 0,
+                        timings: tuple[float, float] | None = None) -> EvaluationEstimate:
+    """An upper bound on the time of ``advlab.evaluate(model, <n points>, attacks=..., ...)`` on this machine.
+
+    Args:
+        model: the model as it will be evaluated (timed in eval mode; its flags, parameters and the global RNG
+            are left as they were).
+        images: some of the evaluation's images (uint8 or float in [0, 1], (M, C, H, W), M >= 1): repeated to a
+            batch of ``min(batch_size, n)`` for the timing.
+        n, attacks, eps, norm, batch_size, num_classes, autoattack_version, square_queries, sanity, seed: as
+            ``advlab.evaluate`` takes them.
+        timings: ``(forward_seconds, gradient_seconds)`` of an earlier estimate of the same model and batch,
+            to estimate another choice of attacks without timing again.
+
+    Returns:
+        EvaluationEstimate: seconds in total and per attack; an attack that does not say its cost (a
+        registered attack without ``cost()``) is None and left out of the total.
+
+    Raises:
+        AdvlabError: no images, or an unknown attack name.
+    """
+    if len(images) == 0:
+        raise AdvlabError("estimate_evaluation needs at least one image to time the model")
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    batch = max(1, min(batch_size, n))
+    reps = math.ceil(batch / len(images))
+    x = images.repeat(reps, *([1] * (images.dim() - 1)))[:batch].to(device)
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    t_forward, t_gradient = timings if timings is not None else time_passes(model, x)
+    t_backward = max(t_gradient - t_forward, 0.0)
+    batches = math.ceil(n / batch)
+
+    def seconds(cost: dict[str, tuple[int, int]], count: int) -> float:
+        forwards = sum(f for f, _ in cost.values())
+        backwards = sum(b for _, b in cost.values())
+        return count * (forwards * t_forward + backwards * t_backward)
+
+    setup = AttackSetup(model, eps, norm, device, seed, num_classes, autoattack_version, square_queries)
+    parts: dict[str, float | None] = {"clean": batches * t_forward}
+    notes: dict[str, str] = {}
+    for name in attacks:
+        try:
+            attack: Any = EVAL_ATTACKS.get(name)(setup)
+        except AdvlabError:  # e.g. knn-guide of a model that is not a kNN classifier here
+            attack = None
+        cost = getattr(attack, "cost", None)
+        parts[name] = seconds(cost(), batches) if callable(cost) else None
+        if callable(cost) and getattr(attack, "version", None):
+            notes[name] = f"{attack.version}: {', '.join(cost())}"
+    if sanity:
+        sub = math.ceil(min(SUBSET, n) / batch)
+        pgd = {"pgd": (21, 20)}
+        extra = seconds(pgd, sub)  # large-eps: PGD-20 at a large radius
+        extra += seconds({"pgd": (MORE_RESTARTS * (MORE_STEPS + 1) + 1, MORE_RESTARTS * MORE_STEPS)}, sub)
+        if "pgd20" not in attacks:
+            extra += seconds(pgd, sub)  # more-steps compares with PGD-20 on the same points
+        parts["sanity"] = extra
+    total = sum(v for v in parts.values() if v is not None)
+    return EvaluationEstimate(seconds=total, parts=parts, forward_seconds=t_forward, gradient_seconds=t_gradient,
+                              batch=batch, n=n, device=str(device), notes=notes)
