@@ -156,10 +156,11 @@ class AutoAttackEval:
     def cost(self) -> dict[str, tuple[int, int]]:
         """Model passes per point of each sub-attack of this version at most (every point still robust when it
         starts): ``{sub-attack: (forwards, backwards)}``, read from pyautoattack's settings (iterations,
-        restarts, target classes, queries, EOT draws). Counted on pyautoattack 0.2.0: an APGD run takes
-        n_iter + 1 forward and backward passes (times its EOT draws), a FAB-T run 2 n_iter + 2 forwards and n_iter
-        backwards, an untargeted FAB run 2 n_iter + 1 forwards and n_iter backwards per class, a Square run
-        n_queries + 1 forwards; each sub-attack adds one forward for the points it broke."""
+        restarts, target classes, queries, EOT draws). Counted on pyautoattack 0.2.0 (tests/test_model_sources.py
+        counts them): an APGD run takes n_iter + 1 forward and backward passes (times its EOT draws; APGD-T one
+        forward more for its target), a FAB-T run 2 n_iter + 3 forwards and n_iter backwards, an untargeted FAB
+        run 2 n_iter + 2 forwards and n_iter backwards per class, a Square run n_queries + 2 forwards; each
+        sub-attack adds two forwards (its first prediction, and pyautoattack's check of what it returned)."""
         aa, out = self.aa, {}
         for name in aa.attacks_to_run:
             if name in ("apgd-ce", "apgd-dlr"):
@@ -171,12 +172,12 @@ class AutoAttackEval:
                 out[name] = (runs * (per + 1) + 2, runs * per)
             elif name == "fab-t":
                 runs = aa.fab.n_target_classes  # pyautoattack runs FAB-T with one restart per target
-                out[name] = (runs * (2 * aa.fab.n_iter + 2) + 2, runs * aa.fab.n_iter)
+                out[name] = (runs * (2 * aa.fab.n_iter + 3) + 2, runs * aa.fab.n_iter)
             elif name == "fab":
                 runs = aa.fab.n_restarts
-                out[name] = (runs * (2 * aa.fab.n_iter + 1) + 2, runs * aa.fab.n_iter * self.num_classes)
+                out[name] = (runs * (2 * aa.fab.n_iter + 2) + 2, runs * aa.fab.n_iter * self.num_classes)
             elif name == "square":
-                out[name] = (aa.square.n_restarts * (aa.square.n_queries + 1) + 2, 0)
+                out[name] = (aa.square.n_restarts * (aa.square.n_queries + 2) + 2, 0)
         return out
 
     # -- progress inside a batch (setup.progress): the sub-attack, its restart or target, the points left, an ETA

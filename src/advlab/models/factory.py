@@ -59,7 +59,7 @@ def registered_in(name: str) -> str | None:
     return module
 
 
-def _unknown_model(name: str, module: str | None) -> AdvlabError:
+def _not_registered(name: str, module: str | None) -> AdvlabError:
     allowed = ", ".join([*MODELS.names(), *source_syntax()])
     text = f"unknown model {name!r}; allowed: {allowed}"
     if module == "__main__":
@@ -79,7 +79,7 @@ def check_model_name(name: Any) -> None:
     if not isinstance(name, str):
         raise AdvlabError(f"a model name is a string, got {name!r}")
     if model_source(name) is None and name not in MODELS:
-        raise _unknown_model(name, None)
+        raise _not_registered(name, None)
 
 
 def _registered(name: str, module: str | None) -> ModelFactory:
@@ -88,7 +88,7 @@ def _registered(name: str, module: str | None) -> ModelFactory:
     if name not in MODELS and module and module != "__main__":
         import_user_module(module, f"model {name!r} (registered by module {module!r})")
     if name not in MODELS:
-        raise _unknown_model(name, module)
+        raise _not_registered(name, module)
     return MODELS.get(name)
 
 
