@@ -211,6 +211,75 @@ def test_a_torchvision_model_is_built_without_weights_and_takes_three_channels()
         create_model("torchvision:resnet18", num_classes=10, in_channels=3, weights="DEFAULT")
 
 
+class Declared(nn.Module):
+    """A network whose classifier is not its last nn.Linear in module order, and says so as timm's models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 12), nn.ReLU())
+        self.fc = nn.Linear(12, 10)
+        self.aux = nn.Linear(12, 3)  # registered after the classifier (an auxiliary head)
+
+    def get_classifier(self):
+        return self.fc
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def test_strip_head_takes_the_classifier_a_network_declares():
+    encoder, width = strip_head(Declared())
+    assert width == 12 and isinstance(encoder.fc, nn.Identity) and isinstance(encoder.aux, nn.Linear)
+    assert encoder(torch.rand(2, 1, 28, 28)).shape == (2, 12)
+
+
+class StandInTimm:
+    """A stand-in for the timm package where it cannot be imported (it imports torchvision, docs/MODELS.md): the
+    three functions advlab calls, with timm's signatures (timm/models/_factory.py, _registry.py), building a real
+    network; it records the call so the test sees what advlab asked of timm."""
+
+    def __init__(self):
+        self.calls = []
+
+    def is_model(self, name):
+        return name in self.list_models()
+
+    def list_models(self, pattern=None):
+        return ["resnet10t", "resnet18", "vit_tiny_patch16_224"]
+
+    def create_model(self, model_name, pretrained=False, **kwargs):
+        self.calls.append({"model_name": model_name, "pretrained": pretrained, **kwargs})
+        return nn.Sequential(nn.Conv2d(kwargs["in_chans"], 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Dropout(kwargs.get("drop_rate", 0.0)), nn.Linear(4, kwargs["num_classes"]))
+
+
+def test_timm_is_asked_for_no_weights_the_datasets_classes_and_channels_and_the_options(monkeypatch):
+    timm = StandInTimm()
+    monkeypatch.setitem(sys.modules, "timm", timm)
+    model = create_model("timm:resnet10t", num_classes=10, in_channels=1, drop_rate=0.1)
+    assert timm.calls == [{"model_name": "resnet10t", "pretrained": False, "num_classes": 10, "in_chans": 1,
+                           "drop_rate": 0.1}]
+    assert isinstance(model, ExternalModel) and model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(AdvlabError, match="model.options.pretrained .*never downloads"):
+        create_model("timm:resnet10t", num_classes=10, in_channels=1, pretrained=True)
+    with pytest.raises(AdvlabError, match="unknown timm model 'resnet19'; close: resnet18"):
+        create_model("timm:resnet19", num_classes=10, in_channels=1)
+    assert len(timm.calls) == 1  # nothing built for the refused ones
+
+
+def test_a_probe_trains_a_linear_head_on_a_source_models_encoder(user_code):
+    run = user_code / "run"
+    advlab.train("pgd-at", run, overrides=[*SMALL, "model.name=mynets:build", "model.normalize=dataset"],
+                 progress=False, evaluate=False)
+    summary = advlab.probe(run, "slf", user_code / "probe", ["data.train_size=200", "batch_size=50",
+                                                             "validation.n=40"], epochs=1, progress=False,
+                           evaluate=False)
+    model, ckpt = advlab.load_model(summary["run_dir"], "last")
+    assert ckpt["model_spec"]["name"] == "mynets:build" and ckpt["model_spec"]["freeze"] == "encoder"
+    source, _ = advlab.load_model(run, "best")
+    assert torch.equal(bare_network(model).state_dict()["0.weight"], bare_network(source).state_dict()["0.weight"])
+
+
 def test_a_missing_optional_package_is_one_line_saying_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
     with pytest.raises(AdvlabError, match="needs the timm package, which is not installed: see docs/MODELS.md"):
