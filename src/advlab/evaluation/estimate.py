@@ -1,7 +1,8 @@
 """How long an evaluation will take, said before it starts: measured passes times counted passes.
 
 :func:`estimate_evaluation` times one forward pass and one forward + backward pass (the gradient with respect to
-the input, as the attacks take it) of a batch of the evaluation's size on this machine, asks each attack for the
+the input, as the attacks take it) of up to 128 points on this machine, scaled to a batch of the evaluation's size
+(linearly: on a GPU, where a larger batch is cheaper per point, this over-estimates), asks each attack for the
 model passes it makes per point (``cost()`` of the attacks of ``EVAL_ATTACKS``: for AutoAttack, read from
 pyautoattack's iterations, restarts, target classes and queries of the chosen version), and multiplies. Every
 point is assumed to survive every attack to its last step, so the result is an upper bound: the attacks stop on
@@ -65,7 +66,11 @@ def format_duration(seconds: float) -> str:
     return f"{days} d {hours} h"
 
 
-def _time(fn, repeats: int = 2) -> float:
+TIMED_POINTS = 128
+"""At most this many points are timed; the time is scaled linearly to the evaluation's batch."""
+
+
+def _time(fn, repeats: int = 1) -> float:
     fn()  # warm-up (allocations, kernel selection)
     best = math.inf
     for _ in range(repeats):
@@ -77,7 +82,7 @@ def _time(fn, repeats: int = 2) -> float:
 
 def time_passes(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """Seconds of one forward pass (no gradient) and of one forward + backward pass to the input, of the batch
-    ``x`` (float pixels on the model's device), in eval mode (every flag restored); the best of two after a
+    ``x`` (float pixels on the model's device), in eval mode (every flag restored); one timed pass after a
     warm-up."""
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
 
@@ -129,10 +134,13 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
     batch = max(1, min(batch_size, n))
-    reps = math.ceil(batch / len(images))
-    x = images.repeat(reps, *([1] * (images.dim() - 1)))[:batch].to(device)
+    timed = min(batch, TIMED_POINTS)
+    reps = math.ceil(timed / len(images))
+    x = images.repeat(reps, *([1] * (images.dim() - 1)))[:timed].to(device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    t_forward, t_gradient = timings if timings is not None else time_passes(model, x)
+    if timings is None:  # timed on at most TIMED_POINTS points, scaled to the batch (linear: an upper bound on a GPU)
+        timings = tuple(t * batch / timed for t in time_passes(model, x))
+    t_forward, t_gradient = timings
     t_backward = max(t_gradient - t_forward, 0.0)
     batches = math.ceil(n / batch)
 
