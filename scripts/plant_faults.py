@@ -299,7 +299,7 @@ FAULTS: tuple[Fault, ...] = (
           '        elif False:',
           ("tests/test_model_sources.py", "-k", 'test_probabilities_a_randomised'), 'a model handed in train mode is not flagged'),
     Fault('eps-no-hint', 'src/advlab/evaluation/threat.py',
-          'raise AdvlabError(f"eps is in pixel units in [0, 1], got {eps:g}: {eps_hint(eps)}")',
+          'raise AdvlabError(f"eps is in pixel units in [0, 1] (linf: in (0, 1]), got {eps:g}: {eps_hint(eps)}")',
           'raise AdvlabError(f"eps must be in (0, 1] for linf, got {eps}")',
           ("tests/test_model_sources.py", "-k", 'test_eps_above_one'), 'eps 8 is refused without the 8/255 hint'),
     Fault('autoattack-fab-t-miscounted', 'src/advlab/evaluation/autoattack.py',

@@ -58,7 +58,7 @@ def test_bad_keys_and_values_name_the_key_and_the_allowed(override, words):
 
 @pytest.mark.parametrize("override, message", [
     ("eps=0", "eps: must be > 0, got 0"),
-    ("eps=2", "eps: eps is in pixel units in [0, 1], got 2: did you mean 2/255"),
+    ("eps=2", "eps: eps is in pixel units in [0, 1] (linf: in (0, 1]), got 2: did you mean 2/255"),
     ("optimizer.lr=-1", "optimizer.lr: must be > 0, got -1"),
     ("data.label_noise.rate=1.5", "data.label_noise.rate: must be in [0, 1], got 1.5"),
     ("data.imbalance.ratio=0.5", "data.imbalance.ratio: must be >= 1, got 0.5"),

@@ -413,7 +413,7 @@ def test_advlab_eval_reports_the_flags_in_its_json_and_table(tmp_path, user_code
 def test_eps_above_one_is_refused_with_the_hint(tmp_path, user_code, capsys):
     code = main(["eval", "--model", "mynets:build", "--dataset", "fashion-mnist", "--eps", "8", *QUICK_EVAL])
     err = capsys.readouterr().err
-    assert code == 2 and "eps is in pixel units in [0, 1], got 8: did you mean 8/255" in err, err
+    assert code == 2 and "eps is in pixel units in [0, 1] (linf: in (0, 1]), got 8: did you mean 8/255" in err, err
     code = main(["eval", "--model", "timm:resnet18", "--dataset", "fashion-mnist", "--eps", "8/255", *QUICK_EVAL])
     assert code == 2 and "starts from random weights: pass --weights FILE" in capsys.readouterr().err
 

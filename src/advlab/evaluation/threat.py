@@ -40,7 +40,7 @@ def check_eps(eps: float, norm: str) -> float:
     if not eps > 0 or eps == float("inf"):
         raise AdvlabError(f"eps must be > 0 and finite, got {eps}")
     if norm == "linf" and eps > 1:
-        raise AdvlabError(f"eps is in pixel units in [0, 1], got {eps:g}: {eps_hint(eps)}")
+        raise AdvlabError(f"eps is in pixel units in [0, 1] (linf: in (0, 1]), got {eps:g}: {eps_hint(eps)}")
     return eps
 
 
