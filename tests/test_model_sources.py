@@ -532,6 +532,13 @@ def test_the_estimate_is_the_counted_passes_times_the_timed_ones(user_code):
     assert estimate.parts["clean"] == 3 * 1.0
     assert estimate.parts["pgd20"] == 3 * (22 * 1.0 + 20 * 2.0)  # PGD-20: 21 forwards + the prediction, 20 backwards
     assert estimate.seconds == 3 + 3 * 62
+    # AutoAttack attacks only the points correct clean: known, it is charged for those alone; PGD for all
+    full = estimate_evaluation(model, images, n=25, attacks=["pgd20", "autoattack"], eps=0.1, batch_size=10,
+                               sanity=False, timings=(1.0, 3.0))
+    half = estimate_evaluation(model, images, n=25, attacks=["pgd20", "autoattack"], eps=0.1, batch_size=10,
+                               sanity=False, timings=(1.0, 3.0), clean_fraction=0.5)
+    assert half.parts["autoattack"] == pytest.approx(full.parts["autoattack"] / 2)
+    assert half.parts["pgd20"] == full.parts["pgd20"]
     timed = estimate_evaluation(model, images, n=25, attacks=["pgd20", "autoattack"], eps=0.1, batch_size=10)
     assert timed.forward_seconds > 0 and timed.gradient_seconds > 0
     assert "autoattack (standard: apgd-ce, apgd-t, fab-t, square)" in timed.text()

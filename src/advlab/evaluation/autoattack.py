@@ -153,6 +153,8 @@ class AutoAttackEval:
         for runner in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square):  # one call = one restart (of one target)
             runner.attack_single_run = self._counting_runs(runner.attack_single_run)
 
+    attacks_correct_only = True  # pyautoattack attacks only the points classified correctly clean
+
     def cost(self) -> dict[str, tuple[int, int]]:
         """Model passes per point of each sub-attack of this version at most (every point still robust when it
         starts): ``{sub-attack: (forwards, backwards)}``, read from pyautoattack's settings (iterations,

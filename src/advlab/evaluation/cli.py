@@ -292,6 +292,22 @@ def _any_model(args: argparse.Namespace, device) -> tuple[Any, dict[str, Any], s
     return model.to(device).eval(), meta, info.name, eps, norm
 
 
+def _clean_fraction(model, images, labels, batch_size: int, device) -> float:
+    """The fraction of the points the model classifies correctly (eval mode, no gradient): what AutoAttack
+    attacks, for the estimate."""
+    import torch
+
+    from ..attacks.context import eval_mode
+
+    correct = 0
+    with eval_mode(model), torch.no_grad():
+        for s in range(0, len(labels), batch_size):
+            x = images[s:s + batch_size].to(device)
+            x = x.float().div(255) if x.dtype == torch.uint8 else x
+            correct += int((model(x).argmax(1).cpu() == labels[s:s + batch_size]).sum())
+    return correct / max(len(labels), 1)
+
+
 def _default_out(args: argparse.Namespace, path: Path | None) -> Path:
     if path is not None:
         return path.with_name(f"{path.stem}-eval.json")
@@ -368,7 +384,8 @@ def run(args: argparse.Namespace) -> int:
         estimate = estimate_evaluation(model, images[:64], n=len(labels), attacks=attacks, eps=eps, norm=norm,
                                        batch_size=args.batch_size, num_classes=num_classes,
                                        autoattack_version=args.autoattack_version, square_queries=args.square_queries,
-                                       sanity=not args.no_sanity, device=device, seed=args.seed)
+                                       sanity=not args.no_sanity, device=device, seed=args.seed,
+                                       clean_fraction=_clean_fraction(model, images, labels, args.batch_size, device))
         print(f"advlab eval: {len(labels)} points, {', '.join(attacks)}: {estimate.text()}", file=sys.stderr,
               flush=True)
     result = evaluate(model, images, labels, eps, norm, attacks=attacks, batch_size=args.batch_size, device=device,

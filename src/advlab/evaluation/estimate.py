@@ -107,7 +107,8 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
                         norm: str = "linf", batch_size: int = 256, num_classes: int = 10,
                         autoattack_version: str = "standard", square_queries: int = 1000, sanity: bool = True,
                         device: torch.device | str | None = None, seed: int = 0,
-                        timings: tuple[float, float] | None = None) -> EvaluationEstimate:
+                        timings: tuple[float, float] | None = None,
+                        clean_fraction: float | None = None) -> EvaluationEstimate:
     """An upper bound on the time of ``advlab.evaluate(model, <n points>, attacks=..., ...)`` on this machine.
 
     Args:
@@ -119,6 +120,8 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
             ``advlab.evaluate`` takes them.
         timings: ``(forward_seconds, gradient_seconds)`` of an earlier estimate of the same model and batch,
             to estimate another choice of attacks without timing again.
+        clean_fraction: the fraction of the points classified correctly clean, when known: an attack that
+            attacks only those (``attacks_correct_only``: AutoAttack and Square) is charged for them alone.
 
     Returns:
         EvaluationEstimate: seconds in total and per attack; an attack that does not say its cost (a
@@ -161,6 +164,9 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
         parts[name] = seconds(cost(), batches) if callable(cost) else None
         if callable(cost) and getattr(attack, "version", None):
             notes[name] = f"{attack.version}: {', '.join(cost())}"
+        if parts[name] is not None and clean_fraction is not None and getattr(attack, "attacks_correct_only", False):
+            parts[name] *= clean_fraction
+            notes[name] = notes.get(name, name) + f", on the {100 * clean_fraction:.0f}% correct clean"
     if sanity:
         sub = math.ceil(min(SUBSET, n) / batch)
         pgd = {"pgd": (21, 20)}
