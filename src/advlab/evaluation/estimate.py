@@ -70,7 +70,7 @@ TIMED_POINTS = 128
 """At most this many points are timed; the time is scaled linearly to the evaluation's batch."""
 
 
-def _time(fn, repeats: int = 1) -> float:
+def _time(fn, repeats: int = 2) -> float:
     fn()  # warm-up (allocations, kernel selection)
     best = math.inf
     for _ in range(repeats):
@@ -82,7 +82,7 @@ def _time(fn, repeats: int = 1) -> float:
 
 def time_passes(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """Seconds of one forward pass (no gradient) and of one forward + backward pass to the input, of the batch
-    ``x`` (float pixels on the model's device), in eval mode (every flag restored); one timed pass after a
+    ``x`` (float pixels on the model's device), in eval mode (every flag restored); the best of two passes after a
     warm-up."""
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
 
