@@ -21,7 +21,7 @@ from advlab.errors import AdvlabError, CheckpointError, ConfigError
 from advlab.evaluation import check_model
 from advlab.evaluation.attack_registry import AttackSetup
 from advlab.evaluation.autoattack import AutoAttackEval
-from advlab.evaluation.estimate import estimate_evaluation
+from advlab.evaluation.estimate import PassTimes, estimate_evaluation
 from advlab.models import ExternalModel, bare_network, create_model, feature_extractor, strip_head
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist", "one_thread")
@@ -532,13 +532,18 @@ def test_the_estimate_is_the_counted_passes_times_the_timed_ones(user_code):
     assert estimate.parts["clean"] == 3 * 1.0
     assert estimate.parts["pgd20"] == 3 * (22 * 1.0 + 20 * 2.0)  # PGD-20: 21 forwards + the prediction, 20 backwards
     assert estimate.seconds == 3 + 3 * 62
-    # AutoAttack attacks only the points correct clean: known, it is charged for those alone; PGD for all
+    # AutoAttack attacks only the points correct clean: known, it is charged for batches of those alone, at the
+    # cost per pass measured for a batch of that size (here 0.1 s / 0.3 s at 1 point, 1 s / 3 s at 10: a line)
+    times = PassTimes(1, 0.1, 0.3, 10, 1.0, 3.0)
     full = estimate_evaluation(model, images, n=25, attacks=["pgd20", "autoattack"], eps=0.1, batch_size=10,
-                               sanity=False, timings=(1.0, 3.0))
+                               sanity=False, timings=times)
     half = estimate_evaluation(model, images, n=25, attacks=["pgd20", "autoattack"], eps=0.1, batch_size=10,
-                               sanity=False, timings=(1.0, 3.0), clean_fraction=0.5)
-    assert half.parts["autoattack"] == pytest.approx(full.parts["autoattack"] / 2)
-    assert half.parts["pgd20"] == full.parts["pgd20"]
+                               sanity=False, timings=times, clean_fraction=0.55)
+    assert half.parts["autoattack"] == pytest.approx(full.parts["autoattack"] * 0.55)  # 5.5 points: 0.55 s / 1.65 s
+    assert half.parts["pgd20"] == full.parts["pgd20"] == 3 * 62
+    few = estimate_evaluation(model, images, n=25, attacks=["autoattack"], eps=0.1, batch_size=10, sanity=False,
+                              timings=times, clean_fraction=0.01)
+    assert few.parts["autoattack"] == pytest.approx(full.parts["autoattack"] * 0.1)  # never below one point's pass
     timed = estimate_evaluation(model, images, n=25, attacks=["pgd20", "autoattack"], eps=0.1, batch_size=10)
     assert timed.forward_seconds > 0 and timed.gradient_seconds > 0
     assert "autoattack (standard: apgd-ce, apgd-t, fab-t, square)" in timed.text()

@@ -96,7 +96,7 @@ def final_evaluation_line(run: Run) -> str:
             f"{estimate.text()}")
     if "autoattack" in e.attacks and e.autoattack_version not in AA_REDUCED_VERSIONS:
         smaller = estimate_evaluation(run.model, images, attacks=e.attacks, autoattack_version="fast",
-                                      timings=(estimate.forward_seconds, estimate.gradient_seconds), **timed)
+                                      timings=estimate.timings, **timed)
         line += (f"; smaller: evaluation.autoattack_version=fast (at most about {format_duration(smaller.seconds)}, "
                  "an upper bound on the standard one's accuracy) or a smaller evaluation.n")
     return line

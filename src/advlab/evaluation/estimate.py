@@ -39,6 +39,7 @@ class EvaluationEstimate:
     n: int
     device: str
     notes: dict[str, str] = field(default_factory=dict)
+    timings: "PassTimes | None" = None  # what was measured: pass it as ``timings`` to estimate another choice
 
     def text(self) -> str:
         """One line: ``at most about 2 h 10 min on this machine (pgd20 1 min, autoattack 2 h 5 min (standard:
@@ -68,6 +69,33 @@ def format_duration(seconds: float) -> str:
 
 TIMED_POINTS = 128
 """At most this many points are timed; the time is scaled linearly to the evaluation's batch."""
+SMALL_POINTS = 8
+"""A second, small batch timed: what a pass costs when few points are left (AutoAttack's later sub-attacks)."""
+
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Seconds of one forward and one forward + backward pass, measured at two batch sizes (``small`` and
+    ``big`` points); :meth:`at` draws the line through them (never below the small batch's times, extended
+    linearly above the big one: an over-estimate on a GPU)."""
+
+    small: int
+    forward_small: float
+    gradient_small: float
+    big: int
+    forward_big: float
+    gradient_big: float
+
+    def at(self, points: float) -> tuple[float, float]:
+        """(forward, forward + backward) seconds of a batch of ``points`` points."""
+        if self.big <= self.small or points <= self.small:
+            if self.big <= self.small:  # one size measured: proportional above it
+                scale = max(points / self.big, 1.0) if self.big else 1.0
+                return self.forward_big * scale, self.gradient_big * scale
+            return self.forward_small, self.gradient_small
+        w = (points - self.small) / (self.big - self.small)
+        return (self.forward_small + w * (self.forward_big - self.forward_small),
+                self.gradient_small + w * (self.gradient_big - self.gradient_small))
 
 
 def _time(fn, repeats: int = 2) -> float:
@@ -107,7 +135,7 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
                         norm: str = "linf", batch_size: int = 256, num_classes: int = 10,
                         autoattack_version: str = "standard", square_queries: int = 1000, sanity: bool = True,
                         device: torch.device | str | None = None, seed: int = 0,
-                        timings: tuple[float, float] | None = None,
+                        timings: PassTimes | tuple[float, float] | None = None,
                         clean_fraction: float | None = None) -> EvaluationEstimate:
     """An upper bound on the time of ``advlab.evaluate(model, <n points>, attacks=..., ...)`` on this machine.
 
@@ -118,10 +146,11 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
             batch of ``min(batch_size, n)`` for the timing.
         n, attacks, eps, norm, batch_size, num_classes, autoattack_version, square_queries, sanity, seed: as
             ``advlab.evaluate`` takes them.
-        timings: ``(forward_seconds, gradient_seconds)`` of an earlier estimate of the same model and batch,
-            to estimate another choice of attacks without timing again.
+        timings: the ``timings`` of an earlier estimate of the same model (:class:`PassTimes`), to estimate
+            another choice of attacks without timing again; or ``(forward_seconds, gradient_seconds)`` of any batch.
         clean_fraction: the fraction of the points classified correctly clean, when known: an attack that
-            attacks only those (``attacks_correct_only``: AutoAttack and Square) is charged for them alone.
+            attacks only those (``attacks_correct_only``: AutoAttack and Square) is charged for batches of that
+            many points (at the small batch's cost per pass at least).
 
     Returns:
         EvaluationEstimate: seconds in total and per attack; an attack that does not say its cost (a
@@ -141,16 +170,21 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
     reps = math.ceil(timed / len(images))
     x = images.repeat(reps, *([1] * (images.dim() - 1)))[:timed].to(device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    if timings is None:  # timed on at most TIMED_POINTS points, scaled to the batch (linear: an upper bound on a GPU)
-        timings = tuple(t * batch / timed for t in time_passes(model, x))
-    t_forward, t_gradient = timings
-    t_backward = max(t_gradient - t_forward, 0.0)
+    if timings is None:  # two batch sizes timed: a small batch costs more per point (fixed costs of a pass)
+        small = min(timed, SMALL_POINTS)
+        big_times = time_passes(model, x)
+        timings = PassTimes(small, *(time_passes(model, x[:small]) if small < timed else big_times),
+                            timed, *big_times)
+    elif not isinstance(timings, PassTimes):
+        timings = PassTimes(batch, *timings, batch, *timings)  # (forward, gradient) seconds of any batch
+    t_forward, t_gradient = timings.at(batch)
     batches = math.ceil(n / batch)
 
-    def seconds(cost: dict[str, tuple[int, int]], count: int) -> float:
+    def seconds(cost: dict[str, tuple[int, int]], count: int, points: float = batch) -> float:
         forwards = sum(f for f, _ in cost.values())
         backwards = sum(b for _, b in cost.values())
-        return count * (forwards * t_forward + backwards * t_backward)
+        f, g = timings.at(points)
+        return count * (forwards * f + backwards * max(g - f, 0.0))
 
     setup = AttackSetup(model, eps, norm, device, seed, num_classes, autoattack_version, square_queries)
     parts: dict[str, float | None] = {"clean": batches * t_forward}
@@ -161,11 +195,12 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
         except AdvlabError:  # e.g. knn-guide of a model that is not a kNN classifier here
             attack = None
         cost = getattr(attack, "cost", None)
-        parts[name] = seconds(cost(), batches) if callable(cost) else None
+        only_correct = clean_fraction is not None and getattr(attack, "attacks_correct_only", False)
+        points = max(1.0, clean_fraction * batch) if only_correct else batch
+        parts[name] = seconds(cost(), batches, points) if callable(cost) else None
         if callable(cost) and getattr(attack, "version", None):
             notes[name] = f"{attack.version}: {', '.join(cost())}"
-        if parts[name] is not None and clean_fraction is not None and getattr(attack, "attacks_correct_only", False):
-            parts[name] *= clean_fraction
+        if parts[name] is not None and only_correct:
             notes[name] = notes.get(name, name) + f", on the {100 * clean_fraction:.0f}% correct clean"
     if sanity:
         sub = math.ceil(min(SUBSET, n) / batch)
@@ -177,4 +212,4 @@ def estimate_evaluation(model: nn.Module, images: torch.Tensor, *, n: int, attac
         parts["sanity"] = extra
     total = sum(v for v in parts.values() if v is not None)
     return EvaluationEstimate(seconds=total, parts=parts, forward_seconds=t_forward, gradient_seconds=t_gradient,
-                              batch=batch, n=n, device=str(device), notes=notes)
+                              batch=batch, n=n, device=str(device), notes=notes, timings=timings)
