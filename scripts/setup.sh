@@ -26,6 +26,9 @@ stamp="$VENV/.advlab-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing advlab and its dependencies"
   "${PIP[@]}" install -e ".[test]"
+  # the optional extras the tests use (safetensors; timm where torchvision imports), torch's build kept: the
+  # script compares torch's version and build before and after and fails the set-up if they changed
+  bash scripts/install_extras.sh "$VENV/bin/python"
   touch "$stamp"
 fi
 

@@ -248,11 +248,13 @@ def test_cli_bad_path_and_bad_eps_exit_2_with_a_message(tmp_path, capsys):
     code, _, err = run_cli([tmp_path / "run", "--checkpoint", "last"], capsys)
     assert code == 2 and "last.pt" in err
     ckpt = write_checkpoint(tmp_path / "c.pt", SPEC)  # eps is checked before the model is built
-    for eps in ("0", "1.5", "-0.1"):
+    for eps in ("0", "-0.1"):
         code, _, err = run_cli([ckpt, "--eps", eps], capsys)
         assert code == 2 and "eps must" in err, err
+    code, _, err = run_cli([ckpt, "--eps", "1.5"], capsys)
+    assert code == 2 and "eps is in pixel units in [0, 1]" in err, err
     code, _, err = run_cli([write_checkpoint(tmp_path / "big.pt", SPEC, eps=2.0)], capsys)
-    assert code == 2 and "eps must be in (0, 1]" in err
+    assert code == 2 and "eps is in pixel units in [0, 1] (linf: in (0, 1]), got 2: did you mean 2/255" in err
     code, _, err = run_cli([ckpt, "--attacks", "pgd20,pgd1000"], capsys)
     assert code == 2 and "unknown attack 'pgd1000'" in err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

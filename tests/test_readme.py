@@ -25,11 +25,27 @@ SMALL = {
 }
 
 
+FILE_BLOCK = re.compile(r"^# (\w+\.py)\b")  # a python block that starts "# mynets.py" is that file
+
+
+def file_blocks() -> dict[str, str]:
+    """The README's files (a python block whose first line is ``# <name>.py``): written into every folder the
+    README's commands and other python blocks run in, as the user would have them beside their work."""
+    return {m.group(1): code for lang, code in BLOCKS if lang == "python" and (m := FILE_BLOCK.match(code))}
+
+
 def python_blocks() -> list[str]:
-    return [code for lang, code in BLOCKS if lang == "python"]
+    return [code for lang, code in BLOCKS if lang == "python" and not FILE_BLOCK.match(code)]
+
+
+def write_files(folder: Path) -> None:
+    for name, code in file_blocks().items():
+        (folder / name).write_text(code)
 
 
 def advlab_lines() -> list[list[str]]:
+    """The ``advlab`` lines of the README's bash blocks, and its ``python -c`` lines (as ``["python", ...]``),
+    in order."""
     lines = []
     for lang, code in BLOCKS:
         if lang != "bash":
@@ -38,6 +54,8 @@ def advlab_lines() -> list[list[str]]:
             words = shlex.split(line, comments=True)
             if words and words[0] == "advlab":
                 lines.append(words[1:])
+            elif words and words[0] == "python":
+                lines.append(words)
     return lines
 
 
@@ -47,9 +65,15 @@ def test_the_readme_has_the_blocks_this_test_runs():
 
 @pytest.mark.slow
 def test_every_advlab_command_of_the_readme_runs(tmp_path):
+    write_files(tmp_path)
     for words in advlab_lines():
         command = words[0]
         args = list(words)
+        if command == "python":  # a step of the README between two advlab commands
+            done = subprocess.run([sys.executable, *args[1:]], cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=300)
+            assert done.returncode == 0, f"{' '.join(words)}\n{done.stderr[-3000:]}"
+            continue
         if command == "train" and "--resume" in args:
             args += ["--quiet"]
         else:
@@ -63,6 +87,7 @@ def test_every_advlab_command_of_the_readme_runs(tmp_path):
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_every_python_block_of_the_readme_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    write_files(tmp_path)
     code = python_blocks()[index]
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

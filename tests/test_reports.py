@@ -19,7 +19,7 @@ import pytest
 from advlab.cli import main
 from advlab.config import load_config
 from advlab.errors import ConfigError
-from advlab.evaluation.model_card import model_card
+from advlab.evaluation.model_card import ROBUSTBENCH_FIELDS, model_card
 from advlab.reports import SECTIONS, compare_runs, not_significant, part_groups, write_comparison, write_report
 from advlab.reports.compare import Stat
 from advlab.runs import SUMMARY, TENSORBOARD, RunDir
@@ -298,15 +298,19 @@ def test_eval_model_card_names_the_reduced_autoattack(tiny_run, tmp_path, capsys
                  "apgd-ce", "--no-sanity", "--quiet", "--device", "cpu", "--out", str(out), "--model-card"]) == 0
     result = json.loads(out.read_text())
     card = json.loads((tmp_path / "best-eval-model-card.json").read_text())
-    assert card["threat_model"] == "Linf" and card["eps"].startswith("0.1 (= 25.5/255)")
+    assert list(card)[:12] == list(ROBUSTBENCH_FIELDS)  # RobustBench's model_info fields, in their order
+    assert card["advlab"]["threat_model"] == "Linf" and card["eps"] == "0.1"
     assert card["dataset"] == "fashion-mnist" and card["architecture"].startswith("small-cnn")
-    assert card["number_of_points"] == 20
+    assert card["advlab"]["number_of_points"] == 20
     assert card["clean_acc"] == f"{100 * result['clean']['acc']:.2f}"
-    assert card["autoattack_acc"] == f"{100 * result['attacks']['autoattack']['acc']:.2f}"
-    assert card["autoattack"]["version"] == "apgd-ce"
-    assert card["autoattack"]["package"] == result["attacks"]["autoattack"]["package"]
+    # a reduced AutoAttack is never called autoattack_acc: its number stays with advlab's extras, the footnote says why
+    assert card["autoattack_acc"] is None
+    assert card["advlab"]["autoattack_version_acc"] == f"{100 * result['attacks']['autoattack']['acc']:.2f}"
+    assert card["advlab"]["autoattack"]["version"] == "apgd-ce"
+    assert card["advlab"]["autoattack"]["package"] == result["attacks"]["autoattack"]["package"]
     assert result["attacks"]["autoattack"]["package"].startswith("pyautoattack ")
-    assert "reduced" in card["footnote"] and "apgd-ce" in card["footnote"]
+    assert "not an autoattack_acc" in card["footnote"] and "reduced" in card["footnote"]
+    assert "apgd-ce" in card["footnote"] and "first 20 of the 10000 test points" in card["footnote"]
 
     assert main(["eval", str(tiny_run), "--n", "20", "--attacks", "pgd20", "--quiet", "--device", "cpu",
                  "--out", str(tmp_path / "x.json"), "--model-card"]) == 2
@@ -321,11 +325,15 @@ def test_model_card_of_the_standard_version_has_no_reduction_note():
                                          "attacks_run": ["apgd-ce", "apgd-t", "fab-t", "square"]}},
               "meta": {"model_spec": {"name": "wrn-28-10", "num_classes": 10}, "dataset": "cifar10"}}
     card = model_card(result)
-    assert card["footnote"] is None and card["clean_acc"] == "90.00" and card["autoattack_acc"] == "50.00"
-    assert card["eps"] == "0.0313725 (= 8/255)" and card["architecture"] == "wrn-28-10"
+    assert "footnote" not in card and card["clean_acc"] == "90.00" and card["autoattack_acc"] == "50.00"
+    assert card["eps"] == "8/255" and card["architecture"] == "wrn-28-10"
+    assert card["additional_data"] is False and card["number_forward_passes"] == 1 and card["reported"] == ""
+    assert set(card) == {*ROBUSTBENCH_FIELDS, "advlab"}
     result["attacks"]["autoattack"]["attacks_run"] = ["apgd-ce", "apgd-t"]
     assert "not run because no robust point was left: fab-t, square" in model_card(result)["footnote"]
-    assert "classifier" not in card
+    assert "classifier" not in card["advlab"]
+    result["n"] = 1000
+    assert "first 1000 of the 10000 test points" in model_card(result)["footnote"]
 
 
 def test_model_card_names_a_knn_classifier():
@@ -334,7 +342,8 @@ def test_model_card_names_a_knn_classifier():
                                          "attacks": ["apgd-ce"], "attacks_run": ["apgd-ce"]}},
               "meta": {"classifier": {"kind": "knn", "k": 75, "metric": "cosine", "vote": "majority", "bank": 5000}}}
     card = model_card(result)
-    assert card["classifier"] == "k nearest neighbours (k=75, cosine, majority vote) over 5000 training features"
+    assert card["advlab"]["classifier"] == ("k nearest neighbours (k=75, cosine, majority vote) over 5000 training "
+                                            "features")
     assert "classified by k nearest neighbours" in card["footnote"]
 
 

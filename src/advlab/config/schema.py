@@ -51,9 +51,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "small-cnn"  # advlab.models.list_models()
-    activation: str = "relu"  # advlab.models.list_activations()
-    options: dict[str, Any] = field(default_factory=dict)  # extra arguments of the model, e.g. dropout, depth
+    name: str = "small-cnn"  # advlab.models.list_models(), or a model source: timm:<name>, torchvision:<name>, <module>:<factory>
+    activation: str = "relu"  # advlab.models.list_activations() (advlab's own architectures only)
+    options: dict[str, Any] = field(default_factory=dict)  # extra arguments of the model, e.g. dropout, depth, timm's drop_path_rate
+    normalize: Any = "none"  # input normalisation inside the model: none, dataset (the dataset's mean and std), or {mean: [...], std: [...]}
+    output: Any = None  # the key (str) or index (int) of the logits in a model's dict or tuple output; None: a tensor
     head: str = "linear"  # advlab.models.HEADS: linear (logits) or projection (encoder + projection head, self-supervised)
     projection_dim: int = option(128, low=1)  # width of the projection head's output (head: projection)
     freeze: str = "none"  # advlab.models.FREEZE: none, or encoder (only the last linear layer trains: linear evaluation)
@@ -108,11 +110,13 @@ class EvaluationConfig:
 
 @dataclass
 class InitConfig:
-    """Warm start: ``init.from`` names a run directory (its best checkpoint) or a checkpoint file whose model
-    weights are loaded before training (CAAT fine-tunes a warm model). The attribute is ``from_``."""
+    """Warm start: ``init.from`` names a run directory (its best checkpoint), an advlab checkpoint file, or weights
+    made elsewhere (a plain state dict ``.pt``/``.pth``, or ``.safetensors``), loaded before training without
+    executing code (CAAT fine-tunes a warm model). The attribute is ``from_``."""
 
     from_: str | None = field(default=None, metadata={"key": "from"})
     part: Literal["model", "encoder"] = "model"  # model: all weights (same architecture); encoder: the encoder only (a linear head starts fresh)
+    strict: bool = True  # every weight of the model from init.from, none left over; false: load the keys that fit (e.g. a new head) and say which did not
 
 
 @dataclass
@@ -237,11 +241,27 @@ class TrainConfig:
         """``{kind: (part name, options)}`` for each of PART_KINDS: what ``advlab.recipes.create_recipe`` takes."""
         return {kind: (getattr(self, kind).name, getattr(self, kind).options) for kind in PART_KINDS}
 
-    def model_spec(self, num_classes: int, in_channels: int) -> dict[str, Any]:
+    def model_spec(self, num_classes: int, in_channels: int,
+                   dataset_stats: tuple[Any, Any] | None = None) -> dict[str, Any]:
         """The model this config builds for data of ``num_classes`` classes and ``in_channels`` channels, as
-        ``advlab.models.create_model(spec.pop("name"), **spec)`` takes it and checkpoints record it."""
-        spec = {"name": self.model.name, "num_classes": num_classes, "in_channels": in_channels,
-                "activation": self.model.activation, **self.model.options}
+        ``advlab.models.create_model(spec.pop("name"), **spec)`` takes it and checkpoints record it.
+        ``dataset_stats``: the dataset's ``(mean, std)``, for ``model.normalize: dataset``; the spec holds the
+        numbers (``normalize: {mean, std}``), so the model is rebuilt without the dataset's record. A model from a
+        source (``<source>:<name>``) takes no advlab activation."""
+        spec: dict[str, Any] = {"name": self.model.name, "num_classes": num_classes, "in_channels": in_channels}
+        if ":" not in self.model.name:
+            spec["activation"] = self.model.activation
+        spec.update(self.model.options)
+        normalize = self.model.normalize
+        if normalize == "dataset":
+            if dataset_stats is None:
+                raise ConfigError("model.normalize: dataset needs the dataset's mean and std")
+            normalize = {"mean": dataset_stats[0], "std": dataset_stats[1]}
+        if isinstance(normalize, dict):  # default values stay out, so older checkpoints keep their spec
+            spec["normalize"] = {k: [float(v) for v in (normalize[k] if isinstance(normalize[k], (list, tuple))
+                                                        else [normalize[k]])] for k in ("mean", "std")}
+        if self.model.output is not None:
+            spec["output"] = self.model.output
         if self.model.head != "linear":  # default values stay out, so older checkpoints keep their spec
             spec.update(head=self.model.head, projection_dim=self.model.projection_dim)
         if self.model.freeze != "none":

@@ -54,10 +54,11 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; eps reads best as 8/255
             try:
-                value = float(value)
-            except ValueError:
+                top, _, bottom = value.partition("/")
+                value = float(top) / float(bottom) if bottom else float(value)
+            except (ValueError, ZeroDivisionError):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")

@@ -17,6 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from .. import data as datasets
 from ..config import TrainConfig
 from ..devices import pick_device
 from ..errors import AdvlabError
@@ -79,7 +80,8 @@ class _Setup:
         self.x = torch.randint(0, 256, (batch_size, *shape), dtype=torch.uint8, generator=g).to(self.device)
         self.y = torch.randint(0, num_classes, (batch_size,), generator=g).to(self.device)
         self.index = torch.arange(batch_size, device=self.device)
-        spec = c.model_spec(num_classes, shape[0])
+        stats = datasets.info(c.data.dataset)
+        spec = c.model_spec(num_classes, shape[0], (stats.mean, stats.std))  # for model.normalize: dataset
         self.model = create_model(spec.pop("name"), **spec).to(self.device)
         self.step_model = step_model(self.model, c.compile, c.channels_last)
         self.optimizer = create_optimizer(self.model.parameters(), c.optimizer)

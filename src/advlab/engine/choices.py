@@ -11,9 +11,10 @@ from ..attacks import NORMS
 from ..config import PART_KINDS, TrainConfig
 from ..data import DATASETS
 from ..data.scenarios import NOISE_KINDS
-from ..errors import ConfigError
+from ..errors import AdvlabError, ConfigError
 from ..evaluation import AA_VERSIONS, CLASSIFIERS, EVAL_ATTACKS, eval_attack_names
-from ..models import FREEZE, HEADS, KNN_METRICS, KNN_VOTES, list_activations, list_models
+from ..models import (FREEZE, HEADS, KNN_METRICS, KNN_VOTES, check_model_name, list_activations, list_models,
+                      source_syntax)
 from ..recipes import ATTACK_PRECISIONS, PRECISIONS, part_registry
 from .acceleration import COMPILE_MODES
 from ..runs import CHECKPOINT_NAMES
@@ -23,7 +24,7 @@ from .schedule import SCHEDULES
 CHOICES: dict[str, Callable[[], list[str]]] = {
     "data.dataset": lambda: DATASETS.names(),
     "data.label_noise.kind": lambda: list(NOISE_KINDS),
-    "model.name": list_models,
+    "model.name": lambda: list_models() + source_syntax(),
     "model.activation": list_activations,
     "model.head": lambda: list(HEADS),
     "model.freeze": lambda: list(FREEZE),
@@ -42,6 +43,11 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "evaluation.checkpoints": lambda: list(CHECKPOINT_NAMES),
     **{f"{kind}.name": (lambda kind=kind: part_registry(kind).names()) for kind in PART_KINDS},
 }
+
+
+CHECKS: dict[str, Callable[[Any], None]] = {"model.name": check_model_name}
+"""Keys whose values are open beyond their registry (a model from a source, ``timm:<name>``): checked by this
+function (AdvlabError) instead of membership in the list, which then only serves the help."""
 
 
 def choices(key: str) -> list[str]:
@@ -76,5 +82,10 @@ def check_choices(config: TrainConfig) -> None:
         value = _get(config, key)
         allowed = allowed_of()
         for item in value if isinstance(value, list) else [value]:
-            if item not in allowed:
+            if key in CHECKS:
+                try:
+                    CHECKS[key](item)
+                except AdvlabError as exc:
+                    raise ConfigError(f"{key}: {exc}") from None
+            elif item not in allowed:
                 raise ConfigError(f"{key}: invalid value {item!r}; allowed: {', '.join(allowed)}")

@@ -12,6 +12,8 @@ from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import knn_attacks
 from ..evaluation.threat import check_eps
+from ..models import Normalize, normalize_stats
+from ..models.external import check_output_key
 from ..recipes import part_class, part_options
 from .choices import check_choices
 
@@ -30,6 +32,7 @@ def check_config(config: TrainConfig) -> None:
         section = getattr(config, kind)
         part_options(kind, section.name, section.options)
     _check_head(config)
+    _check_model(config)
     try:
         check_eps(config.eps, config.norm)
     except AdvlabError as exc:
@@ -51,6 +54,31 @@ def check_config(config: TrainConfig) -> None:
         check_scenarios(info(d.dataset).num_classes, d.meta_size, d.label_noise, d.imbalance)
     except AdvlabError as exc:
         raise ConfigError(f"data: {exc}") from None
+
+
+NORMALIZE_WORDS = ("none", "dataset")
+"""The words ``model.normalize`` takes besides ``{mean: [...], std: [...]}``."""
+
+
+def _check_model(config: TrainConfig) -> None:
+    """ConfigError naming the key for a ``model.normalize`` or ``model.output`` the model cannot take, or an advlab
+    activation asked of a model from a source (``<source>:<name>``), which has its own."""
+    m = config.model
+    if ":" in m.name and m.activation != "relu":
+        raise ConfigError(f"model.activation: advlab's activations apply to its own architectures; {m.name} takes "
+                          "its own as a model option (e.g. model.options.act_layer for timm)")
+    if not (isinstance(m.normalize, str) and m.normalize in NORMALIZE_WORDS):
+        if not isinstance(m.normalize, dict):
+            raise ConfigError(f"model.normalize: expected {' or '.join(NORMALIZE_WORDS)} or {{mean: [...], std: "
+                              f"[...]}}, got {m.normalize!r}")
+        try:
+            Normalize(*normalize_stats(m.normalize))
+        except AdvlabError as exc:
+            raise ConfigError(f"model.normalize: {exc}") from None
+    try:
+        check_output_key(m.output)
+    except AdvlabError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_head(config: TrainConfig) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import data as datasets
 from ..crashpoints import crash_point
-from ..evaluation import describe_classifier, evaluate
+from ..evaluation import check_model, describe_classifier, evaluate
 from ..runs import SUMMARY, RunDir, load_model
 from .run import Run
 from .state import TrainingState
@@ -34,10 +34,12 @@ def evaluate_checkpoints(run: Run, state: TrainingState, run_dir: RunDir) -> dic
             if run.progress:
                 print(f"evaluating {which} (epoch {epoch}) on {len(test_labels)} test points: {', '.join(e.attacks)}",
                       file=sys.stderr, flush=True)
+            checks = check_model(model, test_images, run.data.num_classes, run.device)  # the pitfalls, reported
             result = evaluate(model, test_images, test_labels, eps=c.eps, norm=c.norm, attacks=tuple(e.attacks),
                               batch_size=e.batch_size, device=run.device, sanity=e.sanity, seed=c.seed,
                               progress=run.progress, autoattack_version=e.autoattack_version,
                               collective=run.collective)
+            result.model_checks = checks
             results[epoch] = {"epoch": epoch, "classifier": describe_classifier(model), **result.to_dict()}
             crash_point("evaluation")  # test hook (advlab.crashpoints); a no-op unless set
             summary.setdefault("tables", {})[which] = result.table()

@@ -88,7 +88,7 @@ register_probe_mode(ProbeMode(
 
 RUN_DATA_KEYS = ("dataset", "root", "train_size", "meta_size", "label_noise", "imbalance")
 """The ``data`` keys a probe takes from its source run (the same dataset, split and scenarios)."""
-RUN_MODEL_KEYS = ("name", "activation", "options")
+RUN_MODEL_KEYS = ("name", "activation", "options", "normalize", "output")
 """The ``model`` keys a probe takes from its source run (the same backbone); the head is a new linear one."""
 
 

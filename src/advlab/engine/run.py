@@ -9,6 +9,7 @@ that gets the gradients wrong.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,9 +24,9 @@ from ..devices import pick_device
 from ..distributed import Collective
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import as_classifier
-from ..models import check_model_fits, create_model
+from ..models import check_model_fits, create_model, registered_in
 from ..recipes import Recipe, RecipeEnv, create_recipe
-from ..runs import load_warm_start
+from ..runs import describe_report, load_warm_start
 from .acceleration import as_step_input, check_compiled, step_model
 from .config_checks import check_config
 from .optimizers import create_optimizer
@@ -105,8 +106,12 @@ def create_run(config: TrainConfig, *, progress: bool = True, warm_start: bool =
     torch.manual_seed(c.seed)
 
     data = _create_data(c, device, collective)
-    model_spec = c.model_spec(data.num_classes, data.in_channels)
-    model = _create_model(c, model_spec, data, device, warm_start)
+    meta = datasets.info(c.data.dataset)
+    model_spec = c.model_spec(data.num_classes, data.in_channels, (meta.mean, meta.std))
+    origin = registered_in(c.model.name)
+    if origin:  # a model registered with register_model outside advlab: another process imports this module
+        model_spec["registered_in"] = origin
+    model = _create_model(c, model_spec, data, device, warm_start, progress and collective.is_main)
     if collective.distributed and c.distributed.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state-dict keys
     stepped = step_model(model, c.compile, c.channels_last)
@@ -147,9 +152,10 @@ def _create_data(c: TrainConfig, device: torch.device, collective: Collective) -
 
 
 def _create_model(c: TrainConfig, spec: dict[str, Any], data: RunData, device: torch.device,
-                  warm_start: bool) -> nn.Module:
+                  warm_start: bool, verbose: bool = False) -> nn.Module:
     """The model ``spec`` describes, on ``device``, checked on two training images, warm-started from
-    ``init.from`` when asked."""
+    ``init.from`` when asked (``verbose``: say on stderr what a load from elsewhere, or a non-strict one, left
+    out)."""
     kwargs = dict(spec)
     try:
         model = create_model(kwargs.pop("name"), **kwargs)
@@ -165,9 +171,11 @@ def _create_model(c: TrainConfig, spec: dict[str, Any], data: RunData, device: t
         raise ConfigError(f"model: {exc}") from None
     if c.init.from_ and warm_start:
         try:
-            load_warm_start(model, c.init.from_, spec, c.init.part)
+            report = load_warm_start(model, c.init.from_, spec, c.init.part, strict=c.init.strict)
         except AdvlabError as exc:
             raise ConfigError(f"init.from: {exc}") from None
+        if report is not None and verbose:
+            print(describe_report(report, f"init.from {c.init.from_}"), file=sys.stderr, flush=True)
     return model
 
 

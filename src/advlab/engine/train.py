@@ -10,11 +10,14 @@ writes.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, from_dict, load_config
 from ..errors import ConfigError
+from ..evaluation import AA_REDUCED_VERSIONS
+from ..evaluation.estimate import estimate_evaluation, format_duration
 from ..runs import DATA, RunDir, summary_table
 from .final_evaluation import evaluate_checkpoints
 from .interrupt import RunStopped, resume_command
@@ -70,6 +73,8 @@ def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True)
 
 
 def _finish(run: Run, state: TrainingState, run_dir: RunDir, evaluate: bool) -> dict[str, Any]:
+    if evaluate and run.progress:
+        print(final_evaluation_line(run), file=sys.stderr, flush=True)
     fit(run, state, run_dir)
     if not evaluate:
         return {"run_dir": str(run_dir.path), "history": state.history, "best": state.best}
@@ -81,6 +86,27 @@ def _finish(run: Run, state: TrainingState, run_dir: RunDir, evaluate: bool) -> 
     if run.progress:
         print(summary_table(summary), flush=True)
     return summary
+
+
+def final_evaluation_line(run: Run) -> str:
+    """What the final evaluation will run and about how long it takes on this machine (an upper bound, the
+    model timed now: ``advlab.evaluation.estimate``), and how to choose a smaller one; the default stays the
+    standard AutoAttack."""
+    c, e = run.config, run.config.evaluation
+    timed = dict(n=e.n, eps=c.eps, norm=c.norm, batch_size=e.batch_size, num_classes=run.data.num_classes,
+                 sanity=e.sanity, device=run.device, seed=c.seed, square_queries=1000)
+    images = run.data.val_images[:64] if len(run.data.val_images) else run.data.split.images[:64]
+    estimate = estimate_evaluation(run.model, images, attacks=e.attacks, autoattack_version=e.autoattack_version,
+                                   **timed)
+    attacks = ", ".join(f"autoattack ({e.autoattack_version})" if a == "autoattack" else a for a in e.attacks)
+    line = (f"final evaluation: checkpoints {' and '.join(e.checkpoints)} on {e.n} test points, {attacks}; each "
+            f"{estimate.text()}")
+    if "autoattack" in e.attacks and e.autoattack_version not in AA_REDUCED_VERSIONS:
+        smaller = estimate_evaluation(run.model, images, attacks=e.attacks, autoattack_version="fast",
+                                      timings=estimate.timings, **timed)
+        line += (f"; smaller: evaluation.autoattack_version=fast (at most about {format_duration(smaller.seconds)}, "
+                 "an upper bound on the standard one's accuracy) or a smaller evaluation.n")
+    return line
 
 
 def _as_config(config: TrainConfig | dict | str | Path, overrides: list[str] | None) -> TrainConfig:

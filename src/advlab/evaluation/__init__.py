@@ -47,9 +47,12 @@ from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_cl
 from .fairness import class_errors
 from .result import AttackOutcome, EvalResult
 from .robustness import DEFAULT_ATTACKS, evaluate
-from .suite import (AA_VERSIONS, EVAL_ATTACKS, AttackEntry, AttackSetup, eval_attack_names, knn_attacks,
+from .estimate import EvaluationEstimate, estimate_evaluation, format_duration
+from .model_checks import check_model
+from .suite import (AA_REDUCED_VERSIONS, AA_VERSIONS, EVAL_ATTACKS, AttackEntry, AttackSetup, eval_attack_names, knn_attacks,
                     register_attack, white_box_attacks)
 from .threat import verify_threat_model
 
-__all__ = ["knn_attacks", "white_box_attacks", "register_attack", "AttackEntry", "CLASSIFIERS", "as_classifier", "classifier_kind", "describe_classifier", "AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
+__all__ = ["EvaluationEstimate", "estimate_evaluation", "format_duration", "check_model", "AA_REDUCED_VERSIONS",
+           "knn_attacks", "white_box_attacks", "register_attack", "AttackEntry", "CLASSIFIERS", "as_classifier", "classifier_kind", "describe_classifier", "AA_VERSIONS", "evaluate", "EvalResult", "AttackOutcome", "DEFAULT_ATTACKS", "EVAL_ATTACKS", "AttackSetup",
            "class_errors", "eval_attack_names", "verify_threat_model"]

@@ -37,9 +37,13 @@ class AttackSetup:
     autoattack_version: str = "standard"
     square_queries: int = 1000
     outputs: int | None = None  # width of the model's logits (AutoAttack counts classes by it); None: num_classes
+    progress: bool = False  # an attack may show its progress inside a batch on stderr (AutoAttack: its sub-attacks)
 
 
 class EvalAttack(Protocol):
+    """An attack of one batch. It may also offer ``cost() -> {part: (forwards, backwards)}``: the model passes
+    per point at most (no point fooled early), read by ``advlab.evaluation.estimate`` for the time it takes."""
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
 
     def settings(self) -> dict[str, Any]: ...

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -18,14 +19,35 @@ from .attack_registry import AttackSetup, register_attack
 
 
 class _Capture(logging.Handler):
-    """Collects the records of pyautoattack's logger instead of printing them."""
+    """Collects the records of pyautoattack's logger instead of printing them, and hands each to ``on_record``
+    as it comes (the live progress)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_record: Callable[[logging.LogRecord], None] | None = None) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self.on_record = on_record
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+
+class _Counted(nn.Module):
+    """The attacked model, calling ``tick()`` at each forward pass: what the progress bar counts."""
+
+    def __init__(self, model: nn.Module, tick: Callable[[], None]) -> None:
+        super().__init__()
+        self.model = model
+        self.tick = tick
+
+    def forward(self, x: torch.Tensor) -> Any:
+        self.tick()
+        return self.model(x)
+
+
+_PERTURBED = re.compile(r"^(\S+) - \d+/\d+ - (\d+) out of (\d+) successfully perturbed")
+_INITIAL = re.compile(r"^initial accuracy: ([\d.]+)%")
 
 
 # pyautoattack's own versions, and advlab's reduced ones (sub-attacks of AutoAttack with one restart each)
@@ -97,18 +119,22 @@ class AutoAttackEval:
         version = version or setup.autoattack_version
         self.version = version
         self.device = setup.device
+        self.num_classes = setup.outputs or setup.num_classes  # the logits FAB differentiates
+        self.progress = setup.progress
+        self._bar: Any = None  # the progress bar of the batch being attacked (progress only)
+        model = _Counted(setup.model, self._on_forward)
         norm = {"linf": "Linf", "l2": "L2"}[setup.norm]
         classes = setup.outputs or setup.num_classes
         targets = min(9, setup.num_classes - 1, classes - 1)
         if attacks is not None:
-            aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version="custom", attacks=list(attacks),
+            aa = AutoAttack(model, eps=setup.eps, norm=norm, version="custom", attacks=list(attacks),
                             seed=setup.seed, device=setup.device)
         elif version in AA_REDUCED_VERSIONS:
-            aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version="custom",
+            aa = AutoAttack(model, eps=setup.eps, norm=norm, version="custom",
                             attacks=list(AA_REDUCED_VERSIONS[version]), seed=setup.seed, device=setup.device)
             aa.apgd.n_restarts = 1
         elif version in AA_PACKAGE_VERSIONS:
-            aa = AutoAttack(setup.model, eps=setup.eps, norm=norm, version=version, seed=setup.seed,
+            aa = AutoAttack(model, eps=setup.eps, norm=norm, version=version, seed=setup.seed,
                             device=setup.device)
         else:
             raise AdvlabError(f"unknown AutoAttack version {version!r}; allowed: {', '.join(AA_VERSIONS)}")
@@ -124,6 +150,94 @@ class AutoAttackEval:
         self.attacks_run: list[str] = []
         self.warnings: list[str] = []
         self.clamped = 0  # input values a rounding error outside [0, 1], clamped (attacks.box), over all batches
+        for runner in (aa.apgd, aa.apgd_targeted, aa.fab, aa.square):  # one call = one restart (of one target)
+            runner.attack_single_run = self._counting_runs(runner.attack_single_run)
+
+    attacks_correct_only = True  # pyautoattack attacks only the points classified correctly clean
+
+    def cost(self) -> dict[str, tuple[int, int]]:
+        """Model passes per point of each sub-attack of this version at most (every point still robust when it
+        starts): ``{sub-attack: (forwards, backwards)}``, read from pyautoattack's settings (iterations,
+        restarts, target classes, queries, EOT draws). Counted on pyautoattack 0.2.0 (tests/test_model_sources.py
+        counts them): an APGD run takes n_iter + 1 forward and backward passes (times its EOT draws; APGD-T one
+        forward more for its target), a FAB-T run 2 n_iter + 3 forwards and n_iter backwards, an untargeted FAB
+        run 2 n_iter + 2 forwards and n_iter backwards per class, a Square run n_queries + 2 forwards; each
+        sub-attack adds two forwards (its first prediction, and pyautoattack's check of what it returned)."""
+        aa, out = self.aa, {}
+        for name in aa.attacks_to_run:
+            if name in ("apgd-ce", "apgd-dlr"):
+                runs, per = aa.apgd.n_restarts, (aa.apgd.n_iter + 1) * aa.apgd.eot_iter
+                out[name] = (runs * per + 2, runs * per)
+            elif name == "apgd-t":
+                t = aa.apgd_targeted
+                runs, per = t.n_target_classes * t.n_restarts, (t.n_iter + 1) * t.eot_iter
+                out[name] = (runs * (per + 1) + 2, runs * per)
+            elif name == "fab-t":
+                runs = aa.fab.n_target_classes  # pyautoattack runs FAB-T with one restart per target
+                out[name] = (runs * (2 * aa.fab.n_iter + 3) + 2, runs * aa.fab.n_iter)
+            elif name == "fab":
+                runs = aa.fab.n_restarts
+                out[name] = (runs * (2 * aa.fab.n_iter + 2) + 2, runs * aa.fab.n_iter * self.num_classes)
+            elif name == "square":
+                out[name] = (aa.square.n_restarts * (aa.square.n_queries + 2) + 2, 0)
+        return out
+
+    # -- progress inside a batch (setup.progress): the sub-attack, its restart or target, the points left, an ETA
+    def _counting_runs(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if self._bar is not None:
+                self._run_index += 1
+                self._show()
+            return run(*args, **kwargs)
+        return counted
+
+    def _on_forward(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def _runs_of(self, name: str) -> tuple[int, int]:
+        """(targets, restarts) of a sub-attack: the units its progress counts."""
+        aa = self.aa
+        return {"apgd-ce": (1, aa.apgd.n_restarts), "apgd-dlr": (1, aa.apgd.n_restarts),
+                "apgd-t": (aa.apgd_targeted.n_target_classes, aa.apgd_targeted.n_restarts),
+                "fab-t": (aa.fab.n_target_classes, 1), "fab": (1, aa.fab.n_restarts),
+                "square": (1, aa.square.n_restarts)}.get(name, (1, 1))
+
+    def _show(self) -> None:
+        if self._current is None:
+            return
+        targets, restarts = self._runs_of(self._current)
+        i = max(self._run_index - 1, 0)
+        where = f"restart {i % restarts + 1}/{restarts}"
+        if targets > 1:
+            where = f"target {min(i // restarts + 1, targets)}/{targets} " + where
+        left = f", {self._left}/{self._batch} points left" if self._left is not None else ""
+        self._bar.set_description_str(f"autoattack {self._current} ({self._step}/{len(self._plan)}) {where}",
+                                      refresh=False)
+        self._bar.set_postfix_str(left.lstrip(", "))
+
+    def _on_record(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("running "):
+            name = message[len("running "):]
+            self._current, self._run_index = name, 0
+            self._step = self._plan.index(name) + 1 if name in self._plan else self._step + 1
+            later = sum(self._passes.get(a, 0) for a in self._plan[self._step - 1:])
+            self._bar.total = self._bar.n + later  # what is left: this sub-attack and the ones after it
+            self._show()
+            return
+        found = _INITIAL.match(message)
+        if found:
+            self._left = round(float(found.group(1)) / 100 * self._batch)
+            return
+        found = _PERTURBED.match(message)
+        if found and self._left is not None:
+            self._left -= int(found.group(2))
+            self._show()
+        elif message.startswith("no robust datapoints left"):
+            self._left = 0
+            self._bar.total = self._bar.n
+            self._show()
 
     def _check_model(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """AdvlabError unless the model maps x (B, ...) to logits (B, C), differentiably if a gradient attack
@@ -166,7 +280,9 @@ class AutoAttackEval:
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """pyautoattack on one batch, its log captured, the global RNG and any trace hook restored."""
         logger = logging.getLogger("auto-attack")
-        capture = _Capture()
+        capture = _Capture(self._on_record if self.progress else None)
+        if self.progress:
+            self._open_bar(len(x))
         saved = logger.level, logger.propagate
         logger.addHandler(capture)
         logger.setLevel(logging.DEBUG)
@@ -177,6 +293,9 @@ class AutoAttackEval:
             with torch.random.fork_rng(devices=cuda):
                 x_adv, _ = self.aa.run_standard_evaluation(x, y, batch_size=len(x))
         finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
             logger.removeHandler(capture)
             logger.setLevel(saved[0])
             logger.propagate = saved[1]
@@ -191,6 +310,17 @@ class AutoAttackEval:
             elif record.levelno >= logging.WARNING and message not in self.warnings:
                 self.warnings.append(message)
         return x_adv
+
+    def _open_bar(self, batch: int) -> None:
+        """A progress bar over the model's forward passes of this batch (at most the planned ones: points
+        broken early leave less to do), with an estimate of the time left."""
+        from tqdm.auto import tqdm
+
+        self._plan = list(self.aa.attacks_to_run)
+        self._passes = {name: forwards for name, (forwards, _) in self.cost().items()}
+        self._current, self._run_index, self._step, self._left, self._batch = None, 0, 0, None, batch
+        self._bar = tqdm(total=sum(self._passes.values()) + 10, desc=f"autoattack {self.version}: checks",
+                         unit="pass", file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5)
 
     def settings(self) -> dict[str, Any]:
         aa = self.aa

@@ -18,32 +18,54 @@ from ..config.renamed import RENAMED_VALUES, renamed_value, upgrade
 from ..devices import pick_device
 from ..distributed import launch_from_env
 from ..errors import AdvlabError, CheckpointError
-from ..models import KNN_METRICS, KNN_VOTES
-from ..runs import CHECKPOINT_NAMES, load_checkpoint, load_model, resolve_checkpoint, write_atomic
+from ..models import KNN_METRICS, KNN_VOTES, bare_network, create_model, model_source, source_syntax
+from ..runs import (CHECKPOINT_NAMES, load_checkpoint, load_model, load_weights, read_weights, resolve_checkpoint,
+                    write_atomic)
 from .classifier import CLASSIFIERS, as_classifier, classifier_kind, describe_classifier
+from .estimate import estimate_evaluation
 from .model_card import model_card
+from .model_checks import check_model, check_statuses
 from .robustness import DEFAULT_ATTACKS, attack_names, evaluate
-from .threat import check_eps
+from .threat import check_eps, parse_eps
 from .suite import AA_REDUCED_VERSIONS, AA_VERSIONS, eval_attack_names, knn_attacks
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help="evaluate the robustness of a checkpoint",
+        "eval", help="evaluate the robustness of a checkpoint, or of any model (--model)",
         description="Clean accuracy and accuracy under each attack (every adversarial example is checked against "
-                    "the threat model), the per-sample AND of them, and sanity checks. Writes "
+                    "the threat model), the per-sample AND of them, and sanity checks; before attacking, the "
+                    "model is checked for the usual pitfalls (train mode, a randomised forward pass, probabilities "
+                    "instead of logits, inputs it does not take) and the time it will take is estimated. Writes "
                     "<checkpoint>-eval.json and <checkpoint>-eval.txt next to the checkpoint (or --out). "
-                    "Accuracies in the JSON are fractions in [0, 1].",
+                    "Accuracies in the JSON are fractions in [0, 1]. A model advlab did not train: --model NAME "
+                    "--weights FILE --dataset D --eps 8/255.",
     )
-    p.add_argument("target", metavar="TARGET", help="checkpoint file, or run directory (see --checkpoint)")
+    p.add_argument("target", metavar="TARGET", nargs="?",
+                   help="checkpoint file, or run directory (see --checkpoint); or leave out and give --model")
+    p.add_argument("--model", metavar="NAME",
+                   help="evaluate a model advlab did not train: a registered model, or from a model source: "
+                        f"{', '.join(source_syntax())} (with --dataset and --eps)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="the --model's weights: a state dict (.pt, .pth, .bin, or one under a state_dict/model key) "
+                        "or .safetensors, read without executing code and loaded strictly (prefixes module., "
+                        "_orig_mod., model. removed); needed for timm and torchvision models")
+    p.add_argument("--normalize", metavar="HOW",
+                   help="the --model's input normalisation, put inside it: none (default: it takes pixels in "
+                        "[0, 1]), dataset (the dataset's mean and std), or MEAN[,...]:STD[,...] in pixel units")
+    p.add_argument("--output", metavar="KEY",
+                   help="the key (or index) of the logits in the --model's dict or tuple output")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a keyword argument of the --model's factory (repeat the flag for more), e.g. "
+                        "--model-option drop_rate=0.1; the value is read as YAML")
     p.add_argument("--checkpoint", choices=CHECKPOINT_NAMES, default="best",
                    help="which checkpoint of a run directory to evaluate (default: best)")
     p.add_argument("--dataset", help="dataset name (default: the dataset the checkpoint was trained on)")
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--data-root", help="folder holding the dataset files (default: advlab's search path)")
     p.add_argument("--n", type=int, default=1000, help="evaluate the first N points of the split (default: 1000)")
-    p.add_argument("--eps", type=float, help="perturbation radius, e.g. 0.1 or 8/255=0.0314 (default: the "
-                                            "checkpoint's eps); linf eps must be in (0, 1]")
+    p.add_argument("--eps", help="perturbation radius in pixel units, a number or a fraction: 0.1, 8/255 "
+                                 "(default: the checkpoint's eps); linf eps must be in (0, 1]")
     p.add_argument("--norm", choices=list(NORMS), help="threat-model norm (default: the checkpoint's norm)")
     p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
                    help=f"comma-separated attacks among {', '.join(eval_attack_names())} "
@@ -76,11 +98,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-sanity", action="store_true",
                    help="skip the sanity checks that cost extra attacks (large-eps, more-steps)")
     p.add_argument("--out", help="JSON output path (default: <checkpoint stem>-eval.json next to the "
-                                 "checkpoint); the table goes to the same path with .txt")
+                                 "checkpoint, <weights stem>-eval.json next to --weights); the table goes to the "
+                                 "same path with .txt")
     p.add_argument("--model-card", action="store_true",
-                   help="also write the result as a RobustBench-style model entry (threat model, eps, clean and "
-                        "AutoAttack accuracy, architecture, number of points, the AutoAttack version that ran and a "
-                        "footnote where it was reduced) to <out stem>-model-card.json, and print it; needs "
+                   help="also write the result as a RobustBench entry (the fields of its model_info files: eps "
+                        "as 8/255, clean_acc, autoattack_acc in %%, architecture, ...; link, name, authors, venue and "
+                        "reported left to fill; a reduced AutoAttack is no autoattack_acc, the footnote says so; "
+                        "advlab's extras under 'advlab') to <out stem>-model-card.json, and print it; needs "
                         "autoattack among --attacks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
@@ -193,11 +217,120 @@ def _load_data(name: str, split: str, root: str | None, n: int):
     return images[:n], labels[:n]
 
 
+MODEL_FLAGS = ("weights", "normalize", "output", "model_option")
+"""Flags that describe a --model (not a checkpoint, which records all of it)."""
+
+
+def _normalize_flag(text: str | None) -> Any:
+    """``--normalize``: None/none, dataset, or ``MEAN[,...]:STD[,...]`` -> the ``normalize`` of a model spec."""
+    if text is None or text == "none":
+        return None
+    if text == "dataset":
+        return "dataset"
+    mean, sep, std = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return {"mean": [float(v) for v in mean.split(",")], "std": [float(v) for v in std.split(",")]}
+    except ValueError:
+        raise AdvlabError(f"--normalize: expected none, dataset or MEAN[,...]:STD[,...] (e.g. "
+                          f"0.4914,0.4822,0.4465:0.2471,0.2435,0.2616), got {text!r}") from None
+
+
+def _model_options(items: list[str]) -> dict[str, Any]:
+    """``--model-option KEY=VALUE`` flags as keyword arguments (values read as YAML)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise AdvlabError(f"--model-option: expected KEY=VALUE with a Python name as KEY, got {item!r}")
+        try:
+            options[key.strip()] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            options[key.strip()] = raw
+    return options
+
+
+def _any_model(args: argparse.Namespace, device) -> tuple[Any, dict[str, Any], str, float, str]:
+    """The --model as its flags describe it, with its --weights loaded, in eval mode: ``(model, meta, dataset,
+    eps, norm)``. AdvlabError naming the flag for what is missing or wrong."""
+    if args.dataset is None or args.eps is None:
+        raise AdvlabError("--model evaluates a model advlab did not train: give --dataset and --eps (e.g. --dataset "
+                          "cifar10 --eps 8/255)")
+    norm = get_norm(args.norm or "linf").name
+    try:
+        eps = check_eps(parse_eps(args.eps), norm)
+    except AdvlabError as exc:
+        raise AdvlabError(f"--eps: {exc}") from None
+    info = data.info(args.dataset)
+    spec: dict[str, Any] = {"name": args.model, "num_classes": info.num_classes, "in_channels": info.in_channels,
+                            **_model_options(args.model_option)}
+    normalize = _normalize_flag(args.normalize)
+    if normalize == "dataset":
+        normalize = {"mean": list(info.mean), "std": list(info.std)}
+    if normalize is not None:
+        spec["normalize"] = normalize
+    if args.output is not None:
+        spec["output"] = int(args.output) if args.output.lstrip("-").isdigit() else args.output
+    found = model_source(args.model)
+    if args.weights is None and (found is None or found[0].random_weights):
+        raise AdvlabError(f"--model {args.model} starts from random weights: pass --weights FILE")
+    kwargs = dict(spec)
+    try:
+        model = create_model(kwargs.pop("name"), **kwargs)
+    except AdvlabError as exc:
+        raise AdvlabError(f"--model {args.model}: {exc}") from None
+    weights = None
+    if args.weights is not None:
+        state = read_weights(args.weights)
+        report = load_weights(bare_network(model), state, strict=True, source=f"--weights {args.weights}")
+        weights = {"file": str(args.weights), "tensors": report["loaded"],
+                   "prefixes_removed": report["prefixes_removed"]}
+    meta = {"model_spec": spec, "weights": weights}
+    return model.to(device).eval(), meta, info.name, eps, norm
+
+
+def _clean_fraction(model, images, labels, batch_size: int, device) -> float:
+    """The fraction of the points the model classifies correctly (eval mode, no gradient): what AutoAttack
+    attacks, for the estimate."""
+    import torch
+
+    from ..attacks.context import eval_mode
+
+    correct = 0
+    with eval_mode(model), torch.no_grad():
+        for s in range(0, len(labels), batch_size):
+            x = images[s:s + batch_size].to(device)
+            x = x.float().div(255) if x.dtype == torch.uint8 else x
+            correct += int((model(x).argmax(1).cpu() == labels[s:s + batch_size]).sum())
+    return correct / max(len(labels), 1)
+
+
+def _default_out(args: argparse.Namespace, path: Path | None) -> Path:
+    if path is not None:
+        return path.with_name(f"{path.stem}-eval.json")
+    if args.weights:
+        weights = Path(args.weights)
+        return weights.with_name(f"{weights.stem}-eval.json")
+    return Path(f"{args.model.replace(':', '-').replace('/', '-')}-eval.json")
+
+
 def run(args: argparse.Namespace) -> int:
     if launch_from_env().distributed:  # every process would evaluate everything and write the same --out
         raise AdvlabError("advlab eval runs in one process; start it without torchrun (training under torchrun "
                           "evaluates over all its processes by itself)")
-    path = resolve_checkpoint(args.target, args.checkpoint)
+    if args.target is not None and args.model is not None:
+        raise AdvlabError("give a checkpoint (TARGET) or --model NAME, not both")
+    if args.target is None and args.model is None:
+        raise AdvlabError("give a checkpoint or run directory (TARGET), or a model advlab did not train with --model "
+                          "NAME --weights FILE --dataset D --eps 8/255")
+    if args.model is None:
+        given = [f"--{f.replace('_', '-')}" for f in MODEL_FLAGS if getattr(args, f) not in (None, [])]
+        if given:
+            raise AdvlabError(f"{', '.join(given)} describe a --model; a checkpoint records its model")
+    path = resolve_checkpoint(args.target, args.checkpoint) if args.target is not None else None
     if args.n < 1:
         raise AdvlabError(f"--n must be >= 1, got {args.n}")
     if args.batch_size < 1:
@@ -212,29 +345,54 @@ def run(args: argparse.Namespace) -> int:
     if args.model_card and "autoattack" not in attacks:
         raise AdvlabError("--model-card reports AutoAttack accuracy: add autoattack to --attacks "
                           "(a reduced --autoattack-version such as apgd-ce is named in the card)")
-    out = Path(args.out) if args.out else path.with_name(f"{path.stem}-eval.json")
+    out = Path(args.out) if args.out else _default_out(args, path)
     _check_out(out)
-    ckpt = load_checkpoint(path)  # metadata first: bad settings fail before the model and data are loaded
-    norm = _setting(args.norm, ckpt, "norm", "--norm", path, lambda v: get_norm(v).name)
-    eps = _setting(args.eps, ckpt, "eps", "--eps", path, lambda v: check_eps(v, norm))
-    dataset = _setting(args.dataset, ckpt, "dataset", "--dataset", path, lambda v: data.info(v).name)
     device = pick_device(args.device, "--device")
+    if path is None:
+        if args.classifier not in (None, "linear", "auto") or _knn_flags(args):
+            raise AdvlabError("--classifier knn needs the training split of a run advlab trained; a --model is "
+                              "evaluated with its own head")
+        needs_knn = [name for name in attacks if name in knn_attacks()]
+        if needs_knn:
+            raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier of a run advlab trained")
+        model, meta, dataset, eps, norm = _any_model(args, device)
+        images, labels = _load_data(dataset, args.split, args.data_root, args.n)
+    else:
+        ckpt = load_checkpoint(path)  # metadata first: bad settings fail before the model and data are loaded
+        norm = _setting(args.norm, ckpt, "norm", "--norm", path, lambda v: get_norm(v).name)
+        eps = _setting(args.eps, ckpt, "eps", "--eps", path, lambda v: check_eps(parse_eps(v), norm))
+        dataset = _setting(args.dataset, ckpt, "dataset", "--dataset", path, lambda v: data.info(v).name)
 
-    model, ckpt = _load_model(path, device)
-    kind, knn = _classifier(args, ckpt, path, model)
-    needs_knn = [name for name in attacks if name in knn_attacks()]
-    if needs_knn and kind != "knn":
-        raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier: evaluate with --classifier knn")
-    bank = _knn_bank(args, ckpt, path) if kind == "knn" else (None, None, None)
-    images, labels = _load_data(dataset, args.split, args.data_root, args.n)
-    if kind == "knn":
-        model = as_classifier(model, "knn", bank[0], bank[1], bank[2], knn, batch_size=args.batch_size,
-                              device=device)
+        model, ckpt = _load_model(path, device)
+        kind, knn = _classifier(args, ckpt, path, model)
+        needs_knn = [name for name in attacks if name in knn_attacks()]
+        if needs_knn and kind != "knn":
+            raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier: evaluate with --classifier knn")
+        bank = _knn_bank(args, ckpt, path) if kind == "knn" else (None, None, None)
+        images, labels = _load_data(dataset, args.split, args.data_root, args.n)
+        if kind == "knn":
+            model = as_classifier(model, "knn", bank[0], bank[1], bank[2], knn, batch_size=args.batch_size,
+                                  device=device)
+        meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "model_spec": ckpt.get("model_spec")}
+    num_classes = data.info(dataset).num_classes
+    checks = check_model(model, images, num_classes, device)
+    check_statuses(checks)
+    for check in checks:
+        if check["status"] == "flagged":
+            print(f"advlab eval: model check {check['name']} flagged: {check['message']}", file=sys.stderr)
+    if not args.quiet:
+        estimate = estimate_evaluation(model, images[:64], n=len(labels), attacks=attacks, eps=eps, norm=norm,
+                                       batch_size=args.batch_size, num_classes=num_classes,
+                                       autoattack_version=args.autoattack_version, square_queries=args.square_queries,
+                                       sanity=not args.no_sanity, device=device, seed=args.seed,
+                                       clean_fraction=_clean_fraction(model, images, labels, args.batch_size, device))
+        print(f"advlab eval: {len(labels)} points, {', '.join(attacks)}: {estimate.text()}", file=sys.stderr,
+              flush=True)
     result = evaluate(model, images, labels, eps, norm, attacks=attacks, batch_size=args.batch_size, device=device,
                       sanity=not args.no_sanity, seed=args.seed, progress=not args.quiet,
                       autoattack_version=args.autoattack_version, square_queries=args.square_queries)
-    result.meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "model_spec": ckpt.get("model_spec"),
-                   "dataset": dataset, "split": args.split, "first_n": len(labels),
+    result.model_checks = checks
+    result.meta = {**meta, "dataset": dataset, "split": args.split, "first_n": len(labels),
                    "classifier": describe_classifier(model)}
     table = result.table()
     try:
@@ -246,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} and {out.with_suffix('.txt')}", file=sys.stderr)
     if args.model_card:
         card_path = out.with_name(f"{out.stem}-model-card.json")
-        card = json.dumps(model_card(result.to_dict()), indent=2)
+        card = json.dumps(model_card(result.to_dict()), indent=2)  # RobustBench's model_info fields + "advlab"
         try:
             write_atomic(card_path, card + "\n")
         except OSError as exc:

@@ -91,6 +91,10 @@ class GuideAttack:
                          model_mode="eval", generator=self.generator, classify=knn.scores)
         return result.x_adv
 
+    def cost(self) -> dict[str, tuple[int, int]]:
+        """Model passes per point at most, as :meth:`PGDEval.cost` (one restart), plus the guides' forward."""
+        return {"knn-guide": (self.steps + 3, self.steps)}
+
     def settings(self) -> dict[str, Any]:
         return {"steps": self.steps, "step_size": self.step_size, "loss": f"guide-{self.knn.metric}",
                 "objective": f"mean {self.knn.metric} similarity of the representation to its guides",

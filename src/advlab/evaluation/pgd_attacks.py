@@ -57,6 +57,11 @@ class PGDEval:
                 self.clamped += result.clamped  # the first restart sees every point
         return x_best
 
+    def cost(self) -> dict[str, tuple[int, int]]:
+        """Model passes per point at most (no point fooled early): ``{"pgd": (forwards, backwards)}``, each step
+        one forward and one backward per restart, plus the clean start's and the final prediction's forwards."""
+        return {"pgd": (self.restarts * (self.steps + 1) + 1, self.restarts * self.steps)}
+
     def settings(self) -> dict[str, Any]:
         out = {"steps": self.steps, "step_size": self.step_size, "loss": self.loss, "random_start": "uniform",
                "restarts": self.restarts, "stop": "first misclassified iterate"}

@@ -75,6 +75,7 @@ class EvalResult:
     meta: dict[str, Any] = field(default_factory=dict)
     clamped: int = 0  # image values a rounding error outside [0, 1], clamped before the evaluation (attacks.box)
     clamp_tolerance: float = BOX_TOLERANCE  # how far outside a value could be and still be clamped
+    model_checks: list[dict[str, Any]] = field(default_factory=list)  # advlab.evaluation.model_checks, when run
 
     @property
     def n(self) -> int:
@@ -156,6 +157,8 @@ class EvalResult:
             "seconds": self.seconds,
             "inputs": {"clamped": self.clamped, "tolerance": self.clamp_tolerance},
         }
+        if self.model_checks:
+            out["model_checks"] = self.model_checks
         if self.meta:
             out["meta"] = self.meta
         return out
@@ -185,6 +188,11 @@ class EvalResult:
         lines.append(row("robust (AND)", self.robust_correct, "correct clean and under every attack above"))
         lines.append(self.dsr_line())
         lines += ["", *self.fairness_table()]
+        if self.model_checks:
+            lines.append("")
+            lines.append("model checks (before attacking):")
+            for check in self.model_checks:
+                lines.append(f"  {check['name']:<16} {check['status']:<8} {check.get('message', '')}".rstrip())
         if self.sanity:
             lines.append("")
             lines.append("sanity checks:")

@@ -178,7 +178,8 @@ def evaluate(
         num_classes = int(num_classes or width)
         if int(labels.max()) >= num_classes or int(labels.min()) < 0:
             raise AdvlabError(f"labels must be in [0, {num_classes}), got {int(labels.min())}..{int(labels.max())}")
-        setup = AttackSetup(model, eps, norm, dev, seed, num_classes, autoattack_version, square_queries, width)
+        setup = AttackSetup(model, eps, norm, dev, seed, num_classes, autoattack_version, square_queries, width,
+                            progress=progress)
         built = {name: EVAL_ATTACKS.get(name)(setup) for name in names}  # fail early on a bad setup
         clean = run_clean(data)
         outcomes = {name: run_attack(name, attack, data, eps, norm) for name, attack in built.items()}

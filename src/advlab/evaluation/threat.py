@@ -9,8 +9,29 @@ from ..errors import AdvlabError
 ATOL = 1e-6
 
 
+def eps_hint(eps: float) -> str:
+    """The pixel-unit reading of an eps given on the 0..255 scale: ``did you mean 8/255 (= 0.03137)?``."""
+    return f"did you mean {eps:g}/255 (= {eps / 255:.4g})?" if eps <= 255 else "give it as a fraction of 1, e.g. 8/255"
+
+
+def parse_eps(text: str | float) -> float:
+    """eps from a command-line value: a number (``0.0314``) or a fraction (``8/255``); AdvlabError otherwise.
+    The value is not checked against a norm (:func:`check_eps`)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    value = str(text).strip()
+    try:
+        if "/" in value:
+            top, bottom = value.split("/", 1)
+            return float(top) / float(bottom)
+        return float(value)
+    except (ValueError, ZeroDivisionError):
+        raise AdvlabError(f"eps must be a number or a fraction such as 8/255, got {text!r}") from None
+
+
 def check_eps(eps: float, norm: str) -> float:
-    """``eps`` as a float after checking it: linf in (0, 1], l2 finite and > 0."""
+    """``eps`` as a float after checking it: linf in (0, 1] (pixel units; a value above 1 is refused with the hint
+    that it reads as 8/255), l2 finite and > 0."""
     get_norm(norm)
     try:
         eps = float(eps)
@@ -19,7 +40,7 @@ def check_eps(eps: float, norm: str) -> float:
     if not eps > 0 or eps == float("inf"):
         raise AdvlabError(f"eps must be > 0 and finite, got {eps}")
     if norm == "linf" and eps > 1:
-        raise AdvlabError(f"eps must be in (0, 1] for linf (images are in [0, 1]), got {eps}")
+        raise AdvlabError(f"eps is in pixel units in [0, 1] (linf: in (0, 1]), got {eps:g}: {eps_hint(eps)}")
     return eps
 
 

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import AdvlabError
+from .external import ExternalModel
+from .normalize import Normalize
 
 HEADS = ("linear", "projection")
 """What a model built by ``create_model`` ends with: the backbone's ``linear`` classifier (logits), or a
@@ -33,13 +35,36 @@ FREEZE = ("none", "encoder")
 """What ``create_model`` freezes: nothing, or the ``encoder`` (all but the last linear layer; linear evaluation)."""
 
 
+def _declared_classifier(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The classifier a network declares with timm's ``get_classifier()`` (timm's models, and any module that
+    offers it), when it is an ``nn.Linear`` inside ``model``: ``(name, module)``; else None."""
+    names = {id(m): name for name, m in model.named_modules()}
+    for _, module in model.named_modules():
+        get = getattr(module, "get_classifier", None)
+        if callable(get):
+            try:
+                head = get()
+            except Exception:  # a model whose get_classifier needs arguments or fails: fall back to module order
+                return None
+            if isinstance(head, nn.Linear) and id(head) in names:
+                return names[id(head)], head
+            return None
+    return None
+
+
 def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The name and module of ``model``'s last ``nn.Linear`` in module order (the logit layer of every
-    built-in backbone); AdvlabError when the model has none."""
+    """The name and module of ``model``'s classifier: the ``nn.Linear`` a network declares with timm's
+    ``get_classifier()``, else its last ``nn.Linear`` in module order (the logit layer of every built-in backbone
+    and of torchvision's ResNets, VGGs, MobileNets, EfficientNets, ViTs). AdvlabError when there is none (a
+    convolutional classifier, e.g. torchvision's SqueezeNet: such a model cannot be stripped to an encoder)."""
+    declared = _declared_classifier(model)
+    if declared is not None:
+        return declared
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not found:
-        raise AdvlabError(f"{type(model).__name__} has no nn.Linear layer to take as its classifier; give an "
-                          "encoder that returns features and its feature_dim instead")
+        raise AdvlabError(f"{type(model).__name__} has no nn.Linear layer to take as its classifier, so its "
+                          "penultimate features cannot be found; give an encoder that returns features and its "
+                          "feature_dim instead")
     return found[-1]
 
 
@@ -122,6 +147,19 @@ def backbone(model: nn.Module) -> nn.Module:
     if isinstance(model, FrozenEncoder):
         return model.model
     return model
+
+
+def bare_network(model: nn.Module) -> nn.Module:
+    """The network inside advlab's wrappers, whose state-dict keys are those of weights made elsewhere: the
+    backbone (:func:`backbone`) without its input normalisation (``with_normalization``) or its
+    :class:`~advlab.models.external.ExternalModel` wrapper."""
+    inner = backbone(model)
+    if isinstance(inner, ExternalModel):
+        return inner.model
+    if isinstance(inner, nn.Sequential) and isinstance(getattr(inner, "normalize", None), Normalize) \
+            and isinstance(getattr(inner, "model", None), nn.Module):
+        return inner.model
+    return inner
 
 
 def feature_extractor(model: nn.Module) -> nn.Module:

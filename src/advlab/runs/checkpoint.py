@@ -54,6 +54,19 @@ def resolve_checkpoint(target: str | Path, which: str = "best") -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`, refusing anything that would run code."""
     path = Path(path)
+    payload = read_torch_file(path, map_location)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an advlab checkpoint (expected format {FORMAT!r}); weights made "
+                              "elsewhere (a state dict .pt/.pth or .safetensors) are read by init.from=FILE and "
+                              "advlab eval --model NAME --weights FILE")
+    if "dataset" not in payload and "data" in payload:  # the dataset's name, under its old key
+        payload["dataset"] = payload.pop("data")
+    return payload
+
+
+def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """What ``torch.load(path, weights_only=True)`` reads (tensors, numbers, strings, lists, dicts), refusing
+    anything that would run code; CheckpointError (one line) for a missing, foreign or truncated file."""
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint: {path}")
     try:
@@ -71,10 +84,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"({_first_line(exc)})") from None
     for w in caught:  # a file that loaded: its warnings are the caller's to see
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an advlab checkpoint (expected format {FORMAT!r})")
-    if "dataset" not in payload and "data" in payload:  # the dataset's name, under its old key
-        payload["dataset"] = payload.pop("data")
     return payload
 
 
@@ -105,6 +114,9 @@ def load_model(target: str | Path, which: str = "best", device: str | torch.devi
         model = create_model(spec.pop("name"), **spec)
     except AdvlabError as exc:
         raise CheckpointError(f"checkpoint {path}: cannot build its model: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a model source's own failure
+        raise CheckpointError(f"checkpoint {path}: cannot build its model {ckpt['model_spec'].get('name')!r}: "
+                              f"{_first_line(exc)}") from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
