@@ -1,5 +1,6 @@
-# The commands of the README: `make demo` runs the main job, `make test` the whole test suite (what CI runs),
-# `make test-fast` the tests not marked slow (no end-to-end runs; about a minute).
+# The commands of the README: `make demo` runs the main job, `make test` the whole test suite (what CI runs: the
+# main suite, then the timm/torchvision tests in their own environment, scripts/test_vision.sh), `make test-fast`
+# the tests not marked slow (no end-to-end runs; about a minute).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -12,6 +13,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+	bash scripts/test_vision.sh
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

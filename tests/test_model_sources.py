@@ -186,6 +186,8 @@ def test_bad_model_settings_are_one_line_naming_the_key(user_code, override, mes
 # timm and torchvision: optional; run where they import
 
 
+@pytest.mark.vision
+@pytest.mark.slow
 @pytest.mark.skipif(_importable("timm") is not None, reason=str(_importable("timm")))
 def test_a_timm_model_trains_a_pgd_at_epoch_resumes_and_is_evaluated(tmp_path, whole_and_resumed, training_rows):
     config = load_config("pgd-at", [*SMALL, "epochs=2", "model.name=timm:resnet10t",
@@ -200,6 +202,7 @@ def test_a_timm_model_trains_a_pgd_at_epoch_resumes_and_is_evaluated(tmp_path, w
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.vision
 @pytest.mark.skipif(_importable("torchvision") is not None, reason=str(_importable("torchvision")))
 def test_a_torchvision_model_is_built_without_weights_and_takes_three_channels():
     model = create_model("torchvision:resnet18", num_classes=10, in_channels=3)
