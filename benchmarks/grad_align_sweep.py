@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from advlab.config import load_config, read_config  # noqa: E402
-from advlab.engine.trainer import resume, train  # noqa: E402
+from advlab.engine.train import resume, train  # noqa: E402
 from advlab.errors import AdvlabError  # noqa: E402
 from demo_sweep import choose, validation_numbers  # noqa: E402
 

@@ -225,7 +225,7 @@ def test_compare_groups_only_runs_that_differ_in_their_seed_and_compares_only_li
     """Real tiny runs: two seeds of pgd-at, one with 40% label noise, one with SiLU, PGD-1 training and a second
     evaluation attack. Before: one group 'pgd-at' of four "seeds" with a spread, robust accuracies compared
     across different sets of attacks."""
-    from advlab.engine.trainer import train
+    from advlab.engine.train import train
 
     tiny = [o for o in TINY if not o.startswith("epochs=")] + ["epochs=1", "data.train_size=100"]
     settings = {"s0": ["seed=0"], "s1": ["seed=1"], "noisy": ["seed=0", "data.label_noise.rate=0.4"],
