@@ -39,6 +39,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # the paper fine-tunes a TRADES model ("hot start"); here: 3 TRADES epochs (a = 1, b = 0) inside the same
     # budget, then CAAT, with a bi-level step every 10 steps (about the paper's meta steps per epoch)
     "caat-warmup": ("caat", ["weighting.warmup_epochs=3", "weighting.meta_every=10"]),
+    # the meta-gradient advlab computed before issue 25 (the meta-net's input features detached from the model's
+    # weights in the look-ahead), everything else as the two rows above
+    "caat-detached": ("caat", ["weighting.meta_features=detached"]),
+    "caat-warmup-detached": ("caat", ["weighting.warmup_epochs=3", "weighting.meta_every=10",
+                                      "weighting.meta_features=detached"]),
 }
 """Rows of the table: name -> (preset, overrides of that row)."""
 SCENARIOS: dict[str, list[str]] = {
