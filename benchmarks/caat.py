@@ -193,6 +193,40 @@ def _aa_version() -> str:
         return "not installed"
 
 
+def weights(args: argparse.Namespace) -> str:
+    """Markdown: the meta-net's mean weight a of the adversarial terms per class (``caat_a_per_class`` of
+    metrics.jsonl) in the first epoch CAAT is active and in the last, the meta steps taken, and the three classes
+    with the highest natural error on the test points (last checkpoint), for each CAAT run asked for."""
+    out = Path(args.out)
+    lines = []
+    for scenario in args.scenarios:
+        lines += ["", f"### {SCENARIO_TITLES[scenario]}", "",
+                  "| row | seed | epoch | meta steps so far | " + " | ".join(f"a{c}" for c in range(10))
+                  + " | hardest classes (test natural error, last) |", "|" + "---|" * 15]
+        for preset in args.presets:
+            for seed in args.seeds:
+                run_dir = run_dir_of(out, scenario, seed, preset)
+                rows = history(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+                active = [r for r in rows if r.get("caat_active")]
+                if not active:
+                    continue
+                summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() \
+                    else {}
+                natural = (((summary.get("last") or {}).get("fairness") or {}).get("pgd20") or {}).get("natural", {})
+                per_class = natural.get("per_class", {})
+                hardest = sorted(per_class, key=lambda k: -per_class[k])[:3]
+                hard = ", ".join(f"{k} ({per_class[k]:.2f})" for k in hardest) or "–"
+                steps = 0
+                for r in rows:
+                    steps += r.get("caat_meta_steps") or 0
+                    if r is active[0] or r is active[-1]:
+                        a = r.get("caat_a_per_class") or []
+                        lines.append(f"| {preset} | {seed} | {r['epoch']} | {steps} | "
+                                     + " | ".join(f"{v:.2f}" for v in a)
+                                     + f" | {hard if r is active[-1] else ''} |")
+    return "\n".join(lines)
+
+
 def normalisation(run_dir: Path, device: str, n: int) -> str:
     """PGD-20 on one run's best checkpoint with eps in pixel units and with the same eps in normalised units.
 
@@ -243,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fresh", action="store_true", help="retrain even when a finished run is there")
     p.add_argument("--unclaim", action="store_true", help="remove claims left by killed workers, then exit")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--weights", action="store_true",
+                   help="print the meta-net's per-class weights of the finished CAAT runs and exit")
     p.add_argument("--normalisation", metavar="RUN_DIR", default=None,
                    help="measure PGD-20 with eps in pixel vs normalised units on this run and exit")
     args = p.parse_args(argv)
@@ -252,6 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     if args.unclaim:
         unclaim(out)
+        return
+    if args.weights:
+        print(f"command: {command}")
+        print(weights(args))
         return
     if args.normalisation:
         print(normalisation(Path(args.normalisation), args.device, args.eval_n))
