@@ -98,18 +98,22 @@ def frl_eps(run: Path, seed: int) -> str:
     model, _ = load_model(run, "best")
     split = run_training_split(config.data, config.seed)
     c = int(split.meta_labels.max()) + 1
+    name, options = config.parts()["weighting"]
+    frl = FRLOptions(**{k: v for k, v in vars(part_class("weighting", name).Options(**options)).items()
+                        if k in FRLOptions.__dataclass_fields__})  # the run's FRL options, defaults where not set
     out = {}
     for scale in (1.0, 0.8):
         clean, boundary = class_errors(model, split.meta_images, split.meta_labels, c, scale * config.eps,
-                                       config.norm, 20, 500, torch.device("cpu"), torch.Generator().manual_seed(seed))
-        duals = FRLDuals(c, FRLOptions())
+                                       config.norm, frl.attack_steps, frl.batch_size, torch.device("cpu"),
+                                       torch.Generator().manual_seed(seed))
+        duals = FRLDuals(c, frl)
         duals.update(0, clean, boundary)
         out[scale] = (boundary, duals)
     b1, d1 = out[1.0]
     b08, d08 = out[0.8]
     fmt = lambda t: "[" + ", ".join(f"{v:.3f}" for v in t.tolist()) + "]"  # noqa: E731
-    lines = [f"`{run}` best checkpoint, its meta split ({len(split.meta_labels)} images), PGD-20 step eps/4, "
-             f"start seed {seed}:", "",
+    lines = [f"`{run}` best checkpoint, its meta split ({len(split.meta_labels)} images), PGD-{frl.attack_steps} "
+             f"step eps/4 (the run's FRL evaluation), start seed {seed}:", "",
              "| eval eps | boundary error per class | mean | w1 (boundary weights) after one update | w2 (bound multipliers) |",
              "|---|---|---|---|---|",
              f"| {config.eps} (advlab: the run's eps) | {fmt(b1)} | {float(b1.mean()):.3f} | {fmt(d1.boundary_weights)} | "
