@@ -227,6 +227,54 @@ def weights(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def meta_net_weights(run_dir: Path, device: str) -> str:
+    """Markdown: per class, the mean weight a that the run's FINAL meta-net (its last.pt) and a freshly
+    initialised one (the part's own seeded initialisation, before any meta step) give the samples of the run's
+    training split, on the features of the last model's clean logits (eval mode: small-cnn's dropout off), in
+    batches of the run's batch size (the meta-net's batch norm takes batch statistics, as in training); and the
+    last model's error per class on that split. Tells what the meta-learning changed from the initial mapping."""
+    from advlab.data import run_training_split
+    from advlab.engine.optimizers import make_optimizer
+    from advlab.recipes import RecipeEnv, build_recipe
+    from advlab.runs import load_model
+
+    config = read_config(run_dir / "config.yaml")
+    model, ckpt = load_model(run_dir, "last", device=device)
+    split = run_training_split(config.data, config.seed)
+    c = int(split.labels.max()) + 1
+
+    def part():
+        env = RecipeEnv(num_train=len(split.labels), num_classes=c, epochs=config.epochs, eps=config.eps,
+                        norm=config.norm, device=torch.device(device), seed=config.seed,
+                        class_counts=torch.bincount(split.labels, minlength=c).tolist(),
+                        meta_images=split.meta_images, meta_labels=split.meta_labels, model=model,
+                        optimizer=make_optimizer(model.parameters(), config.optimizer))
+        return build_recipe(config.parts(), env).weighting
+
+    final, initial = part(), part()
+    final.load_state_dict(ckpt["parts"]["weighting"])
+    initial.class_loss = final.class_loss.clone()  # the same features: only the meta-net differs
+    sums = {"final": torch.zeros(c, dtype=torch.float64), "initial": torch.zeros(c, dtype=torch.float64)}
+    wrong = torch.zeros(c, dtype=torch.float64)
+    for s0 in range(0, len(split.labels), config.batch_size):
+        x = split.images[s0:s0 + config.batch_size].to(device).float().div(255)
+        y = split.labels[s0:s0 + config.batch_size].to(device)
+        with torch.no_grad():
+            logits = model(x)
+            wrong.index_add_(0, y.cpu(), (logits.argmax(1) != y).double().cpu())
+            for name, w in (("final", final), ("initial", initial)):
+                a = w.meta_net(w.features(logits, y))[:, 0]
+                sums[name].index_add_(0, y.cpu(), a.double().cpu())
+    count = torch.bincount(split.labels, minlength=c).double().clamp_min(1)
+    lines = [f"`{run_dir}` (last.pt, epoch {ckpt['epoch']}), its training split ({len(split.labels)} images):", "",
+             "| class | " + " | ".join(str(k) for k in range(c)) + " |", "|" + "---|" * (c + 1)]
+    for name in ("final", "initial"):
+        lines.append(f"| a, {name} meta-net | " + " | ".join(f"{v:.2f}" for v in (sums[name] / count).tolist()) + " |")
+    lines.append("| training error of the last model | " + " | ".join(f"{v:.2f}" for v in (wrong / count).tolist())
+                 + " |")
+    return "\n".join(lines)
+
+
 def normalisation(run_dir: Path, device: str, n: int) -> str:
     """PGD-20 on one run's best checkpoint with eps in pixel units and with the same eps in normalised units.
 
@@ -279,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--weights", action="store_true",
                    help="print the meta-net's per-class weights of the finished CAAT runs and exit")
+    p.add_argument("--meta-net", metavar="RUN_DIR", default=None,
+                   help="per-class weights of the run's final meta-net against a freshly initialised one, and exit")
     p.add_argument("--normalisation", metavar="RUN_DIR", default=None,
                    help="measure PGD-20 with eps in pixel vs normalised units on this run and exit")
     args = p.parse_args(argv)
@@ -292,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.weights:
         print(f"command: {command}")
         print(weights(args))
+        return
+    if args.meta_net:
+        print(f"command: {command}")
+        print(meta_net_weights(Path(args.meta_net), args.device))
         return
     if args.normalisation:
         print(normalisation(Path(args.normalisation), args.device, args.eval_n))

@@ -150,6 +150,23 @@ def test_caat_benchmark_weights_and_fidelity_measurements_tiny(tmp_path, capsys,
     for r in (rows[0], rows[-1]):
         assert " | ".join(f"{v:.2f}" for v in r["caat_a_per_class"]) in table
 
+    caat.main(["--meta-net", str(run)])
+    table = capsys.readouterr().out
+    from advlab.config import read_config
+    from advlab.data import run_training_split
+    from advlab.runs import load_model
+    import torch
+
+    config = read_config(run / "config.yaml")
+    split = run_training_split(config.data, config.seed)
+    model, _ = load_model(run, "last")
+    with torch.no_grad():
+        wrong = (model(split.images.float().div(255)).argmax(1) != split.labels).double()
+    error = torch.zeros(10, dtype=torch.float64).index_add_(0, split.labels, wrong) / torch.bincount(
+        split.labels, minlength=10).double().clamp_min(1)
+    assert "| training error of the last model | " + " | ".join(f"{v:.2f}" for v in error.tolist()) + " |" in table
+    assert table.count("| a, final meta-net |") == table.count("| a, initial meta-net |") == 1
+
     fidelity.main(["meta-steps", str(run)])
     assert f"| [0, 1] | [0, 0] |" in capsys.readouterr().out  # the code's per-epoch counter: 2 full batches < 3
     fidelity.main(["start", str(run), "--n", "10"])
