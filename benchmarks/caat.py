@@ -234,8 +234,8 @@ def meta_net_weights(run_dir: Path, device: str) -> str:
     batches of the run's batch size (the meta-net's batch norm takes batch statistics, as in training); and the
     last model's error per class on that split. Tells what the meta-learning changed from the initial mapping."""
     from advlab.data import run_training_split
-    from advlab.engine.optimizers import make_optimizer
-    from advlab.recipes import RecipeEnv, build_recipe
+    from advlab.engine.optimizers import create_optimizer
+    from advlab.recipes import RecipeEnv, create_recipe
     from advlab.runs import load_model
 
     config = read_config(run_dir / "config.yaml")
@@ -248,8 +248,8 @@ def meta_net_weights(run_dir: Path, device: str) -> str:
                         norm=config.norm, device=torch.device(device), seed=config.seed,
                         class_counts=torch.bincount(split.labels, minlength=c).tolist(),
                         meta_images=split.meta_images, meta_labels=split.meta_labels, model=model,
-                        optimizer=make_optimizer(model.parameters(), config.optimizer))
-        return build_recipe(config.parts(), env).weighting
+                        optimizer=create_optimizer(model.parameters(), config.optimizer))
+        return create_recipe(config.parts(), env).weighting
 
     final, initial = part(), part()
     final.load_state_dict(ckpt["parts"]["weighting"])

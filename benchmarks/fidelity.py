@@ -174,8 +174,8 @@ def meta_gradient(run: Path, seed: int, temperatures: tuple[float, ...] = (1.0, 
     split, with the meta-net's features attached (the official form) and detached (advlab's former form): its
     largest entry in each form and the cosine between the two, at several temperatures (the meta-net freshly
     initialised as the part does; the optimiser the run's, without momentum buffers)."""
-    from advlab.engine.optimizers import make_optimizer
-    from advlab.recipes import RecipeEnv, build_recipe, compute_loss
+    from advlab.engine.optimizers import create_optimizer
+    from advlab.recipes import RecipeEnv, create_recipe, compute_loss
 
     config = read_config(run / "config.yaml")
     split = run_training_split(config.data, config.seed)
@@ -189,7 +189,7 @@ def meta_gradient(run: Path, seed: int, temperatures: tuple[float, ...] = (1.0, 
         grads = {}
         for form in ("attached", "detached"):
             model, _ = load_model(run, "best")
-            optimizer = make_optimizer(model.parameters(), config.optimizer)
+            optimizer = create_optimizer(model.parameters(), config.optimizer)
             env = RecipeEnv(num_train=len(split.labels), num_classes=c, epochs=config.epochs, eps=config.eps,
                             norm=config.norm, device=torch.device("cpu"), seed=config.seed,
                             class_counts=torch.bincount(split.labels, minlength=c).tolist(),
@@ -199,7 +199,7 @@ def meta_gradient(run: Path, seed: int, temperatures: tuple[float, ...] = (1.0, 
             name, options = parts["weighting"]
             parts["weighting"] = (name, {**options, "meta_features": form, "temperature": temperature,
                                          "meta_every": 10 ** 6})
-            recipe = build_recipe(parts, env)
+            recipe = create_recipe(parts, env)
             torch.manual_seed(seed)
             step = compute_loss(model.train(), x, y, torch.arange(len(y)), 0, recipe)
             w = recipe.weighting

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from advlab.errors import ConfigError
-from advlab.recipes import RecipeEnv, build_recipe, compute_loss
+from advlab.recipes import RecipeEnv, create_recipe, compute_loss
 from advlab.recipes.perturbation.caat import CAATPerturbation, CAATPerturbationOptions
 from advlab.recipes.weighting.frl import FRLDuals, FRLOptions, batch_class_weights
 from advlab.recipes.weighting.lookahead import sgd_lookahead
@@ -37,7 +37,7 @@ def test_anti_view_lowers_the_loss_and_every_view_stays_in_its_own_bound(one_thr
     x = torch.rand(12, 1, 4, 4) * 0.6 + 0.2
     y = torch.randint(0, 3, (12,))
     part = CAATPerturbation(CAATPerturbationOptions(bound="grad", steps=10), env(eps=0.05))
-    views = part.make_views(model, x, y)
+    views = part.create_views(model, x, y)
     eps = views["anti"].eps
     assert eps.shape == (12,) and torch.all(eps >= 0.05 * 0.98 - 1e-7) and torch.all(eps <= 0.05 * 2.5 + 1e-7)
     assert not torch.allclose(eps, eps[0].expand_as(eps))  # per sample
@@ -60,7 +60,7 @@ def test_random_start_none_starts_from_x_and_draws_nothing(one_thread):
     y = torch.randint(0, 3, (6,))
     part = CAATPerturbation(CAATPerturbationOptions(steps=1, random_start="none"), env(eps=0.05))
     rng = torch.get_rng_state()
-    views = part.make_views(model, x, y)
+    views = part.create_views(model, x, y)
     assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global stream
     x0 = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x0), y, reduction="sum"), [x0])
@@ -81,17 +81,17 @@ def test_remargin_needs_a_weighting_with_frl_duals():
     spec = {"labels": ("hard", {}), "perturbation": ("caat", {"bound": "remargin"}), "weighting": ("uniform", {}),
             "objective": ("caat", {})}
     with pytest.raises(ConfigError, match="perturbation 'caat' with bound remargin.*weighting 'uniform'"):
-        build_recipe(spec, env())
+        create_recipe(spec, env())
 
 
 def test_the_caat_weighting_needs_the_clean_outputs_and_the_meta_split():
     meta = dict(meta_images=torch.zeros(6, 1, 4, 4, dtype=torch.uint8), meta_labels=torch.tensor([0, 1, 2] * 2))
     spec = {"labels": ("hard", {}), "perturbation": ("caat", {}), "weighting": ("caat", {}), "objective": ("ce", {})}
     with pytest.raises(ConfigError, match="weighting 'caat' reads the model's outputs on view 'clean'"):
-        build_recipe(spec, env(**meta))
+        create_recipe(spec, env(**meta))
     spec["objective"] = ("caat", {})
     with pytest.raises(ConfigError, match="weighting 'caat' needs the meta split"):
-        build_recipe(spec, env())
+        create_recipe(spec, env())
 
 
 # -- features ------------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def _meta_setup():
     spec = {"labels": ("hard", {}), "perturbation": ("caat", {"steps": 2}),
             "weighting": ("caat", {"temperature": 1.0, "meta_every": 1, "meta_batch_size": 9, "reweight": False}),
             "objective": ("caat", {})}
-    recipe = build_recipe(spec, e)
+    recipe = create_recipe(spec, e)
     x, y = torch.rand(8, 1, 2, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     return model, recipe, x, y
 
@@ -204,7 +204,7 @@ def test_a_meta_step_looks_ahead_over_the_trainable_parameters_of_a_frozen_encod
     spec = {"labels": ("hard", {}), "perturbation": ("caat", {"steps": 2}),
             "weighting": ("caat", {"temperature": 1.0, "meta_every": 1, "meta_batch_size": 9}),
             "objective": ("caat", {})}
-    recipe = build_recipe(spec, e)
+    recipe = create_recipe(spec, e)
     x, y = torch.rand(8, 1, 2, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     step = compute_loss(model.train(), x, y, torch.arange(8), 0, recipe)  # runs a meta step

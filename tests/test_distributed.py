@@ -30,7 +30,7 @@ from torch import nn
 
 from advlab.crashpoints import ENV as CRASH_ENV
 from advlab.distributed import Collective, shard_bounds
-from advlab.recipes import RecipeEnv, build_recipe, compute_loss
+from advlab.recipes import RecipeEnv, create_recipe, compute_loss
 
 pytestmark = [pytest.mark.usefixtures("fashion_mnist"),
               pytest.mark.skipif(sys.platform == "win32", reason="gloo on Windows, SIGKILL")]
@@ -350,7 +350,7 @@ def _caat_steps(collective: Collective, model: nn.Module, x: torch.Tensor, y: to
     spec = {"labels": ("hard", {}), "perturbation": ("caat", {"steps": 2, "random_start": "none"}),
             "weighting": ("caat", {"temperature": 1.0, "meta_every": 1, "meta_batch_size": 9, "batch_size": 4}),
             "objective": ("caat", {})}
-    recipe = build_recipe(spec, env)
+    recipe = create_recipe(spec, env)
     weighting = recipe.weighting
     weighting.meta_net.double()
     for _, part in recipe.parts():
@@ -463,10 +463,10 @@ def _untimed(checks: list[dict]) -> list[dict]:
 
 
 def test_evaluation_over_2_ranks_of_21_points_equals_one_process_exactly(tmp_path):
-    from advlab.models import create
+    from advlab.models import create_model
 
     torch.manual_seed(5)
-    torch.save(create("small-cnn", num_classes=10, in_channels=1).state_dict(), tmp_path / "model.pt")
+    torch.save(create_model("small-cnn", num_classes=10, in_channels=1).state_dict(), tmp_path / "model.pt")
     one = _worker("eval", tmp_path / "one", [], 1)[0]
     two = _worker("eval", tmp_path / "two", [], 2)
     for rank in two:

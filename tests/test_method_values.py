@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import advlab
-from advlab.recipes import RecipeEnv, Step, build_recipe, combine, compute_loss
+from advlab.recipes import RecipeEnv, Step, create_recipe, combine, compute_loss
 
 D, C = 6, 3
 
@@ -43,7 +43,7 @@ def test_fgsm_is_one_signed_step_then_projection_and_clamp(step_size):
     x = torch.rand(8, 1, 1, D, generator=g)
     x[0, 0, 0, :3] = torch.tensor([0.0, 1.0, 0.02])  # at and near the box's edges: the clamp matters
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    recipe = build_recipe({"labels": ("hard", {}), "perturbation": ("fgsm", {"step_size": step_size,
+    recipe = create_recipe({"labels": ("hard", {}), "perturbation": ("fgsm", {"step_size": step_size,
                                                                              "random_start": "none"}),
                            "weighting": ("uniform", {}), "objective": ("ce", {})}, _env(eps))
     x_adv = compute_loss(model, x, y, torch.arange(8), 0, recipe).views["adv"].x
@@ -85,7 +85,7 @@ def test_mart_objective_matches_the_reference_formula():
     p_true = torch.softmax(logits_clean, 1)[torch.arange(6), y]
     assert p_true.max() - p_true.min() > 0.3  # the (1 - p_y) factor differs a lot between samples
     beta = 6.0
-    recipe = build_recipe({"labels": ("hard", {}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
+    recipe = create_recipe({"labels": ("hard", {}), "perturbation": ("pgd", {}), "weighting": ("uniform", {}),
                            "objective": ("mart", {"beta": beta})}, _env(0.1))
     step = Step(model=None, x=torch.zeros(6, 1), y=y, index=torch.arange(6), epoch=0,
                 outputs={"clean": logits_clean.float(), "adv": logits_adv.float()}, loss_targets={"adv": y})

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.recipes import RecipeEnv, build_recipe, compute_loss
+from advlab.recipes import RecipeEnv, create_recipe, compute_loss
 from advlab.recipes.base import Step, View, combine
 from advlab.recipes.recipe import part_class
 from advlab.recipes.weighting.frl import FRLDuals, FRLOptions, class_errors
@@ -172,7 +172,7 @@ def caat_setting(meta_features="attached", temperature=1.0, warmup_epochs=0, met
             "weighting": ("caat", {"temperature": temperature, "meta_every": 10 ** 6, "meta_batch_size": meta_size,
                                    "meta_features": meta_features, "warmup_epochs": warmup_epochs}),
             "objective": ("caat", {"beta": BETA})}
-    recipe = build_recipe(spec, env)
+    recipe = create_recipe(spec, env)
     w = recipe.weighting
     w.duals.lam0, w.duals.lam1, w.duals.lam2 = LAM0.clone(), LAM1.clone(), LAM2.clone()
     w.class_loss = CLASS_LOSS.float().clone()
@@ -411,7 +411,7 @@ def small_env(num_classes=3) -> RecipeEnv:
 
 
 def objective_recipe(objective, perturbation=("pgd", {})):
-    return build_recipe({"labels": ("hard", {}), "perturbation": perturbation, "weighting": ("uniform", {}),
+    return create_recipe({"labels": ("hard", {}), "perturbation": perturbation, "weighting": ("uniform", {}),
                          "objective": objective}, small_env())
 
 
@@ -605,7 +605,7 @@ def test_caat_meta_batches_follow_the_code_s_meta_loader():
     meta_images = torch.arange(n, dtype=torch.uint8).reshape(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
     env = RecipeEnv(num_train=8, num_classes=C, epochs=3, eps=0.1, norm="linf", device=torch.device("cpu"),
                     meta_images=meta_images, meta_labels=torch.arange(n) % C)
-    recipe = build_recipe({"labels": ("hard", {}), "perturbation": ("caat", {}),
+    recipe = create_recipe({"labels": ("hard", {}), "perturbation": ("caat", {}),
                            "weighting": ("caat", {"meta_batch_size": size}), "objective": ("caat", {})}, env)
     w = recipe.weighting
     w.meta_generator.manual_seed(9)

@@ -89,7 +89,7 @@ class CAATPerturbation(PerturbationPart):
             return eps * (o.bound_max - (o.bound_max - o.bound_min) * fit)
         return torch.full((len(y),), eps, device=y.device, dtype=p_clean.dtype)
 
-    def make_views(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+    def create_views(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                    record: bool = True) -> dict[str, View]:
         """The views of (x, y) against ``model`` (any module: the trained one or a look-ahead); ``record``:
         count their bounds in the epoch's diagnostics."""
@@ -108,18 +108,18 @@ class CAATPerturbation(PerturbationPart):
             x2, target, direction, eps2 = x, p_clean, torch.ones(n, device=x.device), eps
         result = pgd(model, x2, None, eps=eps2, step_size=self.step_size(), steps=o.steps, norm=self.env.norm,
                      loss="ce", target=target.to(x.dtype), direction=direction.to(x.dtype),
-                     random_start=None if o.random_start == "none" else o.random_start, bn_mode="eval")
+                     random_start=None if o.random_start == "none" else o.random_start, model_mode="eval")
         if record:  # under torchrun: the bounds of the global batch, so every rank logs one process's numbers
             self._record(self.env.collective.all_gather_cat(eps))
-        views = {"adv": View(x=result.x_adv[:n], attack_steps=o.steps, steps_taken=result.steps[:n], eps=eps,
+        views = {"adv": View(x=result.x_adv[:n], attack_steps=o.steps, steps_taken=result.steps_taken[:n], eps=eps,
                              direction=direction[:n])}
         if o.anti:
-            views["anti"] = View(x=result.x_adv[n:], attack_steps=o.steps, steps_taken=result.steps[n:], eps=eps,
+            views["anti"] = View(x=result.x_adv[n:], attack_steps=o.steps, steps_taken=result.steps_taken[n:], eps=eps,
                                  direction=direction[n:])
         return views
 
     def perturb(self, step: Step) -> dict[str, View]:
-        return self.make_views(step.own_model, step.x, step.y)
+        return self.create_views(step.local_model, step.x, step.y)
 
     # -- diagnostics ---------------------------------------------------------------------------------
     def _reset(self) -> None:

@@ -223,7 +223,7 @@ class CAATWeighting(FRLWeightingBase):
         (the default, the official code's) this rank's features are recomputed from the look-ahead's clean
         logits and keep their graph, so the look-ahead gradient differentiates through the meta-net's input
         (:meth:`attach_features`); ``detached`` keeps ``zeta`` as constants. The look-ahead runs on this
-        process's module (``step.own_model``, outside DDP) with the gradient of the global-batch mean
+        process's module (``step.local_model``, outside DDP) with the gradient of the global-batch mean
         (:func:`.lookahead.global_mean_gradient`), the update DDP makes, over the trainable parameters only
         (frozen ones, ``model.freeze``, stay as they are); its graph reaches the meta-net through this rank's
         samples only (its terms, and its features in every sample's weight: :meth:`global_terms`), so the
@@ -231,7 +231,7 @@ class CAATWeighting(FRLWeightingBase):
         """
         optimizer = self.env.optimizer
         check_sgd(optimizer, "weighting 'caat'")
-        model, objective = step.own_model, self.recipe.objective
+        model, objective = step.local_model, self.recipe.objective
         names = [s.name for s in objective.term_specs]
         y, rows = self.global_labels(step.y) if y is None else (y, self.env.collective.shard(len(y)))
         params = dict(model.named_parameters())
@@ -254,7 +254,7 @@ class CAATWeighting(FRLWeightingBase):
         new.update({n: p for n, p in params.items() if n not in trainable})
         x_m, y_m = self.meta_batch(dtype=next(iter(params.values())).dtype)
         frozen = LookAhead(model, {n: p.detach() for n, p in new.items()})
-        meta_views = {"clean": View(x=x_m), **self.recipe.perturbation.make_views(frozen, x_m, y_m, record=False)}
+        meta_views = {"clean": View(x=x_m), **self.recipe.perturbation.create_views(frozen, x_m, y_m, record=False)}
         ahead = LookAhead(model, new)
         meta_outputs = {v: ahead(meta_views[v].x) for v in objective.forward_views}
         meta_probe = Step(model=model, x=x_m, y=y_m, index=torch.arange(len(y_m)), epoch=step.epoch,

@@ -87,7 +87,7 @@ def class_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n
             with torch.no_grad():
                 clean_ok = forward_logits(model, x, "FRL's evaluation").argmax(1) == y
             x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, norm=norm, early_stop=None,
-                        bn_mode="eval", generator=generator, track_final=False).x_adv
+                        model_mode="eval", generator=generator, track_final=False).x_adv
             with torch.no_grad():
                 adv_ok = forward_logits(model, x_adv, "FRL's evaluation").argmax(1) == y
             counts[0].index_add_(0, y.cpu(), (~clean_ok).double().cpu())
