@@ -39,6 +39,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # the paper fine-tunes a TRADES model ("hot start"); here: 3 TRADES epochs (a = 1, b = 0) inside the same
     # budget, then CAAT, with a bi-level step every 10 steps (about the paper's meta steps per epoch)
     "caat-warmup": ("caat", ["weighting.warmup_epochs=3", "weighting.meta_every=10"]),
+    # the meta-gradient advlab computed before issue 25 (the meta-net's input features detached from the model's
+    # weights in the look-ahead), everything else as the two rows above
+    "caat-detached": ("caat", ["weighting.meta_features=detached"]),
+    "caat-warmup-detached": ("caat", ["weighting.warmup_epochs=3", "weighting.meta_every=10",
+                                      "weighting.meta_features=detached"]),
 }
 """Rows of the table: name -> (preset, overrides of that row)."""
 SCENARIOS: dict[str, list[str]] = {
@@ -188,6 +193,88 @@ def _aa_version() -> str:
         return "not installed"
 
 
+def weights(args: argparse.Namespace) -> str:
+    """Markdown: the meta-net's mean weight a of the adversarial terms per class (``caat_a_per_class`` of
+    metrics.jsonl) in the first epoch CAAT is active and in the last, the meta steps taken, and the three classes
+    with the highest natural error on the test points (last checkpoint), for each CAAT run asked for."""
+    out = Path(args.out)
+    lines = []
+    for scenario in args.scenarios:
+        lines += ["", f"### {SCENARIO_TITLES[scenario]}", "",
+                  "| row | seed | epoch | meta steps so far | " + " | ".join(f"a{c}" for c in range(10))
+                  + " | hardest classes (test natural error, last) |", "|" + "---|" * 15]
+        for preset in args.presets:
+            for seed in args.seeds:
+                run_dir = run_dir_of(out, scenario, seed, preset)
+                rows = history(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+                active = [r for r in rows if r.get("caat_active")]
+                if not active:
+                    continue
+                summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() \
+                    else {}
+                natural = (((summary.get("last") or {}).get("fairness") or {}).get("pgd20") or {}).get("natural", {})
+                per_class = natural.get("per_class", {})
+                hardest = sorted(per_class, key=lambda k: -per_class[k])[:3]
+                hard = ", ".join(f"{k} ({per_class[k]:.2f})" for k in hardest) or "–"
+                steps = 0
+                for r in rows:
+                    steps += r.get("caat_meta_steps") or 0
+                    if r is active[0] or r is active[-1]:
+                        a = r.get("caat_a_per_class") or []
+                        lines.append(f"| {preset} | {seed} | {r['epoch']} | {steps} | "
+                                     + " | ".join(f"{v:.2f}" for v in a)
+                                     + f" | {hard if r is active[-1] else ''} |")
+    return "\n".join(lines)
+
+
+def meta_net_weights(run_dir: Path, device: str) -> str:
+    """Markdown: per class, the mean weight a that the run's FINAL meta-net (its last.pt) and a freshly
+    initialised one (the part's own seeded initialisation, before any meta step) give the samples of the run's
+    training split, on the features of the last model's clean logits (eval mode: small-cnn's dropout off), in
+    batches of the run's batch size (the meta-net's batch norm takes batch statistics, as in training); and the
+    last model's error per class on that split. Tells what the meta-learning changed from the initial mapping."""
+    from advlab.data import run_training_split
+    from advlab.engine.optimizers import create_optimizer
+    from advlab.recipes import RecipeEnv, create_recipe
+    from advlab.runs import load_model
+
+    config = read_config(run_dir / "config.yaml")
+    model, ckpt = load_model(run_dir, "last", device=device)
+    split = run_training_split(config.data, config.seed)
+    c = int(split.labels.max()) + 1
+
+    def part():
+        env = RecipeEnv(num_train=len(split.labels), num_classes=c, epochs=config.epochs, eps=config.eps,
+                        norm=config.norm, device=torch.device(device), seed=config.seed,
+                        class_counts=torch.bincount(split.labels, minlength=c).tolist(),
+                        meta_images=split.meta_images, meta_labels=split.meta_labels, model=model,
+                        optimizer=create_optimizer(model.parameters(), config.optimizer))
+        return create_recipe(config.parts(), env).weighting
+
+    final, initial = part(), part()
+    final.load_state_dict(ckpt["parts"]["weighting"])
+    initial.class_loss = final.class_loss.clone()  # the same features: only the meta-net differs
+    sums = {"final": torch.zeros(c, dtype=torch.float64), "initial": torch.zeros(c, dtype=torch.float64)}
+    wrong = torch.zeros(c, dtype=torch.float64)
+    for s0 in range(0, len(split.labels), config.batch_size):
+        x = split.images[s0:s0 + config.batch_size].to(device).float().div(255)
+        y = split.labels[s0:s0 + config.batch_size].to(device)
+        with torch.no_grad():
+            logits = model(x)
+            wrong.index_add_(0, y.cpu(), (logits.argmax(1) != y).double().cpu())
+            for name, w in (("final", final), ("initial", initial)):
+                a = w.meta_net(w.features(logits, y))[:, 0]
+                sums[name].index_add_(0, y.cpu(), a.double().cpu())
+    count = torch.bincount(split.labels, minlength=c).double().clamp_min(1)
+    lines = [f"`{run_dir}` (last.pt, epoch {ckpt['epoch']}), its training split ({len(split.labels)} images):", "",
+             "| class | " + " | ".join(str(k) for k in range(c)) + " |", "|" + "---|" * (c + 1)]
+    for name in ("final", "initial"):
+        lines.append(f"| a, {name} meta-net | " + " | ".join(f"{v:.2f}" for v in (sums[name] / count).tolist()) + " |")
+    lines.append("| training error of the last model | " + " | ".join(f"{v:.2f}" for v in (wrong / count).tolist())
+                 + " |")
+    return "\n".join(lines)
+
+
 def normalisation(run_dir: Path, device: str, n: int) -> str:
     """PGD-20 on one run's best checkpoint with eps in pixel units and with the same eps in normalised units.
 
@@ -238,6 +325,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fresh", action="store_true", help="retrain even when a finished run is there")
     p.add_argument("--unclaim", action="store_true", help="remove claims left by killed workers, then exit")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--weights", action="store_true",
+                   help="print the meta-net's per-class weights of the finished CAAT runs and exit")
+    p.add_argument("--meta-net", metavar="RUN_DIR", default=None,
+                   help="per-class weights of the run's final meta-net against a freshly initialised one, and exit")
     p.add_argument("--normalisation", metavar="RUN_DIR", default=None,
                    help="measure PGD-20 with eps in pixel vs normalised units on this run and exit")
     args = p.parse_args(argv)
@@ -247,6 +338,14 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     if args.unclaim:
         unclaim(out)
+        return
+    if args.weights:
+        print(f"command: {command}")
+        print(weights(args))
+        return
+    if args.meta_net:
+        print(f"command: {command}")
+        print(meta_net_weights(Path(args.meta_net), args.device))
         return
     if args.normalisation:
         print(normalisation(Path(args.normalisation), args.device, args.eval_n))

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist")]
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("overfitting", "compare", "common", "speed", "caat", "ssat"):
+    for name in ("overfitting", "compare", "common", "speed", "caat", "ssat", "fidelity"):
         sys.modules.pop(name, None)
 
 
@@ -126,3 +126,56 @@ def test_ssat_benchmark_tiny(tmp_path, one_thread):
         assert f"| {row} | {saved['epoch']} | " + " | ".join(cells) + " |" in md
         dsr = f"{100 * knn / clean:.1f}" if clean else "–"
         assert f"| {dsr} |" in md.split(f"| {row} |")[1].splitlines()[0] + "|"
+
+
+def test_caat_benchmark_weights_and_fidelity_measurements_tiny(tmp_path, capsys, one_thread):
+    """benchmarks/caat.py trains a CAAT job and prints its per-class weights from metrics.jsonl; every measurement
+    of benchmarks/fidelity.py runs on that run and its tables hold the run's own numbers."""
+    import caat
+    import fidelity
+
+    out = tmp_path / "bench"
+    tiny = ["--presets", "caat", "--scenarios", "clean", "--seeds", "0", "--epochs", "2", "--train-size", "100",
+            "--eval-n", "10", "--val-n", "20", "--device", "cpu", "--out", str(out), "--set", "batch_size=50",
+            "perturbation.steps=2", "weighting.meta_every=3", "weighting.meta_batch_size=20",
+            "weighting.attack_steps=2", "evaluation.attacks=[pgd20]", "evaluation.sanity=false", "data.meta_size=40",
+            "validation.attack=pgd20"]
+    caat.main(["--worker", *tiny])
+    run = out / "clean" / "caat-seed0"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["caat_meta_steps"] for r in rows] == [0, 1]  # 2 steps an epoch: the run's 3rd step is a meta step
+    capsys.readouterr()
+    caat.main(["--weights", *tiny])
+    table = capsys.readouterr().out
+    for r in (rows[0], rows[-1]):
+        assert " | ".join(f"{v:.2f}" for v in r["caat_a_per_class"]) in table
+
+    caat.main(["--meta-net", str(run)])
+    table = capsys.readouterr().out
+    from advlab.config import read_config
+    from advlab.data import run_training_split
+    from advlab.runs import load_model
+    import torch
+
+    config = read_config(run / "config.yaml")
+    split = run_training_split(config.data, config.seed)
+    model, _ = load_model(run, "last")
+    with torch.no_grad():
+        wrong = (model(split.images.float().div(255)).argmax(1) != split.labels).double()
+    error = torch.zeros(10, dtype=torch.float64).index_add_(0, split.labels, wrong) / torch.bincount(
+        split.labels, minlength=10).double().clamp_min(1)
+    assert "| training error of the last model | " + " | ".join(f"{v:.2f}" for v in error.tolist()) + " |" in table
+    assert table.count("| a, final meta-net |") == table.count("| a, initial meta-net |") == 1
+
+    fidelity.main(["meta-steps", str(run)])
+    assert f"| [0, 1] | [0, 0] |" in capsys.readouterr().out  # the code's per-epoch counter: 2 full batches < 3
+    fidelity.main(["start", str(run), "--n", "10"])
+    start = capsys.readouterr().out
+    assert start.count("\n| CAAT views") == 1 and start.count("\n| TRADES / AFF") == 1
+    fidelity.main(["knn-ties", str(run), "--n", "10", "--k", "5"])
+    ties = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ties.startswith("| ") and ties.count("%") == 4
+    fidelity.main(["frl-eps", str(run)])
+    assert "largest difference: w1" in capsys.readouterr().out
+    fidelity.main(["meta-gradient", str(run)])
+    assert capsys.readouterr().out.count("\n| 0.001 |") == 1

@@ -189,6 +189,34 @@ def test_the_meta_gradient_matches_a_finite_difference_estimate(one_thread):
     assert float(grad.abs().sum()) > 0
 
 
+def test_a_meta_step_looks_ahead_over_the_trainable_parameters_of_a_frozen_encoder(one_thread):
+    """model.freeze=encoder (FrozenEncoder: only the last linear layer trains) with CAAT: the look-ahead steps
+    the head alone and leaves the frozen encoder's weights as they are (it once read a gradient for every
+    parameter and died with KeyError)."""
+    from advlab.models.representation import FrozenEncoder
+
+    torch.manual_seed(3)
+    model = FrozenEncoder(nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5, momentum=0.9)
+    meta_images = (torch.rand(9, 1, 2, 3) * 255).round().to(torch.uint8)
+    e = env(num_train=8, model=model, optimizer=opt, meta_images=meta_images, meta_labels=torch.tensor([0, 1, 2] * 3),
+            class_counts=[3, 3, 2])
+    spec = {"labels": ("hard", {}), "perturbation": ("caat", {"steps": 2}),
+            "weighting": ("caat", {"temperature": 1.0, "meta_every": 1, "meta_batch_size": 9}),
+            "objective": ("caat", {})}
+    recipe = create_recipe(spec, e)
+    x, y = torch.rand(8, 1, 2, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    step = compute_loss(model.train(), x, y, torch.arange(8), 0, recipe)  # runs a meta step
+    assert recipe.weighting.epoch_metrics()["caat_meta_steps"] == 1
+    grads = dict(zip(["model.3.weight", "model.3.bias"],
+                     torch.autograd.grad(step.loss, [model.model[3].weight, model.model[3].bias])))
+    ahead = sgd_lookahead(model, grads, opt)
+    assert set(ahead) == {"model.3.weight", "model.3.bias"}
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name])
+
+
 # -- FRL --------------------------------------------------------------------------------------------------
 def test_frl_dual_update_on_scripted_errors_gives_the_hand_computed_values():
     duals = FRLDuals(3, FRLOptions())
@@ -206,9 +234,10 @@ def test_frl_dual_update_on_scripted_errors_gives_the_hand_computed_values():
                                                                third + 0.0115 - 0.0115 / 3], dtype=torch.float64))
     assert torch.allclose(duals.bound_multipliers, torch.tensor([math.exp(0.012), math.exp(0.012), 0.98],
                                                                 dtype=torch.float64))
-    # rescaled to sum at most 0.5, and r1 halved after 40 epochs
+    # rescaled to sum at most 0.5, and r1 halved from 0-indexed epoch 39, the code's now_epoch 40 (the schedule
+    # itself against the code's loop: tests/test_official_oracles.py::test_frl_r1_halves_as_the_code_s_epoch_loop)
     duals.lam0 = torch.tensor([0.4, 0.4, 0.0], dtype=torch.float64)
-    duals.update(40, clean, boundary)
+    duals.update(39, clean, boundary)
     lam = torch.tensor([0.4 - 0.025 * 0.27, 0.4 - 0.025 * 0.17, 0.025 * 0.23], dtype=torch.float64)
     assert torch.allclose(duals.lam0, lam / lam.sum() * 0.5)
 

@@ -503,9 +503,13 @@ def test_frl_on_2_processes_keeps_the_duals_and_the_steps_of_one_process(tmp_pat
 @pytest.mark.slow
 def test_caat_on_2_processes_keeps_the_meta_net_identical_on_every_rank_and_close_to_one_process(tmp_path):
     # eps 1e-6: the adv view's first step is the sign of rounding noise (see above), invisible at this bound;
-    # 5 steps an epoch, a meta step every 2: 2 meta steps in epoch 1, 3 in epoch 2
+    # 5 steps an epoch, a meta step every 2: 2 meta steps in epoch 1, 3 in epoch 2. Temperature 1: at the code's
+    # 0.001 the official meta-gradient (features attached) is carried by the few samples within about T of the
+    # meta-net's decision boundary, so float32 rounding between one and two processes grows over a run (seen:
+    # Adam's first moment 96-136% off one process's after 5 meta steps, against 0.3% at temperature 1); each
+    # step is exact at any temperature (test_a_caat_meta_step_over_2_ranks_is_that_of_one_process, float64)
     config = ["--preset", "caat", *TINY, "eps=0.000001", *META, "weighting.meta_every=2",
-              "weighting.meta_batch_size=30"]
+              "weighting.meta_batch_size=30", "weighting.temperature=1"]
     one = _worker("fit", tmp_path / "one", config, 1)[0]
     two = _worker("fit", tmp_path / "two", config, 2)
     a, b, ref = (r["parts"]["weighting"] for r in (*two, one))
@@ -521,13 +525,14 @@ def test_caat_on_2_processes_keeps_the_meta_net_identical_on_every_rank_and_clos
     assert _equal(a["frl"], ref["frl"]) and a["steps_done"] == ref["steps_done"] == 10
     assert torch.equal(a["loss_count"], ref["loss_count"])  # every sample counted once, by its class
     # Adam moves each parameter by about its lr (1e-4) per meta step whatever the gradient's size: its first
-    # moment, the running mean of the meta-gradient, is the sharp measure (seen: within 0.3%; with the
-    # look-ahead on the local gradient: 2.6% to 95% per tensor)
-    for i, moments in ref["meta_optimizer"]["state"].items():
-        mean, mean_ref = a["meta_optimizer"]["state"][i]["exp_avg"], moments["exp_avg"]
-        assert (mean - mean_ref).abs().max() <= 0.05 * mean_ref.abs().max(), i
-    assert _max_diff(a["meta_net"], ref["meta_net"]) <= 1e-4  # seen: 1.7e-5
-    assert _max_diff(one["model"], two[0]["model"]) <= 1e-5  # seen: 9e-8
+    # moment, the running mean of the meta-gradient, is the sharp measure (seen: within 0.33% of its largest
+    # entry; with the look-ahead on the local gradient, detached features: 2.6% to 95% per tensor)
+    state = ref["meta_optimizer"]["state"]
+    mean = torch.cat([a["meta_optimizer"]["state"][i]["exp_avg"].flatten() for i in state])
+    mean_ref = torch.cat([state[i]["exp_avg"].flatten() for i in state])
+    assert (mean - mean_ref).abs().max() <= 0.02 * mean_ref.abs().max()
+    assert _max_diff(a["meta_net"], ref["meta_net"]) <= 1e-4  # seen: 8e-6
+    assert _max_diff(one["model"], two[0]["model"]) <= 1e-4  # seen: 1.4e-5
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------

@@ -62,7 +62,8 @@ def test_fgsm_is_one_signed_step_then_projection_and_clamp(step_size):
 
 
 def mart_loss_reference(logits_clean: np.ndarray, logits_adv: np.ndarray, y: np.ndarray, beta: float) -> float:
-    """YisenWang/MART mart.py, written out: boosted CE on x_adv plus beta * KL(p_clean || p_adv) * (1 - p_y(clean))."""
+    """YisenWang/MART mart.py lines 38-56 (commit 2d83e17), written out: boosted CE on x_adv plus
+    beta * KL(p_clean || p_adv) * (1 - p_y(clean))."""
     n = len(y)
     adv_probs = _softmax(logits_adv)
     order = np.argsort(adv_probs, axis=1)[:, -2:]

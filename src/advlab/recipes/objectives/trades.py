@@ -15,9 +15,11 @@ class TradesOptions:
 
 
 def kl_per_sample(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-    """KL(p_clean || p_adv) per sample, (B,); gradients flow through both, as in the official code."""
-    log_p = logits_clean.float().log_softmax(1)
-    log_q = logits_adv.float().log_softmax(1)
+    """KL(p_clean || p_adv) per sample, (B,); gradients flow through both, as in the official code.
+    Computed in float32 (float64 logits: in float64)."""
+    dtype = torch.promote_types(torch.promote_types(logits_clean.dtype, logits_adv.dtype), torch.float32)
+    log_p = logits_clean.to(dtype).log_softmax(1)
+    log_q = logits_adv.to(dtype).log_softmax(1)
     return (log_p.exp() * (log_p - log_q)).sum(1)
 
 

@@ -78,15 +78,16 @@ class CAATPerturbation(PerturbationPart):
         return o.step_size if o.step_size is not None else 0.2 * self.env.eps
 
     def bounds(self, y: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
-        """eps_i (B,) in pixel units for labels y and clean probabilities p (B, C)."""
+        """eps_i (B,) in pixel units (in the dtype of ``p_clean``: float32, or float64) for labels y and clean
+        probabilities p (B, C)."""
         o, eps = self.options, self.env.eps
         if o.bound == "remargin":
-            return eps * self.bound_source.bound_multipliers().to(y.device, torch.float32)[y]
+            return eps * self.bound_source.bound_multipliers().to(y.device, p_clean.dtype)[y]
         if o.bound == "grad":
-            one_hot = torch.nn.functional.one_hot(y, p_clean.shape[1]).float()
+            one_hot = torch.nn.functional.one_hot(y, p_clean.shape[1]).to(p_clean.dtype)
             fit = (one_hot - p_clean).norm(dim=1) / math.sqrt(2)
             return eps * (o.bound_max - (o.bound_max - o.bound_min) * fit)
-        return torch.full((len(y),), eps, device=y.device)
+        return torch.full((len(y),), eps, device=y.device, dtype=p_clean.dtype)
 
     def create_views(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                    record: bool = True) -> dict[str, View]:
@@ -94,7 +95,8 @@ class CAATPerturbation(PerturbationPart):
         count their bounds in the epoch's diagnostics."""
         o = self.options
         with eval_mode(model), torch.no_grad():
-            p_clean = forward_logits(model, x, "perturbation 'caat'").float().softmax(1)
+            logits = forward_logits(model, x, "perturbation 'caat'")
+            p_clean = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1)  # float64 stays
         eps = self.bounds(y, p_clean)
         n = len(x)
         if o.anti:

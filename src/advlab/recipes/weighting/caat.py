@@ -5,12 +5,15 @@ A meta-network maps the six training-dynamics features of each sample (:mod:`.tr
 ``reweight``), b_i the anti-adversarial cross-entropy. Every ``meta_every`` steps the meta-network takes one
 bi-level step (Meta-Weight-Net style):
 
-1. the step's loss with weights g(zeta) kept in the graph; its gradient w.r.t. the model's parameters with
-   ``create_graph``; one look-ahead step of the real optimiser (its learning rate, momentum buffer and
+1. the step's loss with weights g(zeta(W)) kept in the graph, the features zeta recomputed from the clean
+   logits and attached to the model's weights W (``meta_features: attached``, the official code's, utils.py
+   lines 302-318; ``detached`` makes them constants); its gradient w.r.t. the model's trainable parameters
+   with ``create_graph``; one look-ahead step of the real optimiser (its learning rate, momentum buffer and
    weight decay: :func:`.lookahead.sgd_lookahead`), giving W'(Omega);
-2. a batch of the meta split (clean, class-balanced; drawn with the part's own generator), its views made
-   against W' with the bounds and class weights of ITS OWN labels (the code reuses the training batch's);
-   the meta loss is the same objective, not weighted by g (FRL's class weights kept);
+2. the next batch of the meta split (clean, class-balanced; the code's shuffled meta loader without
+   replacement, :meth:`CAATWeighting.meta_batch`), its views made against W' with the bounds and class
+   weights of ITS OWN labels (the code reuses the training batch's); the meta loss is the same objective,
+   not weighted by g (FRL's class weights kept);
 3. the meta-gradient reaches Omega through W'; an Adam step (lr 1e-4, weight decay 5e-4).
 
 The model's update then uses g(zeta) of the updated meta-network, without gradient. The second feature
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -53,6 +56,9 @@ class CAATWeightingOptions(FRLOptions):
     meta_every: int = option(50, low=1)  # a bi-level step every this many training steps
     meta_batch_size: int = option(128, low=1)
     warmup_epochs: int = option(0, low=0)  # plain TRADES (a = 1, b = 0) for these first epochs
+    # the meta-net's input features in the look-ahead: "attached" to the model's weights (the official code's
+    # meta-gradient) or "detached" (constants; advlab's form before issue 25): docs/methods/caat.md
+    meta_features: Literal["attached", "detached"] = "attached"
 
 
 @register("weighting", "caat")
@@ -79,6 +85,8 @@ class CAATWeighting(FRLWeightingBase):
         self.loss_sum = torch.zeros(c, dtype=torch.float64)
         self.loss_count = torch.zeros(c, dtype=torch.float64)
         self.steps_done = 0
+        self.meta_order: torch.Tensor | None = None  # the meta loader's permutation of this pass, and its position
+        self.meta_cursor = 0
         self.recipe: Any = None
         self._reset_metrics()
 
@@ -93,6 +101,7 @@ class CAATWeighting(FRLWeightingBase):
                                           self.class_loss)
         self.loss_sum.zero_()
         self.loss_count.zero_()
+        self.meta_order, self.meta_cursor = None, 0  # the code makes a new meta-loader iterator every epoch
         super().on_epoch_start(epoch)
         self._reset_metrics()
 
@@ -101,16 +110,19 @@ class CAATWeighting(FRLWeightingBase):
 
     # -- weights ---------------------------------------------------------------------------------------
     def features(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The six features (B, 6) in the meta-net's dtype."""
+        """The six features (B, 6) of logits (B, C) and labels y (B,) in the meta-net's dtype, with the graph of
+        ``logits`` (pass ``logits.detach()`` for constants)."""
         dtype = next(self.meta_net.parameters()).dtype
         return training_dynamics(logits, y, self.class_loss, self.class_prior).to(dtype)
 
     def combined_weights(self, ab: torch.Tensor | None, y: torch.Tensor, specs_names: list[str],
-                         rows: slice = slice(None)) -> dict[str, torch.Tensor | None]:
+                         rows: slice = slice(None), dtype: torch.dtype = torch.float32
+                         ) -> dict[str, torch.Tensor | None]:
         """Per-term weights (of ``rows`` of the batch): a * FRL's w0 / w1 on natural / boundary, b on anti
         (``ab`` None: a = b = 1). ``ab`` (B, 2) and ``y`` (B,) are of the whole batch (under torchrun the
-        global one: FRL's class weights are normalised over it); ``rows``: the samples weighted here."""
-        frl = self.frl_term_weights(y, rows)
+        global one: FRL's class weights are normalised over it); ``rows``: the samples weighted here;
+        ``dtype``: of FRL's class weights (float32; float64 for a float64 model)."""
+        frl = self.frl_term_weights(y, rows, dtype)
         a = ab[rows, 0] if ab is not None else None
         b = ab[rows, 1] if ab is not None else None
 
@@ -130,7 +142,7 @@ class CAATWeighting(FRLWeightingBase):
         process (its batch norm takes the global statistics, its running statistics stay identical on every
         rank) and the class losses are accumulated identically on every rank.
         """
-        zeta = self.features(step.outputs["clean"], step.y)
+        zeta = self.features(step.outputs["clean"].detach(), step.y)
         collective = self.env.collective
         if not collective.distributed:
             return zeta, step.y, slice(None)
@@ -139,10 +151,11 @@ class CAATWeighting(FRLWeightingBase):
 
     def term_weights(self, step: Step, specs: tuple[TermSpec, ...]) -> dict[str, torch.Tensor | None]:
         names = [s.name for s in specs]
+        dtype = torch.promote_types(step.outputs["clean"].dtype, torch.float32)
         zeta, y, rows = self.global_features(step)
         self._accumulate_class_loss(zeta[:, 0], y)
         if not self.active(step.epoch):
-            weights = self.combined_weights(None, y, names, rows)
+            weights = self.combined_weights(None, y, names, rows, dtype)
             if "anti" in weights:
                 weights["anti"] = torch.zeros(len(step.y), device=step.y.device)
             return weights
@@ -152,7 +165,7 @@ class CAATWeighting(FRLWeightingBase):
         with torch.no_grad():
             ab = self.meta_net(zeta)
         self._record(ab, y)
-        return self.combined_weights(ab, y, names, rows)
+        return self.combined_weights(ab, y, names, rows, dtype)
 
     def _accumulate_class_loss(self, loss: torch.Tensor, y: torch.Tensor) -> None:
         self.loss_sum.index_add_(0, y.cpu(), loss.detach().double().cpu())
@@ -160,21 +173,62 @@ class CAATWeighting(FRLWeightingBase):
 
     # -- the bi-level step -------------------------------------------------------------------------------
     def meta_batch(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch of the meta split (pixels in [0, 1] of ``dtype``, labels) on the device, drawn with the
-        part's own generator."""
+        """The next batch of the meta split (pixels in [0, 1] of ``dtype`` (B, ...), labels (B,)) on the device.
+
+        As the code's meta loader (xiaolingzhou98/CAAT NLT_CIFAR.py line 116: ``shuffle=True, drop_last=True``;
+        a new iterator at every epoch start, utils.py line 288, and when one is exhausted, lines 324-328):
+        consecutive batches of ``meta_batch_size`` of one random permutation of the split (drawn with the
+        part's own generator), no sample twice in a pass; a new permutation at every epoch start and when fewer
+        than ``meta_batch_size`` samples are left (the rest dropped). A meta split smaller than
+        ``meta_batch_size`` is one batch of the whole split (the code's loader would then give none).
+        """
         n = len(self.env.meta_labels)
-        index = torch.randperm(n, generator=self.meta_generator)[: self.options.meta_batch_size]
+        size = min(self.options.meta_batch_size, n)
+        if self.meta_order is None or self.meta_cursor + size > len(self.meta_order):
+            self.meta_order, self.meta_cursor = torch.randperm(n, generator=self.meta_generator), 0
+        index = self.meta_order[self.meta_cursor:self.meta_cursor + size]
+        self.meta_cursor += size
         x = self.env.meta_images[index].to(self.env.device).to(dtype).div(255)
         return x, self.env.meta_labels[index].to(self.env.device)
+
+    def attach_features(self, zeta: torch.Tensor, clean_logits: torch.Tensor, y_local: torch.Tensor,
+                        rows: slice) -> torch.Tensor:
+        """``zeta`` (B, 6) (the whole batch's features, constants) with this rank's ``rows`` attached to the
+        model's weights through ``clean_logits`` (B_local, C) of labels ``y_local`` (B_local,): the values of
+        ``zeta``, the graph of the features recomputed from ``clean_logits`` (the official meta step,
+        xiaolingzhou98/CAAT utils.py lines 302-308: ``adv_feature`` of the pseudo model's logits, not
+        detached). Under torchrun the other ranks' rows stay constants, as in :func:`.global_mean_gradient`."""
+        return _live_rows(zeta, self.features(clean_logits, y_local), rows)
+
+    def global_terms(self, terms: dict[str, torch.Tensor], rows: slice, global_n: int) -> dict[str, torch.Tensor]:
+        """Each per-sample term (B_local,) of this rank as a term of the whole batch (B,): the other ranks'
+        values gathered as constants, this rank's ``rows`` with their graph (one process: ``terms`` itself).
+
+        With attached features the meta-net's weights of EVERY sample depend on this rank's features (its
+        batch norm takes the global batch's statistics), so this rank's share of the look-ahead gradient
+        needs every sample's term, not only its own; the ranks' shares then sum to one process's gradient."""
+        collective = self.env.collective
+        if not collective.distributed:
+            return terms
+        names = list(terms)
+        packed = collective.all_gather_cat(torch.stack([terms[n].detach() for n in names], dim=1))
+        if len(packed) != global_n:
+            raise ValueError(f"gathered {len(packed)} samples' terms, expected the global batch's {global_n}")
+        return {n: _live_rows(packed[:, k], terms[n], rows) for k, n in enumerate(names)}
 
     def meta_step_loss(self, step: Step, zeta: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The meta loss (steps 1-2 of the module docs) as a function of the meta-net's parameters.
 
         ``zeta`` (B, 6) and ``y`` (B,): the features and labels of the whole batch (under torchrun the global
-        one, :meth:`global_features`; ``y`` None: gathered from ``step.y``). The look-ahead runs on this
+        one, :meth:`global_features`; ``y`` None: gathered from ``step.y``). With ``meta_features: attached``
+        (the default, the official code's) this rank's features are recomputed from the look-ahead's clean
+        logits and keep their graph, so the look-ahead gradient differentiates through the meta-net's input
+        (:meth:`attach_features`); ``detached`` keeps ``zeta`` as constants. The look-ahead runs on this
         process's module (``step.local_model``, outside DDP) with the gradient of the global-batch mean
-        (:func:`.lookahead.global_mean_gradient`), the update DDP makes; its graph reaches the meta-net
-        through this rank's samples only, so the ranks' meta-gradients sum to that of one process.
+        (:func:`.lookahead.global_mean_gradient`), the update DDP makes, over the trainable parameters only
+        (frozen ones, ``model.freeze``, stay as they are); its graph reaches the meta-net through this rank's
+        samples only (its terms, and its features in every sample's weight: :meth:`global_terms`), so the
+        ranks' meta-gradients sum to that of one process.
         """
         optimizer = self.env.optimizer
         check_sgd(optimizer, "weighting 'caat'")
@@ -182,13 +236,18 @@ class CAATWeighting(FRLWeightingBase):
         names = [s.name for s in objective.term_specs]
         y, rows = self.global_labels(step.y) if y is None else (y, self.env.collective.shard(len(y)))
         params = dict(model.named_parameters())
-        ab = self.meta_net(zeta)
         ahead_now = LookAhead(model, params)
         outputs = {v: ahead_now(step.views[v].x.detach()) for v in objective.forward_views}
+        if self.options.meta_features == "attached":
+            zeta = self.attach_features(zeta, outputs["clean"], step.y, rows)
+        ab = self.meta_net(zeta)
+        dtype = torch.promote_types(outputs["clean"].dtype, torch.float32)
         probe = Step(model=model, x=step.x, y=step.y, index=step.index, epoch=step.epoch, views=step.views,
                      outputs=outputs, loss_targets=step.loss_targets)
-        loss = combine(objective.terms(probe), objective.coefficients(),
-                       self.combined_weights(ab, y, names, rows))
+        terms = self.global_terms(objective.terms(probe), rows, len(y))
+        loss = combine(terms, objective.coefficients(), self.combined_weights(ab, y, names, slice(None), dtype))
+        if self.env.collective.distributed:  # the mean over the global batch, as a mean over this rank's samples
+            loss = loss * (len(y) / len(step.y))
         trainable = {n: p for n, p in params.items() if p.requires_grad}
         grads = dict(zip(trainable, torch.autograd.grad(loss, list(trainable.values()), create_graph=True)))
         grads = global_mean_gradient(grads, len(step.y), len(y), self.env.collective)
@@ -202,7 +261,8 @@ class CAATWeighting(FRLWeightingBase):
         meta_probe = Step(model=model, x=x_m, y=y_m, index=torch.arange(len(y_m)), epoch=step.epoch,
                           views=meta_views, outputs=meta_outputs,
                           loss_targets={v: y_m for v in objective.target_views})
-        return combine(objective.terms(meta_probe), objective.coefficients(), self.combined_weights(None, y_m, names))
+        return combine(objective.terms(meta_probe), objective.coefficients(),
+                       self.combined_weights(None, y_m, names, dtype=dtype))
 
     def meta_step(self, step: Step, zeta: torch.Tensor, y: torch.Tensor | None = None) -> float:
         """One bi-level update of the meta-net (see the module docs); returns the meta loss.
@@ -283,6 +343,8 @@ class CAATWeighting(FRLWeightingBase):
             "meta_generator": self.meta_generator.get_state().clone(),
             "class_loss": self.class_loss.clone(), "loss_sum": self.loss_sum.clone(),
             "loss_count": self.loss_count.clone(), "steps_done": self.steps_done,
+            "meta_order": None if self.meta_order is None else self.meta_order.clone(),
+            "meta_cursor": self.meta_cursor,
         })
         return state
 
@@ -297,3 +359,15 @@ class CAATWeighting(FRLWeightingBase):
         self.loss_sum = state["loss_sum"].clone().double()
         self.loss_count = state["loss_count"].clone().double()
         self.steps_done = int(state["steps_done"])
+        order = state.get("meta_order")  # absent from checkpoints written before the loader-like meta batches
+        self.meta_order = None if order is None else order.clone().long()
+        self.meta_cursor = int(state.get("meta_cursor", 0))
+
+
+def _live_rows(constants: torch.Tensor, live: torch.Tensor, rows: slice) -> torch.Tensor:
+    """``constants`` (B, ...) with the values of its ``rows`` unchanged and the graph of ``live`` (rows' length,
+    ...) there: the whole batch of one process, differentiable through this rank's own rows only."""
+    start, stop, _ = rows.indices(len(constants))
+    constants = constants.detach()
+    attached = constants[start:stop] + (live - live.detach())
+    return torch.cat([constants[:start], attached, constants[stop:]])

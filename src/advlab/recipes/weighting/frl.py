@@ -2,9 +2,10 @@
 (xiaolingzhou98/CAAT utils.py ``frl_train``, ``cost_sensitive``, ``normalize_lambda``).
 
 Once per epoch, before training, the model is evaluated on the meta split (clean, class-balanced, outside
-training; ``data.meta_size``) with PGD-20 at the run's eps (step eps/4, stop at the first misclassified
-iterate, batch norm in eval mode). Per class c: clean error e0_c, boundary error e1_c (correct on clean,
-wrong under attack, as a fraction of the class); the averages over classes e0, e1. Then the dual updates:
+training; ``data.meta_size``) with PGD-20 at the run's eps (step eps/4 from a uniform start, the last iterate
+kept, batch norm in eval mode). Per class c, as the code's ``evaluate`` (utils.py lines 159-209): clean error
+e0_c = 1 - acc_c, boundary error e1_c = acc_c - acc_adv_c (clean accuracy minus accuracy under the attack,
+each a fraction of the class); the averages over classes e0, e1. Then the dual updates:
 
     gamma0_c = e0_c - e0 - delta0          gamma1_c = e1_c - e1 - delta1          (delta0 = delta1 = 0.07)
     lam0 <- lam0 + r1 * max(gamma0, -1000)   lam1 <- lam1 + 2 r1 * max(gamma1, -1000)   lam2 <- lam2 + r2 gamma1
@@ -12,7 +13,8 @@ wrong under attack, as a fraction of the class); the averages over classes e0, e
     w0_c = 1/C + lam0_c - (1/C) sum(lam0)      (ReWeight: the natural term's class weights; same for w1, lam1)
     w2_c = clip(exp(2 lam2_c), 0.98, 2.5)      (ReMargin: the class's bound multiplier)
 
-with r1 = 0.05 halved every 40 epochs and r2 = 0.2 (the code's 0.1 = 1/C for CIFAR-10). The weights of a
+with r1 = 0.05 halved before every 40th epoch counted from 1 (the code's ``now_epoch % 40 == 0``, CAAT.py
+lines 79-84: 0-indexed epochs 39, 79, ...) and r2 = 0.2 (the code's 0.1 = 1/C for CIFAR-10). The weights of a
 batch term are ``w[y_i] * B / sum_j w[y_j]``, so ``mean(w l) = sum w[y] l / sum w[y]`` (the code's form).
 
 The ``frl`` weighting part applies ReWeight to TRADES' ``natural`` and ``boundary`` terms; the class bound
@@ -43,7 +45,7 @@ class FRLOptions:
     delta0: float = option(0.07, low=0)  # tolerance of the natural-error constraint
     delta1: float = option(0.07, low=0)  # tolerance of the boundary-error constraint
     rate0: float = option(0.05, low=0)  # r1: step of the ReWeight duals
-    rate0_halving: int = option(40, low=1)  # r1 halves every this many epochs
+    rate0_halving: int = option(40, low=1)  # r1 halves before each epoch (counted from 1) that is a multiple of this
     rate2: float = option(0.2, low=0)  # r2: step of the ReMargin dual
     limit: float = option(0.5, low=0)  # lim: the ReWeight duals sum to at most this
     bound_min: float = option(0.98, low=0)  # ReMargin multipliers are clipped to [bound_min, bound_max]
@@ -57,11 +59,14 @@ def class_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n
                  generator: torch.Generator | None = None,
                  collective: Collective | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class clean error and boundary error (C,) float64 of ``model`` on ``images`` (uint8 or float in
-    [0, 1], (N, ...)) with labels (N,).
+    [0, 1], (N, ...)) with labels (N,), as the CAAT code's ``evaluate`` (xiaolingzhou98/CAAT utils.py lines
+    159-209, ``in_class`` lines 107-117).
 
-    Boundary error of class c: the fraction of its points classified correctly clean and wrongly after PGD
-    (``steps`` steps of eps/4 from a uniform start drawn from ``generator``, each point stopped at its first
-    misclassified iterate). The model's train/eval flags are restored.
+    Clean error of class c: 1 - acc_c; boundary error: acc_c - acc_adv_c, the class's clean accuracy minus
+    its accuracy on the LAST iterate of PGD (``steps`` steps of eps/4 from a uniform start drawn from
+    ``generator``, no early stop: the code's ``pgd_attack``, lines 33-67). A point wrong clean and right
+    under the attack counts -1 (so a class's boundary error may be negative). The model's train/eval flags
+    are restored.
 
     ``collective``: the processes computing together (None: this one). With several, the batches (those of
     one process) are dealt round-robin, batch j to rank ``j % world_size``; a rank advances ``generator`` over
@@ -70,23 +75,23 @@ def class_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n
     one process (the same model and generator state on every rank assumed).
     """
     comm = collective or Collective()
-    counts = torch.zeros(2, num_classes, dtype=torch.float64)  # rows: wrong clean, boundary
+    counts = torch.zeros(2, num_classes, dtype=torch.float64)  # rows: wrong clean, correct clean - correct adv
     with eval_mode(model):
         for j, s in enumerate(range(0, len(labels), batch_size)):
             x = images[s:s + batch_size].to(device)
-            x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+            x = x.float().div(255) if x.dtype == torch.uint8 else x.to(torch.promote_types(x.dtype, torch.float32))
             if j % comm.world_size != comm.rank:
                 skip_start(x, eps, norm=norm, random_start="uniform", generator=generator)
                 continue
             y = labels[s:s + batch_size].to(device)
             with torch.no_grad():
                 clean_ok = forward_logits(model, x, "FRL's evaluation").argmax(1) == y
-            x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, norm=norm, early_stop=0,
-                        model_mode="eval", generator=generator).x_adv
+            x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=steps, norm=norm, early_stop=None,
+                        model_mode="eval", generator=generator, track_final=False).x_adv
             with torch.no_grad():
                 adv_ok = forward_logits(model, x_adv, "FRL's evaluation").argmax(1) == y
             counts[0].index_add_(0, y.cpu(), (~clean_ok).double().cpu())
-            counts[1].index_add_(0, y.cpu(), (clean_ok & ~adv_ok).double().cpu())
+            counts[1].index_add_(0, y.cpu(), clean_ok.double().cpu() - adv_ok.double().cpu())
     counts = comm.all_reduce_sum(counts)  # integers in float64: exact in any order
     per_class = torch.bincount(labels.cpu(), minlength=num_classes).double().clamp_min(1)
     return counts[0] / per_class, counts[1] / per_class
@@ -109,12 +114,14 @@ class FRLDuals:
         return lam / total * self.options.limit if total > self.options.limit else lam
 
     def update(self, epoch: int, clean_error: torch.Tensor, boundary_error: torch.Tensor) -> None:
-        """One dual update from per-class errors (C,) measured before 0-indexed ``epoch``."""
+        """One dual update from per-class errors (C,) measured before 0-indexed ``epoch``: r1 is
+        ``rate0 * 0.5 ** ((epoch + 1) // rate0_halving)``, halved as the code's 1-indexed ``now_epoch`` reaches
+        each multiple of ``rate0_halving`` (xiaolingzhou98/CAAT CAAT.py lines 79-84)."""
         o = self.options
         e0, e1 = clean_error.double(), boundary_error.double()
         gamma0 = e0 - e0.mean() - o.delta0
         gamma1 = e1 - e1.mean() - o.delta1
-        r1 = o.rate0 * 0.5 ** (epoch // o.rate0_halving)
+        r1 = o.rate0 * 0.5 ** ((epoch + 1) // o.rate0_halving)
         self.lam0 = self._normalise(self.lam0 + r1 * gamma0.clamp_min(-1000))
         self.lam1 = self._normalise(self.lam1 + 2 * r1 * gamma1.clamp_min(-1000))
         self.lam2 = self.lam2 + o.rate2 * gamma1
@@ -155,11 +162,13 @@ class FRLDuals:
             self.errors = dict(state.get("errors", {}))
 
 
-def batch_class_weights(class_weights: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def batch_class_weights(class_weights: torch.Tensor, y: torch.Tensor,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``w[y_i] * B / sum_j w[y_j]`` (B,) for class weights (C,) and labels y (B,): per-sample weights whose
     mean-weighted term is the code's ``sum w[y] l / sum w[y]``. Under torchrun pass the global batch's labels
-    and keep this rank's rows (:meth:`FRLWeightingBase.frl_term_weights` does)."""
-    w = class_weights.to(y.device, torch.float32)[y]
+    and keep this rank's rows (:meth:`FRLWeightingBase.frl_term_weights` does). Computed in ``dtype``
+    (float32, or float64 for a float64 model)."""
+    w = class_weights.to(y.device, dtype)[y]
     total = w.sum()
     return w * (len(w) / total) if float(total) != 0 else torch.ones_like(w)
 
@@ -194,15 +203,16 @@ class FRLWeightingBase(WeightingPart):
                                        env.collective)
         self.duals.update(epoch, clean, boundary)
 
-    def frl_term_weights(self, y: torch.Tensor, rows: slice = slice(None)) -> dict[str, torch.Tensor | None]:
+    def frl_term_weights(self, y: torch.Tensor, rows: slice = slice(None),
+                         dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor | None]:
         """ReWeight's per-sample weights of the natural and boundary terms (None when off), normalised over the
         labels ``y`` (B,) of the whole batch, then ``rows`` of them kept: under torchrun ``y`` is the global
         batch (every rank's labels in rank order) and ``rows`` this rank's shard, so the weights are this
-        rank's rows of one process's."""
+        rank's rows of one process's. ``dtype``: of the weights (float32; float64 for a float64 model)."""
         if not self.frl_options.reweight:
             return {"natural": None, "boundary": None}
-        return {"natural": batch_class_weights(self.duals.natural_weights, y)[rows],
-                "boundary": batch_class_weights(self.duals.boundary_weights, y)[rows]}
+        return {"natural": batch_class_weights(self.duals.natural_weights, y, dtype)[rows],
+                "boundary": batch_class_weights(self.duals.boundary_weights, y, dtype)[rows]}
 
     def global_labels(self, y: torch.Tensor) -> tuple[torch.Tensor, slice]:
         """The global batch's labels (B_global,) gathered from every rank in rank order (``y`` itself for one

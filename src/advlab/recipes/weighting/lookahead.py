@@ -22,17 +22,25 @@ def check_sgd(optimizer: torch.optim.Optimizer | None, who: str) -> None:
 
 def sgd_lookahead(model: nn.Module, grads: dict[str, torch.Tensor],
                   optimizer: torch.optim.SGD) -> dict[str, torch.Tensor]:
-    """The parameters after one step of ``optimizer`` with gradients ``grads`` (by parameter name), as
-    tensors that keep the graph of ``grads`` (for a meta-gradient); the model and optimiser are unchanged.
+    """The parameters named in ``grads`` after one step of ``optimizer`` with those gradients (by parameter
+    name), as tensors that keep the graph of ``grads`` (for a meta-gradient); the model and optimiser are
+    unchanged. Only the parameters in ``grads`` are stepped and returned: pass the trainable ones (a frozen
+    parameter, ``requires_grad`` off as under ``model.freeze=encoder``, has no gradient and stays as it is).
 
-    Follows ``torch.optim.SGD``: g <- g + weight_decay * w; with momentum m, buffer b (the optimiser's, or g
-    on its first step): b' = m b + (1 - dampening) g, then g <- g + m b' (nesterov) or g <- b'; w' = w - lr g.
+    Follows ``torch.optim.SGD`` (and CAAT's ``MetaSGD.meta_step``, xiaolingzhou98/CAAT meta.py lines 21-44):
+    g <- g + weight_decay * w; with momentum m, buffer b (the optimiser's, or g on its first step):
+    b' = m b + (1 - dampening) g, then g <- g + m b' (nesterov) or g <- b'; w' = w - lr g.
+
+    Raises:
+        ConfigError: a name in ``grads`` that is not a parameter of ``model`` or not in ``optimizer``.
     """
     params = dict(model.named_parameters())
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     out = {}
-    for name, w in params.items():
-        g = grads[name]
+    for name, g in grads.items():
+        w = params.get(name)
+        if w is None or id(w) not in group_of:
+            raise ConfigError(f"the look-ahead steps parameter {name!r}, which the optimiser does not train")
         group = group_of[id(w)]
         lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
         damp, nesterov = group["dampening"], group["nesterov"]

@@ -15,8 +15,11 @@ def training_dynamics(logits: torch.Tensor, y: torch.Tensor, class_loss: torch.T
     (``class_loss`` (C,)); 3. ``||e_y - p||_2``, the norm of the loss's gradient w.r.t. the logits;
     4. the margin ``p_y - max_{k != y} p_k``; 5. ``sum_k p_k log p_k`` (negative entropy); 6. the class prior,
     the share of class y_i in the training split (``class_prior`` (C,)).
+
+    The features keep the graph of ``logits`` (the official meta step differentiates through them,
+    xiaolingzhou98/CAAT utils.py lines 302-308); pass ``logits.detach()`` for constants.
     """
-    z = logits.detach().to(torch.promote_types(logits.dtype, torch.float32))
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
     log_p = z.log_softmax(1)
     p = log_p.exp()
     y = y.long()
