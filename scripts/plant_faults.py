@@ -366,7 +366,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("knn-attack-no-early-stop", "src/advlab/evaluation/knn_attack.py",
           'random_start="uniform", early_stop=0,', 'random_start="uniform", early_stop=None,',
           ("tests/test_official_oracles.py", "-k", "pgd_knn"),
-          "pgd-knn goes on after the first iterate the kNN's hard vote gets wrong"),
+          "knn-guide goes on after the first iterate the kNN's hard vote gets wrong"),
     Fault("ddp-lookahead-local-gradient", "src/advlab/recipes/weighting/lookahead.py",
           "    if not collective.distributed:\n        return grads\n", "    return grads\n",
           ("tests/test_distributed.py", "-k", "look_ahead or caat_meta_step"),

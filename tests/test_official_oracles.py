@@ -532,10 +532,10 @@ def test_ssat_objective_keeps_the_notebook_s_successful_pairs(fooled):
 
 
 # =============================================================================================================
-# the kNN evaluation attack pgd-knn: its stopping rule
+# the kNN evaluation attack knn-guide: its stopping rule
 # =============================================================================================================
-def test_pgd_knn_stops_each_point_at_its_first_iterate_the_hard_vote_gets_wrong(one_thread):
-    """advlab's own ``pgd-knn`` (docs/methods/ssat.md; the paper's attack code is missing): guides = the m
+def test_knn_guide_stops_each_point_at_its_first_iterate_the_hard_vote_gets_wrong(one_thread):
+    """advlab's own ``knn-guide`` (docs/methods/ssat.md; the paper's attack code is missing): guides = the m
     nearest bank rows of the most similar other class, PGD up the mean cosine to them, each point returned at
     its FIRST iterate the kNN's hard vote misclassifies, as PGD-20 on logits. The hard vote is DkNN's count of
     the k nearest labels (chawins/knn-defense lib/dknn.py lines 216-239, ``classify``); two classes and k = 3
