@@ -7,7 +7,9 @@ Each epoch (0-indexed ``epoch``, logged 1-indexed):
    (``validation.attack``), so the best checkpoint is chosen by the attack that is reported;
 3. the parts react to it (``on_validation``: NoiLIn's noise rate, FRL's duals) and add their metrics;
 4. :func:`improves`: is it the best epoch so far (validation robust accuracy, ties broken by clean)?
-5. write ``best.pt`` (if it improved) then ``last.pt``, append the row to ``metrics.jsonl``.
+5. write ``best.pt`` (if it improved) then ``last.pt``, append the row to ``metrics.jsonl``;
+6. :func:`advlab.engine.collapse.collapsed`: has robustness collapsed (catastrophic overfitting)? Say so, and
+   with ``training.stop_on_collapse`` stop, the best checkpoint kept.
 
 Under torchrun with several processes the same loop runs on every rank: each takes its shard of every global
 batch, DistributedDataParallel averages the gradients, per-sample state is exchanged after each step,
@@ -30,6 +32,7 @@ from ..recipes import train_step
 from ..runs import TENSORBOARD, TRAINING_COLUMNS, RunDir
 from ..seeds import epoch_seed
 from .acceleration import as_step_input
+from .collapse import collapsed
 from .run import Run
 from .state import TrainingState, checkpoint_payload
 
@@ -119,6 +122,8 @@ def fit(run: Run, state: TrainingState, run_dir: RunDir, until: int | None = Non
     if main:
         run_dir.write_metrics(state.history)  # drops any line of an epoch that did not finish
     for epoch in range(state.epoch, c.epochs if until is None else min(until, c.epochs)):
+        if state.stopped:
+            break
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch + 1}
         row.update(train_one_epoch(run, epoch))
@@ -134,6 +139,10 @@ def fit(run: Run, state: TrainingState, run_dir: RunDir, until: int | None = Non
         row["best_epoch"] = state.best["epoch"]
         state.history.append(row)
         state.epoch = epoch + 1
+        collapse = collapsed(state.history, c.training.collapse_ratio)
+        row["collapsed"] = collapse is not None
+        if collapse and c.training.stop_on_collapse:
+            state.stopped = f"{collapse}; stopped (training.stop_on_collapse), best checkpoint: epoch {state.best['epoch']}"
         if main:  # only rank 0 writes; the others hold the same state
             payload = checkpoint_payload(run, state)
             if improved:  # best first: last.pt is the epoch's commit point, so a kill between the two writes
@@ -144,6 +153,9 @@ def fit(run: Run, state: TrainingState, run_dir: RunDir, until: int | None = Non
                 run.tensorboard.write(row, run_dir.file(TENSORBOARD))
         if run.progress:
             print(epoch_line(row, c.epochs), file=sys.stderr, flush=True)
+        if collapse and run.progress:
+            print(state.stopped or f"{collapse} (training.stop_on_collapse: true stops such a run)", file=sys.stderr,
+                  flush=True)
     run.collective.barrier()  # the checkpoints are on disk before any rank reads them
 
 

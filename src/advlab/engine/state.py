@@ -20,11 +20,13 @@ NO_BEST = {"epoch": -1, "val_robust": -1.0, "val_clean": -1.0}
 @dataclass
 class TrainingState:
     """``epoch``: epochs finished (the next one to train, 0-indexed); ``history``: one logged row per finished
-    epoch (``metrics.jsonl``); ``best``: the best epoch so far (1-indexed) and its validation accuracies."""
+    epoch (``metrics.jsonl``); ``best``: the best epoch so far (1-indexed) and its validation accuracies;
+    ``stopped``: why the run ended early, if it did."""
 
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: dict(NO_BEST))
+    stopped: str | None = None  # why the run stopped before its last epoch (training.stop_on_collapse), or None
 
 
 def rng_state() -> dict[str, Any]:
@@ -51,7 +53,7 @@ def checkpoint_payload(run: Run, state: TrainingState) -> dict[str, Any]:
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler else {},
         "rng": rng_state(), "parts": {kind: part.state_dict() for kind, part in run.recipe.parts()},
-        "history": state.history, "best": dict(state.best), "config": c.to_dict(),
+        "history": state.history, "best": dict(state.best), "stopped": state.stopped, "config": c.to_dict(),
     }
 
 
@@ -66,4 +68,4 @@ def restore(run: Run, checkpoint: dict[str, Any]) -> TrainingState:
         part.load_state_dict(checkpoint["parts"].get(kind, {}))
     set_rng_state(checkpoint["rng"])
     return TrainingState(epoch=int(checkpoint["epoch"]), history=list(checkpoint["history"]),
-                         best=dict(checkpoint["best"]))
+                         best=dict(checkpoint["best"]), stopped=checkpoint.get("stopped"))
