@@ -42,6 +42,7 @@ def _conv_net() -> torch.nn.Module:
                                torch.nn.Linear(8 * 13 * 13, 10))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
 def test_compiled_step_gives_the_same_attack_and_loss_as_eager(one_thread):
@@ -141,6 +142,7 @@ def test_attack_precision_fp32_runs_the_attack_in_fp32_inside_a_bf16_step(attack
     assert set(train) == {torch.bfloat16}
 
 
+@pytest.mark.slow
 def test_compiled_trainer_saves_the_eager_models_weights(tmp_path, fashion_mnist):
     from advlab.engine.run import create_run
     from advlab.engine.state import TrainingState, checkpoint_payload

@@ -647,3 +647,51 @@ def test_a_model_made_under_inference_mode_is_a_clear_error():
     x = torch.rand(4, 1, 4, 5)
     with pytest.raises(AdvlabError, match="inference_mode"):
         pgd(model, x, torch.arange(4) % C, eps=0.1, step_size=0.02, steps=1)
+
+
+# ------------------------------------------------------------------ start_eps and eps=inf (N-FGSM's options)
+def _constant_gradient_model():
+    """Two classes, logits (w.x, 0): for label 1, grad_x CE = p_0 w, whose sign is sign(w) at every x."""
+    lin = nn.Linear(D, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[0] = torch.tensor([1.0, -1.0] * (D // 2))
+    return nn.Sequential(nn.Flatten(), lin), lin.weight[0].detach().sign()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_start_eps_draws_the_start_in_its_own_ball_and_eps_inf_never_projects(norm):
+    model, sign_w = _constant_gradient_model()
+    x = torch.full((2000, 1, 4, 5), 0.5)
+    y = torch.ones(2000, dtype=torch.long)
+    r0 = 0.04
+    size = get_norm(norm).size
+    start = pgd(model, x, y, eps=0.01, step_size=0.0, steps=0, norm=norm, start_eps=r0,
+                generator=torch.Generator().manual_seed(0)).x_adv - x
+    # the start fills the ball of radius start_eps, far beyond eps (a start is never projected onto eps)
+    assert size(start).max() <= r0 + 1e-6 and size(start).max() > 0.95 * r0
+    if norm == "linf":  # uniform per coordinate: a quarter of the coordinates beyond r0 / 2 on each side
+        assert abs(float((start > r0 / 2).float().mean()) - 0.25) < 0.01
+    # eps = inf: three steps of 0.02 along the same direction add up, nothing projects them back
+    moved = pgd(model, x[:8], y[:8], eps=float("inf"), step_size=0.02, steps=3, norm=norm, random_start=None).x_adv
+    expected = 0.06 * (sign_w if norm == "linf" else sign_w / sign_w.norm())
+    torch.testing.assert_close(moved - x[:8], expected.reshape(1, 1, 4, 5).expand(8, 1, 4, 5), atol=1e-6, rtol=0)
+    # ... and the box [0, 1] still holds
+    edge = pgd(model, torch.ones(8, 1, 4, 5), y[:8], eps=float("inf"), step_size=0.5, steps=2, norm=norm,
+               start_eps=0.5, generator=torch.Generator().manual_seed(1)).x_adv
+    assert edge.min() >= 0 and edge.max() <= 1
+
+
+def test_start_eps_and_an_infinite_eps_refuse_what_is_undefined():
+    model, _, x, y, _, _ = linear_setup(n=4)
+    with pytest.raises(AdvlabError, match="needs start_eps"):
+        pgd(model, x, y, eps=float("inf"), step_size=0.01, steps=1)
+    for bad in (-0.1, float("nan"), float("inf"), torch.tensor([0.1, -1.0, 0.1, 0.1])):
+        with pytest.raises(AdvlabError, match="start_eps"):
+            pgd(model, x, y, eps=0.1, step_size=0.01, steps=1, start_eps=bad)
+    with pytest.raises(AdvlabError, match="eps must be"):
+        pgd(model, x, y, eps=float("nan"), step_size=0.01, steps=1)
+    # per-sample start radii: row i's start stays in its own ball
+    radii = torch.tensor([0.0, 0.01, 0.05, 0.2])
+    start = pgd(model, x, y, eps=0.1, step_size=0.0, steps=0, start_eps=radii).x_adv - x
+    assert (start.flatten(1).abs().amax(1) <= radii + 1e-6).all() and start[0].abs().max() == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-pytestmark = pytest.mark.usefixtures("fashion_mnist")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist")]
 
 
 @pytest.fixture(autouse=True)

@@ -414,6 +414,7 @@ def test_a_tiny_simclr_run_is_evaluated_by_its_knn_classifier(tmp_path, fashion_
     assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_robust"] <= row["val_clean"] <= 1
 
 
+@pytest.mark.slow
 def test_a_stopped_and_resumed_ssat_instance_run_ends_with_the_uninterrupted_metrics(
         tmp_path, fashion_mnist, one_thread, whole_and_resumed, training_rows):
     from advlab.config import load_config

@@ -63,7 +63,8 @@ TORCHRUN_CHECKS = {
     ("weighting", "frl"): _FRL, ("objective", "trades"): _FRL,
     ("perturbation", "caat"): _CAAT, ("weighting", "caat"): _CAAT, ("objective", "caat"): _CAAT,
     ("perturbation", "fat"): _PER_SAMPLE, ("objective", "mart"): _PER_SAMPLE, ("perturbation", "fgsm"): _PER_SAMPLE,
-    ("perturbation", "none"): _PER_SAMPLE,
+    ("perturbation", "none"): _PER_SAMPLE, ("perturbation", "n-fgsm"): _PER_SAMPLE,
+    ("objective", "grad-align"): _PER_SAMPLE,
 }
 """Every part that trains under torchrun (``distributed = True``) -> the test of this file that shows its steps
 over 2 processes equal to one process. tests/part_coverage.py checks that each registered part has one, unless it
@@ -158,6 +159,7 @@ def _as_rank_0_of_2(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=merged, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,message", [
     ("distributed.sync_batchnorm=true", "distributed.sync_batchnorm: SyncBatchNorm needs CUDA devices; this run "
                                         "trains on cpu"),
@@ -172,6 +174,7 @@ def test_what_several_processes_cannot_do_is_one_clear_error_before_anything_sta
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_advlab_eval_under_torchrun_is_refused_not_run_by_every_process(tmp_path):
     env = {**_env(), "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
     done = subprocess.run([sys.executable, "-m", "advlab", "eval", str(tmp_path / "nothing.pt")], env=env,
@@ -181,6 +184,7 @@ def test_advlab_eval_under_torchrun_is_refused_not_run_by_every_process(tmp_path
 
 
 # -- training ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_one_epoch_of_pgd_at_on_2_processes_is_that_of_one(tmp_path):
     one = _worker("epoch", tmp_path / "one", TINY, 1)[0]
     two = _worker("epoch", tmp_path / "two", TINY, 2)
@@ -190,11 +194,22 @@ def test_one_epoch_of_pgd_at_on_2_processes_is_that_of_one(tmp_path):
     assert two[0]["row"]["train_acc"] == one["row"]["train_acc"]
 
 
-@pytest.mark.parametrize("parts", [["perturbation.name=fat", "objective.name=mart"], ["perturbation.name=fgsm"],
-                                   ["perturbation.name=none"]], ids=["fat-mart", "fgsm", "none"])
+@pytest.mark.slow
+@pytest.mark.parametrize("parts", [
+    ["objective.name=mart"],
+    ["perturbation.name=fat", "perturbation.steps=2", "perturbation.random_start=none"],
+    ["perturbation.name=fgsm", "perturbation.random_start=none"],
+    ["perturbation.name=none"],
+    ["perturbation.name=n-fgsm", "perturbation.noise=0"],  # its noise drawn per rank otherwise
+    # its eta is drawn per rank (equal to one process in distribution only, docs/DISTRIBUTED.md): the check runs
+    # its double backprop under DDP with the alignment term weighted 0, so the steps are exactly one process's
+    ["objective.name=grad-align", "objective.align_weight=0"],
+], ids=["mart", "fat", "fgsm", "none", "n-fgsm", "grad-align"])
 def test_per_sample_parts_on_2_processes_take_the_steps_of_one_process(tmp_path, parts):
     """Parts whose step reads nothing beyond each sample (no state, no batch statistic) need no exchange: DDP's
-    gradient average of the loss scaled per shard is the step of one process."""
+    gradient average of the loss scaled per shard is the step of one process. (A part named after TINY's
+    perturbation options starts afresh, so its own options are given again: a random start per rank would make
+    the runs equal in distribution only.)"""
     config = TINY + parts + ["data.train_size=50"]
     one = _worker("epoch", tmp_path / "one", config, 1)[0]
     two = _worker("epoch", tmp_path / "two", config, 2)
@@ -203,6 +218,7 @@ def test_per_sample_parts_on_2_processes_take_the_steps_of_one_process(tmp_path,
     assert two[0]["row"]["train_loss"] == pytest.approx(one["row"]["train_loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_sglr_bank_is_identical_on_both_ranks_and_equal_to_one_process(tmp_path):
     config = TINY + ["labels.name=sglr", "labels.start_epoch=0"]
     one = _worker("epoch", tmp_path / "one", config, 1)[0]
@@ -215,6 +231,7 @@ def test_sglr_bank_is_identical_on_both_ranks_and_equal_to_one_process(tmp_path)
     assert (banks[0]["targets"] - one["parts"]["labels"]["bank"]["targets"]).abs().max() <= 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parts", [
     ["weighting.name=gair", "weighting.burn_in=0"],
     ["labels.name=self-adaptive", "labels.start_epoch=0", "labels.momentum=0", "weighting.name=self-adaptive"],
@@ -232,6 +249,7 @@ def test_weights_normalised_over_the_global_batch_give_the_steps_of_one_process(
     assert two[0]["metrics"] == two[1]["metrics"] == one["metrics"]  # GAIR's kappa histogram and weight stats
 
 
+@pytest.mark.slow
 def test_noilin_rate_schedule_is_identical_on_both_ranks_and_that_of_one_process(tmp_path):
     config = TINY + ["labels.name=noilin", "labels.tau=1", "labels.gamma=0.5", "labels.half_cap_until=null",
                      "epochs=3"]
@@ -255,6 +273,7 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
+@pytest.mark.slow
 def test_2_process_run_killed_and_resumed_on_1_process_ends_as_the_uninterrupted_run(tmp_path):
     config = ["--preset", "pgd-at", "--quiet", "epochs=3", *TINY]
     whole = _launch(["-m", "advlab", "train", "--out", str(tmp_path / "whole"), *config], 2)
@@ -441,6 +460,7 @@ def test_a_caat_meta_step_over_2_ranks_is_that_of_one_process():
 META = ["data.meta_size=60", "weighting.attack_steps=2", "weighting.batch_size=25", "epochs=2"]
 
 
+@pytest.mark.slow
 def test_frl_on_2_processes_keeps_the_duals_and_the_steps_of_one_process(tmp_path):
     # TRADES with FRL's ReWeight; the attack on the cross-entropy (TRADES' KL has a zero gradient at its start,
     # x with random_start none, so its first step is the sign of rounding noise, which differs with the shard)
@@ -457,6 +477,7 @@ def test_frl_on_2_processes_keeps_the_duals_and_the_steps_of_one_process(tmp_pat
     assert _max_diff(one["model"], two[0]["model"]) <= PARAM_ATOL
 
 
+@pytest.mark.slow
 def test_caat_on_2_processes_keeps_the_meta_net_identical_on_every_rank_and_close_to_one_process(tmp_path):
     # eps 1e-6: the adv view's first step is the sign of rounding noise (see above), invisible at this bound;
     # 5 steps an epoch, a meta step every 2: 2 meta steps in epoch 1, 3 in epoch 2
@@ -491,6 +512,7 @@ def _untimed(checks: list[dict]) -> list[dict]:
     return [{**c, "details": {k: v for k, v in c.get("details", {}).items() if k != "seconds"}} for c in checks]
 
 
+@pytest.mark.slow
 def test_evaluation_over_2_ranks_of_21_points_equals_one_process_exactly(tmp_path):
     from advlab.models import create_model
 
@@ -514,6 +536,7 @@ def test_evaluation_over_2_ranks_of_21_points_equals_one_process_exactly(tmp_pat
 
 
 # -- errors --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_job_with_its_message_not_a_hang(tmp_path):
     start = time.perf_counter()
     done = _launch([str(WORKER), "fail", str(tmp_path), "--preset", "pgd-at", *TINY, "epochs=2"], 2, timeout=90)
@@ -522,6 +545,7 @@ def test_a_failing_rank_ends_the_job_with_its_message_not_a_hang(tmp_path):
     assert time.perf_counter() - start < 60
 
 
+@pytest.mark.slow
 def test_a_rank_that_stops_answering_ends_the_job_after_the_collective_timeout(tmp_path):
     start = time.perf_counter()
     done = _launch([str(WORKER), "hang", str(tmp_path), "--preset", "pgd-at", *TINY, "epochs=2",
@@ -531,6 +555,7 @@ def test_a_rank_that_stops_answering_ends_the_job_after_the_collective_timeout(t
 
 
 # -- benchmark -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_overhead_benchmark_smoke(tmp_path):
     done = _run_group([sys.executable, str(HERE.parent / "benchmarks" / "distributed_overhead.py"), "--smoke",
                        "--out", str(tmp_path)], _env(), 120)

@@ -142,6 +142,7 @@ def test_table_has_a_fairness_row_per_attack_and_for_the_and_in_percent():
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST not installed")
 def test_training_summary_stores_fairness_per_checkpoint_and_prints_the_block(tmp_path):
     from advlab.engine.train import train

@@ -323,6 +323,7 @@ def test_gair_reads_k_from_fat_when_examples_stop_early():
 # -- end to end --------------------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("fashion_mnist")
+@pytest.mark.slow
 def test_gairat_trains_and_logs_its_diagnostics(tmp_path):
     from advlab.engine.train import train
 

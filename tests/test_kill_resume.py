@@ -17,7 +17,7 @@ import pytest
 
 from advlab.crashpoints import ENV
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")]
 
 # 200 images, batch 50: 4 batches per epoch, 3 epochs
 CONFIG = ["--preset", "pgd-at", "--quiet", "data.train_size=200", "batch_size=50", "epochs=3",

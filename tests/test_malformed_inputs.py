@@ -508,6 +508,7 @@ def test_malformed_other_command(tmp_path, argv, command, words):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, command", [
     (["train", "--preset", "pgd-at", "optimizer.lr=-0.1", "--out", "run"], "train"),
     (["train", "--epochs", "x"], "train"),

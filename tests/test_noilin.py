@@ -314,6 +314,7 @@ def metric_rows(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist")
 def test_resumed_run_continues_the_same_noise_schedule(tmp_path, monkeypatch, whole_and_resumed):
     """A real tiny run stopped after epoch 2 and resumed logs what an uninterrupted run logs.

@@ -45,6 +45,7 @@ def test_the_readme_has_the_blocks_this_test_runs():
     assert len(python_blocks()) >= 2 and len(advlab_lines()) >= 5
 
 
+@pytest.mark.slow
 def test_every_advlab_command_of_the_readme_runs(tmp_path):
     for words in advlab_lines():
         command = words[0]
@@ -58,6 +59,7 @@ def test_every_advlab_command_of_the_readme_runs(tmp_path):
         assert done.returncode == 0, f"advlab {' '.join(words)}\n{done.stderr[-3000:]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_every_python_block_of_the_readme_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -66,6 +68,7 @@ def test_every_python_block_of_the_readme_runs(index, tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_advlab_evaluate_is_a_function_in_every_import_order():
     for first in ("import advlab.evaluation", "import advlab.evaluation.cli", "from advlab import data",
                   "import advlab.engine.train", "import advlab"):

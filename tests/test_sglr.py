@@ -412,6 +412,7 @@ def test_presets(preset, labels, weighting, objective):
     assert load_config(preset, ["labels.start_epoch=0"]).labels.options["start_epoch"] == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist")
 def test_resume_restores_the_bank_bit_for_bit(tmp_path, one_thread, whole_and_resumed):
     from advlab.config import load_config

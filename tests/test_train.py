@@ -28,6 +28,7 @@ def rows(run_dir):
     return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in lines]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", [p for p in preset_names() if p != "demo"])
 def test_every_preset_composes_and_runs_one_epoch(preset, tmp_path):
     overrides = TINY + ["epochs=1"]
@@ -41,6 +42,7 @@ def test_every_preset_composes_and_runs_one_epoch(preset, tmp_path):
     assert ckpt["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(tmp_path, whole_and_resumed):
     config = load_config("pgd-at", TINY + ["epochs=3", "schedule.milestones=[0.5]"])
 
@@ -54,6 +56,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, whole_and_resumed):
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_loses_at_most_that_epoch(tmp_path):
     run_dir = tmp_path / "killed"
     cmd = [sys.executable, "-m", "advlab", "train", "--preset", "pgd-at", "--out", str(run_dir), "--epochs", "4",
@@ -90,6 +93,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_bad_option_with_overwrite_leaves_the_run_untouched_and_resumable(tmp_path, capsys, stopped_run):
     from advlab.cli import main
 
@@ -114,6 +118,7 @@ def test_a_bad_option_with_overwrite_leaves_the_run_untouched_and_resumable(tmp_
     assert [r["epoch"] for r in rows(run_dir)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_training_with_label_noise_and_a_long_tail_records_what_was_applied(tmp_path):
     from advlab import data
 
@@ -140,6 +145,7 @@ def test_training_with_label_noise_and_a_long_tail_records_what_was_applied(tmp_
     assert counts == expected
 
 
+@pytest.mark.slow
 def test_warm_start_loads_the_model_of_another_run_before_training(tmp_path):
     from advlab.config import load_config
     from advlab.engine.run import create_run

@@ -94,21 +94,29 @@ def _check_numbers(logit_scale: float, generator: torch.Generator | None, **valu
         raise AdvlabError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
-def _check_values(eps: float | torch.Tensor, step_size: float | torch.Tensor, direction: int | torch.Tensor) -> None:
-    """eps and step_size finite and >= 0, direction +-1: in Python for numbers, one device sync for tensors."""
-    if torch.is_tensor(eps) or torch.is_tensor(step_size) or torch.is_tensor(direction):
-        e, s, d = torch.as_tensor(eps), torch.as_tensor(step_size), torch.as_tensor(direction)
-        ok = torch.stack([((e >= 0) & torch.isfinite(e)).all().cpu(), ((s >= 0) & torch.isfinite(s)).all().cpu(),
-                          ((d == 1) | (d == -1)).all().cpu()])
-        eps_ok, step_ok, dir_ok = ok.tolist()
+def _check_values(eps: float | torch.Tensor, step_size: float | torch.Tensor, direction: int | torch.Tensor,
+                  start_eps: float | torch.Tensor | None = None) -> bool:
+    """eps >= 0 (math.inf: no projection), step_size and start_eps finite and >= 0, direction +-1: in Python for
+    numbers, one device sync for tensors. Returns whether any eps is infinite."""
+    start = 0.0 if start_eps is None else start_eps
+    if any(torch.is_tensor(v) for v in (eps, step_size, direction, start)):
+        e, s, d, r = (torch.as_tensor(v) for v in (eps, step_size, direction, start))
+        ok = torch.stack([((e >= 0) & ~torch.isnan(e)).all().cpu(), ((s >= 0) & torch.isfinite(s)).all().cpu(),
+                          ((d == 1) | (d == -1)).all().cpu(), ((r >= 0) & torch.isfinite(r)).all().cpu(),
+                          torch.isinf(e).any().cpu()])
+        eps_ok, step_ok, dir_ok, start_ok, eps_inf = ok.tolist()
     else:
-        eps_ok, step_ok, dir_ok = (0 <= eps < math.inf), (0 <= step_size < math.inf), direction in (1, -1)
+        eps_ok, step_ok, dir_ok = (0 <= eps <= math.inf), (0 <= step_size < math.inf), direction in (1, -1)
+        start_ok, eps_inf = 0 <= start < math.inf, eps == math.inf
     if not eps_ok:
-        raise AdvlabError("eps must be finite and >= 0")
+        raise AdvlabError("eps must be >= 0 (math.inf: no projection)")
+    if not start_ok:
+        raise AdvlabError("start_eps must be finite and >= 0 (None: eps)")
     if not step_ok:
         raise AdvlabError("step_size must be finite and >= 0 (direction=-1 descends)")
     if not dir_ok:
         raise AdvlabError("direction must be +1 or -1 (per sample)")
+    return eps_inf
 
 
 def _check_batch(x: torch.Tensor, out: torch.Tensor, labels: list[torch.Tensor]) -> int:
@@ -174,6 +182,7 @@ def pgd(
     generator: torch.Generator | None = None,
     track_final: bool = True,
     classify: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    start_eps: float | torch.Tensor | None = None,
 ) -> AttackResult:
     """Projected gradient ascent (``direction=1``) or descent (``-1``) of a per-sample loss in an eps-ball.
 
@@ -186,6 +195,8 @@ def pgd(
         y: integer labels (B,) of any integer dtype (used as int64): used for kappa, first_wrong and early
             stop, and as the loss target when ``target`` is None.
         eps, step_size: radius and step size, a number or a per-sample tensor (B,); eps 0 leaves a row as x.
+            ``eps=math.inf``: no projection (every iterate stays in [0, 1]; N-FGSM, de Jorge et al. 2022); a
+            random start then needs ``start_eps``.
         steps: number of gradient steps K.
         norm: "linf" (sign steps) or "l2" (normalised-gradient steps).
         loss: a name in ``LOSSES`` (ce, cw, kl, dlr) or a callable ``(output, target) -> (B,)``. Steps read only
@@ -210,22 +221,28 @@ def pgd(
             representation (B, D), compared with ``target``), while the labels are checked, and kappa,
             first_wrong and early stop judged, on ``classify``'s logits (computed without gradient).
             ``logit_scale`` must then be 1.
+        start_eps: None (the random start is drawn in the ball of radius ``eps``), or the radius of the ball
+            the random start is drawn in, a number or a per-sample tensor (B,), independent of the projection
+            radius ``eps`` (N-FGSM's noise of 2 eps: ``start_eps=2 * eps, eps=math.inf``). The same draws
+            as with ``eps``, scaled.
 
     Returns:
         AttackResult with the detached adversarial batch (same shape, dtype, device as x; inside the ball and
         [0, 1]; original batch order) and the per-sample kappa, first_wrong and steps.
 
     Raises:
-        AdvlabError: bad arguments (labels not integer (B,), eps < 0, ...); x with NaN or infinite values or
-            further outside [0, 1] than a rounding error (the smallest and largest value in the message); a
-            model output that is not a float tensor (B, C); a model whose output does not depend on its input
-            through autograd; a model whose parameters were created under ``torch.inference_mode()``.
+        AdvlabError: bad arguments (labels not integer (B,), eps < 0, an infinite eps with a random start and
+            no start_eps, ...); x with NaN or infinite values or further outside [0, 1] than a rounding error (the
+            smallest and largest value in the message); a model output that is not a float tensor (B, C); a model
+            whose output does not depend on its input through autograd; a model whose parameters were created
+            under ``torch.inference_mode()``.
 
     Works the same (same seed, same x_adv) under ``torch.no_grad()``, ``torch.inference_mode()`` and with
     frozen parameters.
     """
     y = _check_inputs(x, y, steps, random_start, early_stop)
-    _check_numbers(logit_scale, generator, eps=eps, step_size=step_size, direction=direction)
+    _check_numbers(logit_scale, generator, eps=eps, step_size=step_size, direction=direction,
+                   **({} if start_eps is None else {"start_eps": start_eps}))
     if classify is not None and (not callable(classify) or logit_scale != 1.0):
         raise AdvlabError("classify must be a callable (representation -> logits) and needs logit_scale 1")
     geometry = get_norm(norm)
@@ -235,10 +252,13 @@ def pgd(
         x, y, target = (autograd_tensor(t) for t in (x.detach(), y, target))
         raw = x  # checked at the first step (one sync with the labels): up to a rounding error in [0, 1]
         x = x.clamp(0, 1)
-        eps, step_size, direction = (autograd_tensor(v) for v in (eps, step_size, direction))
+        eps, step_size, direction, start_eps = (autograd_tensor(v) for v in (eps, step_size, direction, start_eps))
         eps_t = per_sample(eps, x, "eps")
         direction_t = per_sample(direction, x, "direction")
-        _check_values(eps, step_size, direction)
+        eps_inf = _check_values(eps, step_size, direction, start_eps)
+        start_t = eps_t if start_eps is None else per_sample(start_eps, x, "start_eps")
+        if random_start is not None and start_eps is None and eps_inf:
+            raise AdvlabError("a random start with eps=math.inf (no projection) needs start_eps, the start's radius")
         move_t = per_sample(step_size, x, "step_size") * direction_t
 
         # parameters frozen for the attack: the backward is to the input only, also in a compiled model (whose
@@ -254,7 +274,7 @@ def pgd(
                     target = y
             target = _loss_target(target, len(x))
             with torch.no_grad():
-                x_adv = _start(x, eps_t, geometry, random_start, generator)
+                x_adv = _start(x, start_t, geometry, random_start, generator)
             clamped = clamp_to_box(raw, "attack input x")[1] if steps == 0 else 0  # else checked at step 0
             return _iterate(model, x, y, x_adv, target, eps_t, move_t, steps, geometry, loss_fn, early_stop,
                             logit_scale, track_final, classify, raw, clamped)
