@@ -50,6 +50,7 @@ def collapsing(monkeypatch):
                                                                SCRIPT[run.recipe.labels.epoch + 1][:2])))
 
 
+@pytest.mark.slow
 def test_a_collapsing_run_stops_keeps_its_best_checkpoint_and_says_why(tmp_path, collapsing, one_thread, capsys):
     out = tmp_path / "run"
     summary = train("fast-at", out, overrides=TINY)  # the preset stops on collapse
@@ -63,6 +64,7 @@ def test_a_collapsing_run_stops_keeps_its_best_checkpoint_and_says_why(tmp_path,
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3 and again["stopped"] == summary["stopped"]
 
 
+@pytest.mark.slow
 def test_without_stop_on_collapse_the_run_goes_on_and_the_summary_names_the_collapsed_epochs(tmp_path, collapsing,
                                                                                               one_thread):
     summary = train("fast-at", tmp_path / "run", overrides=TINY + ["training.stop_on_collapse=false"],
