@@ -64,20 +64,24 @@ class Contestant:
     seed: int
     epoch: Callable[[int], None]
     model: Callable[[], nn.Module]
+    epochs: int  # its schedule's length: the most epochs it trains
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     reached: dict[str, Any] | None = None
     done: bool = False
 
 
-def advlab_contestant(key: str, preset: str, extra: list[str]) -> Callable[[argparse.Namespace, int], Contestant]:
+def advlab_contestant(key: str, preset: str, extra: list[str], epochs: int | None = None
+                      ) -> Callable[[argparse.Namespace, int], Contestant]:
+    """An advlab preset with ``extra`` overrides, for ``epochs`` epochs (None: ``--epochs``)."""
     def make(args: argparse.Namespace, seed: int) -> Contestant:
-        overrides = [f"seed={seed}", f"epochs={args.epochs}", f"eps={EPS}", "device=cpu",
+        n = epochs or args.epochs
+        overrides = [f"seed={seed}", f"epochs={n}", f"eps={EPS}", "device=cpu",
                      f"data.train_size={args.train_size}" if args.train_size else "data.train_size=null",
                      f"validation.n={args.val_n}", *extra]
         run = create_run(load_config(preset, overrides), progress=False)
         return Contestant(key, f"advlab {preset}{'' if not extra else ' ' + ' '.join(extra)}", seed,
-                          lambda e: train_one_epoch(run, e), lambda: run.model.eval())
+                          lambda e: train_one_epoch(run, e), lambda: run.model.eval(), n)
     return make
 
 
@@ -117,7 +121,7 @@ def plain_contestant(args: argparse.Namespace, seed: int) -> Contestant:
             loss.backward()
             optimizer.step()
 
-    return Contestant("plain", "plain PGD-10 loop (fp32)", seed, epoch, lambda: model.eval())
+    return Contestant("plain", "plain PGD-10 loop (fp32)", seed, epoch, lambda: model.eval(), args.epochs)
 
 
 def art_contestant(args: argparse.Namespace, seed: int) -> Contestant:
@@ -141,7 +145,8 @@ def art_contestant(args: argparse.Namespace, seed: int) -> Contestant:
         with contextlib.redirect_stderr(io.StringIO()):  # ART's progress bars
             trainer.fit(x, y)
 
-    return Contestant("art", f"ART {art_version()} AdversarialTrainerMadryPGD", seed, epoch, lambda: model.eval())
+    return Contestant("art", f"ART {art_version()} AdversarialTrainerMadryPGD", seed, epoch, lambda: model.eval(),
+                      args.epochs)
 
 
 def art_version() -> str | None:
@@ -162,6 +167,15 @@ CONTESTANTS: dict[str, Callable[[argparse.Namespace, int], Contestant]] = {
     "plain": plain_contestant,
     "art": art_contestant,
 }
+PGD2 = ["perturbation.steps=2", "perturbation.step_size=0.05", "schedule.name=one-cycle", "schedule.peak=0.4",
+        "optimizer.lr=0.2", "model.options.dropout=0.0"]  # the demo's recipe (benchmarks/demo_sweep.py)
+CANDIDATES: dict[str, Callable[[argparse.Namespace, int], Contestant]] = {
+    f"{name}-{epochs}ep": advlab_contestant(f"{name}-{epochs}ep", preset, PRESET_FAST + extra, epochs)
+    for name, preset, extra in (("fast-at", "fast-at", []), ("n-fgsm", "n-fgsm", []), ("pgd2", "pgd-at", PGD2))
+    for epochs in (2, 3)
+}
+"""The speedrun's candidates, raced on the validation split alone (``--candidates``): the winner, the fewest
+training seconds to the target, becomes the ``speedrun`` preset."""
 
 
 def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attacks: tuple[str, ...],
@@ -176,8 +190,8 @@ def race(args: argparse.Namespace, names: list[str]) -> list[Contestant]:
     val_x, val_y = val_x[: args.val_n], val_y[: args.val_n]
     test_x, test_y = datasets.load("fashion-mnist", "test")
     test_x, test_y = test_x[: args.test_n], test_y[: args.test_n]
-    field_ = [CONTESTANTS[n](args, s) for n in names for s in args.seeds]
-    for e in range(args.epochs):
+    field_ = [{**CONTESTANTS, **CANDIDATES}[n](args, s) for n in names for s in args.seeds]
+    for e in range(max(c.epochs for c in field_)):
         for c in [c for c in field_ if not c.done]:
             start = time.perf_counter()
             c.epoch(e)
@@ -188,11 +202,13 @@ def race(args: argparse.Namespace, names: list[str]) -> list[Contestant]:
             c.rows.append(row)
             print(f"{c.name} seed {c.seed} epoch {e + 1}: {c.seconds:.0f} s, validation AutoAttack "
                   f"{row['val_autoattack']:.3f}", file=sys.stderr, flush=True)
-            if row["val_autoattack"] >= args.target or e + 1 == args.epochs:
-                test = robust_accuracy(c.model(), test_x, test_y, ("pgd20", "autoattack"), seed=args.eval_seed)
+            if row["val_autoattack"] >= args.target or e + 1 == c.epochs:
                 c.reached = {"epoch": e + 1, "train_seconds": c.seconds, "reached": row["val_autoattack"] >= args.target,
-                             "val_autoattack": row["val_autoattack"], "test_clean": test.accuracy("clean"),
-                             "test_pgd20": test.accuracy("pgd20"), "test_autoattack": test.accuracy("autoattack")}
+                             "val_autoattack": row["val_autoattack"]}
+                if not args.no_test:
+                    test = robust_accuracy(c.model(), test_x, test_y, ("pgd20", "autoattack"), seed=args.eval_seed)
+                    c.reached.update(test_clean=test.accuracy("clean"), test_pgd20=test.accuracy("pgd20"),
+                                     test_autoattack=test.accuracy("autoattack"))
                 c.done = True
     return field_
 
@@ -218,7 +234,9 @@ def table(field_: list[Contestant], args: argparse.Namespace, memory: dict[str, 
         secs = [c.reached["train_seconds"] for c in runs]
 
         def cell(key: str, scale: float = 100.0, digits: int = 1) -> str:
-            values = [r.reached[key] * scale for r in runs]
+            values = [r.reached[key] * scale for r in runs if key in r.reached]
+            if not values:
+                return "–"
             return f"{statistics.mean(values):.{digits}f}" + (f" ± {statistics.stdev(values):.{digits}f}"
                                                               if len(values) > 1 else "")
         ratio = (f"{statistics.mean(secs) / plain_mean:.2f}x" if plain_mean and len(hit) == len(runs) else "–")
@@ -250,7 +268,7 @@ def plot(field_: list[Contestant], path: Path, target: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--contestants", nargs="+", default=list(CONTESTANTS), choices=list(CONTESTANTS))
+    p.add_argument("--contestants", nargs="+", default=list(CONTESTANTS), choices=[*CONTESTANTS, *CANDIDATES])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--epochs", type=int, default=5, help="the most epochs a contestant trains (its schedule's length)")
     p.add_argument("--target", type=float, default=0.70, help="validation AutoAttack accuracy that stops a contestant")
@@ -259,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-n", type=int, default=1000, help="test points of the reported accuracies")
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--no-test", action="store_true", help="validation only: the speedrun's candidates are chosen "
+                   "without the test points (--contestants among CANDIDATES)")
     p.add_argument("--memory", action="store_true", help="measure each contestant's peak memory (one epoch alone)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script runs")
@@ -268,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         args.train_size, args.val_n, args.test_n, args.epochs, args.seeds = 100, 20, 20, 1, [0]
         args.contestants = [c for c in args.contestants if c != "art" or art_version()]
     if args.one:  # --memory's child: one epoch of one contestant, then its peak RSS in MiB
-        contestant = CONTESTANTS[args.one](args, 0)
+        contestant = {**CONTESTANTS, **CANDIDATES}[args.one](args, 0)
         contestant.epoch(0)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return 0
