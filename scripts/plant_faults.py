@@ -188,6 +188,12 @@ FAULTS: tuple[Fault, ...] = (
           "c.data.label_noise.kind, c.seed)[0] if c.data.label_noise.rate > 0 else val_labels)[: c.validation.n], "
           "num_classes=meta.num_classes,",
           ("tests/test_engine_oracles.py", "-k", "label_noise"), "label noise applied to the validation labels"),
+    Fault("collapse-guard-never-stops", "src/advlab/engine/loop.py",
+          "        if state.stopped:\n            break\n", "",
+          ("tests/test_collapse.py",), "a run whose robustness collapsed keeps training despite stop_on_collapse"),
+    Fault("collapse-without-rising-training-accuracy", "src/advlab/engine/collapse.py",
+          ' and last["train_acc"] > previous["train_acc"]', "",
+          ("tests/test_collapse.py",), "a plain drop of validation robustness is called catastrophic overfitting"),
     Fault("one-cycle-no-warmup", "src/advlab/engine/schedule.py",
           "            return lr * t / peak", "            return lr",
           ("tests/test_engine_oracles.py", "-k", "one_cycle"), "the one-cycle schedule starts at its peak rate"),

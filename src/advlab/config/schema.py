@@ -120,6 +120,14 @@ class InitConfig:
 
 
 @dataclass
+class TrainingConfig:
+    """What the loop watches for besides the epochs (``advlab.engine.collapse``: catastrophic overfitting)."""
+
+    stop_on_collapse: bool = False  # stop once validation robustness collapses (on in the single-step presets)
+    collapse_ratio: float = option(0.5, low=0, high=1, low_open=True)  # collapsed: below this x the best so far
+
+
+@dataclass
 class LoggingConfig:
     tensorboard: bool = False  # also write each epoch's metrics as TensorBoard scalars to <run>/tensorboard
 
@@ -229,6 +237,7 @@ class TrainConfig:
     objective: PartConfig = _part("ce")
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)

@@ -23,8 +23,13 @@ def evaluate_checkpoints(run: Run, state: TrainingState, run_dir: RunDir) -> dic
     test_images, test_labels = datasets.load(c.data.dataset, "test", root=c.data.root)
     test_images, test_labels = test_images[: e.n], test_labels[: e.n]
     summary: dict[str, Any] = {"preset": c.preset, "run_dir": str(run_dir.path), "best_epoch": state.best["epoch"],
-                               "last_epoch": c.epochs, "evaluation_n": len(test_labels), "data": run.data.split.record,
+                               "last_epoch": state.epoch, "evaluation_n": len(test_labels), "data": run.data.split.record,
                                "history_tail": state.history[-1:] if state.history else []}
+    if state.stopped:
+        summary["stopped"] = state.stopped
+    collapses = [row["epoch"] for row in state.history if row.get("collapsed")]
+    if collapses:
+        summary["collapsed_epochs"] = collapses  # catastrophic overfitting (advlab.engine.collapse)
     results: dict[int, dict[str, Any]] = {}
     for which in e.checkpoints:
         model, checkpoint = load_model(run_dir.path, which, device=run.device)

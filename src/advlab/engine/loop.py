@@ -10,7 +10,9 @@ Each epoch (0-indexed ``epoch``, logged 1-indexed):
 3. the parts react to it (``on_validation``: NoiLIn's noise rate, FRL's duals) and add their metrics;
 4. :func:`improves`: is it the best epoch so far (validation robust accuracy, ties broken by clean)?
 5. write ``best.pt`` (if it improved) then ``last.pt``, append the row to ``metrics.jsonl``; remove the epoch's
-   mid-epoch checkpoint.
+   mid-epoch checkpoint;
+6. :func:`advlab.engine.collapse.collapsed`: has robustness collapsed (catastrophic overfitting)? Say so, and
+   with ``training.stop_on_collapse`` stop, the best checkpoint kept.
 
 A run resumed from a mid-epoch checkpoint continues that epoch at its next batch (``state.restore``).
 
@@ -34,6 +36,7 @@ from ..evaluation import evaluate
 from ..recipes import train_step
 from ..runs import TENSORBOARD, TRAINING_COLUMNS, RunDir
 from .acceleration import as_step_input
+from .collapse import collapsed
 from .mid_epoch import MidEpochCheckpoints
 from .run import Run
 from .run_clock import RunClock
@@ -156,6 +159,8 @@ def fit(run: Run, state: TrainingState, run_dir: RunDir, until: int | None = Non
     clock = _run_clock(run, state)
     with MidEpochCheckpoints(run, state, run_dir) as checkpoints:  # also: SIGINT and SIGTERM stop at a step's end
         for epoch in range(state.epoch, c.epochs if until is None else min(until, c.epochs)):
+            if state.stopped:
+                break
             progress, state.progress = state.progress, None  # the epoch in progress, on a mid-epoch resume
             t0 = time.perf_counter() - (progress.seconds if progress is not None else 0.0)
             row: dict[str, Any] = {"epoch": epoch + 1}
@@ -174,6 +179,11 @@ def fit(run: Run, state: TrainingState, run_dir: RunDir, until: int | None = Non
             row["best_epoch"] = state.best["epoch"]
             state.history.append(row)
             state.epoch = epoch + 1
+            collapse = collapsed(state.history, c.training.collapse_ratio)
+            row["collapsed"] = collapse is not None
+            if collapse and c.training.stop_on_collapse:
+                state.stopped = (f"{collapse}; stopped (training.stop_on_collapse), best checkpoint: epoch "
+                                 f"{state.best['epoch']}")
             if main:  # only rank 0 writes; the others hold the same state
                 payload = checkpoint_payload(run, state)
                 if improved:  # best first: last.pt is the epoch's commit point, so a kill between the two writes
@@ -185,6 +195,9 @@ def fit(run: Run, state: TrainingState, run_dir: RunDir, until: int | None = Non
             crash_point("epoch")  # test hook (advlab.crashpoints); a no-op unless set
             if run.progress:
                 print(epoch_line(row, c.epochs), file=sys.stderr, flush=True)
+            if collapse and run.progress:
+                print(state.stopped or f"{collapse} (training.stop_on_collapse: true stops such a run)",
+                      file=sys.stderr, flush=True)
             checkpoints.epoch_done()  # its mid-epoch checkpoint goes; a signal during validation stops here
     run.collective.barrier()  # the checkpoints are on disk before any rank reads them
 

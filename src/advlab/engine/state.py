@@ -65,12 +65,14 @@ class EpochProgress:
 class TrainingState:
     """``epoch``: epochs finished (the next one to train, 0-indexed); ``history``: one logged row per finished
     epoch (``metrics.jsonl``); ``best``: the best epoch so far (1-indexed) and its validation accuracies;
-    ``progress``: the epoch in progress when resumed from a mid-epoch checkpoint, else None."""
+    ``progress``: the epoch in progress when resumed from a mid-epoch checkpoint, else None; ``stopped``: why the
+    run ended early, if it did."""
 
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: dict(NO_BEST))
     progress: EpochProgress | None = None
+    stopped: str | None = None  # why the run stopped before its last epoch (training.stop_on_collapse), or None
 
 
 def rng_state() -> dict[str, Any]:
@@ -104,7 +106,7 @@ def checkpoint_payload(run: Run, state: TrainingState) -> dict[str, Any]:
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler else {},
         "rng": rng_state(), "parts": {kind: part.state_dict() for kind, part in run.recipe.parts()},
-        "history": state.history, "best": dict(state.best), "config": c.to_dict(),
+        "history": state.history, "best": dict(state.best), "stopped": state.stopped, "config": c.to_dict(),
     }
 
 
@@ -136,7 +138,7 @@ def restore(run: Run, checkpoint: dict[str, Any]) -> TrainingState:
         part.load_state_dict(checkpoint["parts"].get(kind, {}))
     set_rng_state(checkpoint["rng"])
     state = TrainingState(epoch=int(checkpoint["epoch"]), history=list(checkpoint["history"]),
-                          best=dict(checkpoint["best"]))
+                          best=dict(checkpoint["best"]), stopped=checkpoint.get("stopped"))
     if checkpoint.get("mid_epoch"):
         state.progress = _restore_epoch(run, checkpoint["mid_epoch"])
     return state

@@ -44,7 +44,7 @@ RUN_FILES = (CONFIG, DATA, METRICS, "last.pt", "best.pt", SUMMARY)
 """What a finished run holds, in the order it writes them."""
 
 TRAINING_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "train_seconds", "images_per_second", "val_clean",
-                    "val_robust", "seconds", "best_epoch")
+                    "val_robust", "seconds", "best_epoch", "collapsed")
 """The columns of a ``metrics.jsonl`` line the engine writes; every other column is a part's own metric."""
 
 
