@@ -181,16 +181,24 @@ def _knn_bank(args: argparse.Namespace, ckpt: dict[str, Any], path: Path):
     if args.data_root:
         settings["root"] = args.data_root
     split = data.run_training_split(settings, config["seed"])
-    if args.knn_k is not None and args.knn_k > len(split.labels):
+    if args.knn_k is not None and args.knn_k > split.num_labelled:
         raise AdvlabError(f"--knn-k {args.knn_k} is above the size of the kNN's bank, the run's "
-                          f"{len(split.labels)} training images")
-    return split.images, split.labels, data.info(settings["dataset"]).num_classes
+                          f"{split.num_labelled} training images")
+    images, labels = split.labelled()  # the labelled training images (unlabeled ones are not in the bank)
+    return images, labels, split.facts.num_classes
 
 
-def _load_data(name: str, split: str, root: str | None, n: int):
-    kwargs = {"root": root} if root else {}
-    images, labels = data.load(name, split, **kwargs)
-    return images[:n], labels[:n]
+def _load_data(name: str, split: str, root: str | None, n: int, ckpt: dict[str, Any], path: Path):
+    """The first ``n`` images of ``split`` and the fixed view they were brought to: with the data settings the
+    checkpoint's training config stores when it trained on ``name`` (a folder's root, its image size), else the
+    dataset's defaults; ``root`` (--data-root) replaces the stored root."""
+    config = stored_config(ckpt, path)
+    settings = dict(config["data"]) if config and (config.get("data") or {}).get("dataset") == name else \
+        {"dataset": name}
+    if root:
+        settings["root"] = root
+    loaded = data.run_split(settings, split, n)
+    return loaded.images, loaded.labels, loaded.view
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     if needs_knn and kind != "knn":
         raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier: evaluate with --classifier knn")
     bank = _knn_bank(args, ckpt, path) if kind == "knn" else (None, None, None)
-    images, labels = _load_data(dataset, args.split, args.data_root, args.n)
+    images, labels, view = _load_data(dataset, args.split, args.data_root, args.n, ckpt, path)
     if kind == "knn":
         model = as_classifier(model, "knn", bank[0], bank[1], bank[2], knn, batch_size=args.batch_size,
                               device=device)
@@ -234,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
                       sanity=not args.no_sanity, seed=args.seed, progress=not args.quiet,
                       autoattack_version=args.autoattack_version, square_queries=args.square_queries)
     result.meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "model_spec": ckpt.get("model_spec"),
-                   "dataset": dataset, "split": args.split, "first_n": len(labels),
+                   "dataset": dataset, "split": args.split, "first_n": len(labels), "preprocessing": view,
                    "classifier": describe_classifier(model)}
     table = result.table()
     try:
