@@ -39,7 +39,8 @@ class DatasetInfo:
     ``image_size``: None when the files say (a user's set). ``resize``: the files vary in size, and every image is
     brought to ``image_size`` (resize and centre crop). ``search``: the files are looked for in advlab's folders
     (:mod:`advlab.data.paths`); False: only in ``data.root``. ``parts``: the parts it has (``unlabeled``: images
-    without labels, for self-supervised training).
+    without labels, for self-supervised training). ``named_classes``: the files name the classes (wnids, folders,
+    ``class_names.txt``): the classes are those of the files (``num_classes`` is the published set's count).
     """
 
     name: str
@@ -58,6 +59,7 @@ class DatasetInfo:
     resize: bool = False
     search: bool = True
     parts: tuple[str, ...] = ("train", "test")
+    named_classes: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int] | None:
@@ -134,21 +136,21 @@ for _info in (
         hint=f"{_DOWNLOAD}, or put train_32x32.mat and test_32x32.mat in one of the folders above"),
     DatasetInfo(
         "stl10", num_classes=10, in_channels=3, image_size=96, flip=True, crop_padding=12, mean=None, std=None,
-        val_per_class=100, source=Stl10Source(), parts=("train", "test", "unlabeled"),
+        val_per_class=100, source=Stl10Source(), parts=("train", "test", "unlabeled"), named_classes=True,
         remotes=_mirrored(("http://ai.stanford.edu/~acoates/stl10/",),
                           {"stl10_binary.tar.gz": "91f7769df0f17e558f3565bffb0c7dfb"}),
         hint=f"{_DOWNLOAD} (2.6 GB), or put stl10_binary.tar.gz (or its extracted stl10_binary/ folder) in one of "
              "the folders above"),
     DatasetInfo(
         "tiny-imagenet", num_classes=200, in_channels=3, image_size=64, flip=True, crop_padding=4, mean=None,
-        std=None, val_per_class=5, source=TinyImageNetSource(),
+        std=None, val_per_class=5, source=TinyImageNetSource(), named_classes=True,
         remotes=_mirrored(("http://cs231n.stanford.edu/",), {"tiny-imagenet-200.zip": "90528d7ca1a48142e341f4ef8d21d0de"}),
         hint="download http://cs231n.stanford.edu/tiny-imagenet-200.zip (md5 90528d7ca1a48142e341f4ef8d21d0de) and "
              "unzip it into one of the folders above (it makes tiny-imagenet-200/)"),
     DatasetInfo(
         "imagenet", num_classes=1000, in_channels=3, image_size=224, flip=True, crop_padding=0,
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), val_per_class=1, source=ImageNetSource(),
-        augment="resized-crop", resize=True,
+        augment="resized-crop", resize=True, named_classes=True,
         remotes=_mirrored(("https://image-net.org/data/ILSVRC/2012/",), {
             "ILSVRC2012_img_train.tar": "1d675b47d978889d74fa0da5fadfb00e",
             "ILSVRC2012_img_val.tar": "29b22e2961454d5413ddabcf34fc5622",
@@ -160,6 +162,7 @@ for _info in (
     DatasetInfo(
         "folder", num_classes=None, in_channels=None, image_size=None, flip=True, crop_padding=None, mean=None,
         std=None, val_per_class=None, source=FolderSource(), remotes=(), augment="auto", search=False,
+        named_classes=True,
         parts=("train", "test", "unlabeled"),
         hint="set data.root to a folder holding train/<class>/ and test/<class>/ (or val/), or only <class>/ "
              "folders (a test split is carved), of .png/.jpg/.jpeg/.webp/.bmp images; unlabeled/ beside them for "
@@ -167,6 +170,7 @@ for _info in (
     DatasetInfo(
         "tensors", num_classes=None, in_channels=None, image_size=None, flip=True, crop_padding=None, mean=None,
         std=None, val_per_class=None, source=TensorFileSource(), remotes=(), augment="auto", search=False,
+        named_classes=True,
         hint="set data.root to a .npz, .pt or .safetensors file with uint8 images (N x H x W x C or N x C x H x W) "
              "named images (or x) and integer labels named labels (or y); data.test_file for its test file"),
 ):

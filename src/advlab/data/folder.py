@@ -101,14 +101,14 @@ def carve(labels: np.ndarray, num_classes: int, fraction: float) -> np.ndarray:
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def set_facts(first_images: list[str], image_size: int | None) -> tuple[int, int]:
+def set_facts(first_images: list[str], image_size: int | None) -> tuple[int, int | None]:
     """``(channels, size)`` of a set from the first image of each class: 1 channel when all are grayscale, else 3;
-    the size ``image_size``, or the first image's side (BadFile when it is not square)."""
+    the size of the first image (BadFile when it is not square, unless ``image_size`` is given: then None)."""
     headers = [image_header(p) for p in first_images]
     channels = 1 if all(mode in GRAY_MODES for mode, _ in headers) else 3
-    if image_size is not None:
-        return channels, int(image_size)
     w, h = headers[0][1]
+    if image_size is not None:
+        return channels, w if w == h else None
     if w != h:
         raise BadFile(first_images[0], f"is {w}x{h} pixels, not square: set data.image_size to resize every image "
                                        "to a square of that side (resize and centre crop)")

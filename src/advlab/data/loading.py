@@ -165,7 +165,7 @@ def dataset_facts(name: str, root: str | os.PathLike | None = None, options: Ope
     record's. DataError as :func:`open_part`, or for an image size below 8 or a val_per_class below 0."""
     meta = info(name)
     options = options or OpenOptions()
-    known = None not in (meta.num_classes, meta.in_channels, meta.image_size) and \
+    known = not meta.named_classes and None not in (meta.num_classes, meta.in_channels, meta.image_size) and \
         (val_per_class is not None or meta.val_per_class is not None)
     if known:  # a published set: its record says everything, no file is opened
         part = PartData(_Channels(meta.in_channels), np.zeros(0, np.int64), size=meta.image_size)
@@ -177,7 +177,7 @@ def dataset_facts(name: str, root: str | os.PathLike | None = None, options: Ope
     size = options.image_size or meta.image_size or part.size
     if size is None or size < 8:
         raise DataError(f"{name}: image size {size} (data.image_size) must be 8 or more")
-    resize = meta.resize or (options.image_size is not None and options.image_size != (meta.image_size or part.size))
+    resize = meta.resize or options.image_size is not None
     if val_per_class is None:
         val_per_class = meta.val_per_class
     if val_per_class is None:

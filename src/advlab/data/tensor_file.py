@@ -156,7 +156,7 @@ class TensorFileSource:
     def locate(self, folder: Path, part: str, options: OpenOptions | None = None) -> list[Path] | None:
         if part == "unlabeled" or not folder.is_file():
             return None
-        if part == "test" and options is not None and options.test_file:
+        if options is not None and options.test_file:  # the training part too: its test is not carved from it
             test = Path(options.test_file).expanduser()
             return [folder, test] if test.is_file() else None
         return [folder]
