@@ -23,6 +23,7 @@ from ..errors import DataError
 from .decode import decode_image
 from .files import BadFile
 from .views import fixed_view
+from .workers import decode_all
 
 
 class Backend(Protocol):
@@ -208,7 +209,6 @@ class LazyImages:
         number of images whose colour mode was converted. DataError naming the first bad file."""
         if workers <= 0 or len(self) < 2 * workers or isinstance(self.backend, ArrayBackend):
             return self.decode(np.arange(len(self)))
-        from .stream_loader import decode_all  # worker processes: the streaming loader's machinery
         return decode_all(self, workers)
 
 

@@ -18,60 +18,15 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..distributed import shard_bounds
 from ..errors import DataError
 from .device_loader import Batch
 from .images import LazyImages
 from .plan import Augmentation, epoch_plan
-
-PREFETCH = 4  # batches each worker decodes ahead
-
-
-class _Failure:
-    """A worker's DataError, carried back as a value so the main process raises it as one line."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-class _Samples(Dataset):
-    """Sample ``(j, choice)``: image j of ``images`` at the fixed view (or its resized crop), augmented by choice
-    (-1: none), with its label; a :class:`_Failure` naming the file when it cannot be read."""
-
-    def __init__(self, images: LazyImages, labels: np.ndarray, augmentation: Augmentation) -> None:
-        self.images, self.labels, self.augmentation = images, labels, augmentation
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: tuple[int, int]):
-        j, choice = key
-        try:
-            image, converted = self.images.native(j)
-            if choice >= 0 and self.augmentation.kind == "resized-crop":
-                return self.augmentation.apply(image, choice), self.labels[j], j, converted
-            image, converted = self.images.view(image, converted, j)
-            return self.augmentation.apply(image, choice if choice >= 0 else None), self.labels[j], j, converted
-        except DataError as e:
-            return _Failure(str(e))
-
-
-def _collate(items: list) -> tuple | _Failure:
-    failed = next((it for it in items if isinstance(it, _Failure)), None)
-    if failed is not None:
-        return failed
-    x = torch.from_numpy(np.stack([it[0] for it in items]))
-    y = torch.tensor([int(it[1]) for it in items], dtype=torch.int64)
-    index = torch.tensor([it[2] for it in items], dtype=torch.int64)
-    return x, y, index, sum(int(it[3]) for it in items)
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)
+from .workers import PREFETCH, Failure, Samples, collate, one_thread
 
 
 class _Batches:
@@ -129,7 +84,7 @@ class StreamLoader:
         self.epoch, self.rank, self.world_size = 0, 0, 1
         self._start = 0
         self.converted = 0
-        self._samples = _Samples(images, self.labels.numpy(), augmentation)
+        self._samples = Samples(images, self.labels.numpy(), augmentation)
 
     @property
     def num_items(self) -> int:
@@ -167,37 +122,17 @@ class StreamLoader:
         sampler = _Batches(order, choice, self.batch_size, range(self._start, len(self)), self.rank, self.world_size)
         self._start, self.converted = 0, 0
         pin = self.device.type == "cuda"
-        loader = DataLoader(self._samples, batch_sampler=sampler, num_workers=self.workers, collate_fn=_collate,
-                            pin_memory=pin, worker_init_fn=_one_thread if self.workers else None,
+        loader = DataLoader(self._samples, batch_sampler=sampler, num_workers=self.workers, collate_fn=collate,
+                            pin_memory=pin, worker_init_fn=one_thread if self.workers else None,
                             prefetch_factor=PREFETCH if self.workers else None,
                             generator=torch.Generator())  # its base seed drawn from its own: the global RNG untouched
         for item in loader:
-            if isinstance(item, _Failure):
+            if isinstance(item, Failure):
                 raise DataError(item.message)
             x, y, index, converted = item
             self.converted += converted
             x = x.to(self.device, non_blocking=pin).float().div_(255)
             yield Batch(x, y.to(self.device, non_blocking=pin), index.to(self.device, non_blocking=pin))
-
-
-def decode_all(images: LazyImages, workers: int, batch_size: int = 256) -> tuple[torch.Tensor, int]:
-    """Every image of ``images`` at its fixed view, decoded by ``workers`` processes in order: uint8
-    ``N x C x S x S`` and the number whose colour mode was converted. DataError naming the first bad file."""
-    out = torch.empty(tuple(images.shape), dtype=torch.uint8)
-    n = len(images)
-    batches = [[(j, -1) for j in range(lo, min(lo + batch_size, n))] for lo in range(0, n, batch_size)]
-    samples = _Samples(images, np.zeros(n, dtype=np.int64), Augmentation())
-    loader = DataLoader(samples, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-                        worker_init_fn=_one_thread, prefetch_factor=PREFETCH, generator=torch.Generator())
-    converted, at = 0, 0
-    for item in loader:
-        if isinstance(item, _Failure):
-            raise DataError(item.message)
-        x, _, _, count = item
-        out[at:at + len(x)] = x
-        at += len(x)
-        converted += count
-    return out, converted
 
 
 def default_workers() -> int:
