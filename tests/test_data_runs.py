@@ -106,7 +106,7 @@ def test_smooth_adversarial_training_on_imagenet_folders_streams_resized_crops(t
     summary = train(str(EXAMPLES / f"{example}.yaml"), tmp_path / "run", [
         f"data.root={tmp_path / 'data'}", "data.image_size=32", "batch_size=6"])
     record = summary["data"]
-    assert record["loader"] == "stream" and record["images"]["view"] == "resize-37-center-crop-32"
+    assert record["loader"] == "stream" and record["images"]["preprocessing"] == "resize-37-center-crop-32"
     assert record["images"]["augment"].startswith("resized-crop 32")
     assert summary["best"]["meta"]["preprocessing"] == "resize-37-center-crop-32"
     config = (tmp_path / "run" / "config.yaml").read_text()

@@ -12,7 +12,7 @@ import torch
 from layouts import write_folder
 
 import advlab.data as data
-from advlab.data.views import crop_box
+from advlab.data.transforms import crop_box
 from advlab.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

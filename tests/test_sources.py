@@ -46,7 +46,7 @@ def pil_view(path, size: int) -> np.ndarray:
 def test_folder_with_train_and_test_reads_every_image_with_imagefolders_labels(tmp_path):
     written = write_folder(tmp_path / "imgs", train=20, test=6)
     facts = data.dataset_facts("folder", tmp_path / "imgs")
-    assert facts.classes == ("cat", "dog", "frog") and facts.shape == (3, 16, 16) and facts.view == "none"
+    assert facts.classes == ("cat", "dog", "frog") and facts.shape == (3, 16, 16) and facts.preprocessing == "none"
     assert facts.val_per_class == 2  # min(1000 // 3, smallest class // 10)
     x_te, y_te = data.load("folder", "test", root=tmp_path / "imgs")
     images, labels, _ = written["test"]
@@ -167,7 +167,7 @@ def test_with_image_size_every_image_is_resized_and_centre_cropped_as_torchvisio
     x, _ = data.load("folder", "test", root=root, image_size=12)
     assert x.shape[1:] == (3, 12, 12)
     assert np.array_equal(x[1].numpy(), pil_view(odd, 12))
-    assert data.dataset_facts("folder", root, data.OpenOptions(image_size=12)).view == "resize-14-center-crop-12"
+    assert data.dataset_facts("folder", root, data.OpenOptions(image_size=12)).preprocessing == "resize-14-center-crop-12"
 
 
 # ----------------------------------------------------------------------------------------------------- tensors
@@ -230,7 +230,7 @@ def test_stl10_reads_column_major_images_labels_1_to_10_and_the_unlabeled_file(t
     assert torch.equal(x_u, torch.from_numpy(written["unlabeled"][0])) and (y_u == -1).all()
     split = data.training_split("stl10", root=tmp_path, val_per_class=1, unlabeled=True)
     assert len(split.labels) == 30 - 10 + 12 and split.record["unlabeled"] == 12
-    assert split.facts.classes[0] == "airplane" and split.facts.view == "none"
+    assert split.facts.classes[0] == "airplane" and split.facts.preprocessing == "none"
     lazy = data.training_split("stl10", root=tmp_path, val_per_class=1, unlabeled=True, lazy=True)
     assert isinstance(lazy.images, data.LazyImages) and torch.equal(lazy.images[:], split.images)
 
@@ -289,7 +289,7 @@ def test_imagenet_validation_labels_in_each_layout_and_the_224_style_view(tmp_pa
         files = sorted((tmp_path / "val").glob("*.JPEG"))
     assert y.tolist() == want
     assert x.shape == (9, 3, 32, 32) and np.array_equal(x[4].numpy(), pil_view(files[4], 32))
-    assert data.dataset_facts("imagenet", tmp_path, data.OpenOptions(image_size=224)).view == \
+    assert data.dataset_facts("imagenet", tmp_path, data.OpenOptions(image_size=224)).preprocessing == \
         "resize-256-center-crop-224"
 
 

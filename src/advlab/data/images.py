@@ -4,7 +4,7 @@
 indexing by an int, slice, list or index tensor (decoded now, in this process), :meth:`LazyImages.subset`
 (positions, nothing decoded). :meth:`LazyImages.materialize` decodes every image into one tensor (with worker
 processes when asked), counting the images whose colour mode was converted. Each image is decoded at its
-native size and brought to the split's fixed view (:func:`advlab.data.views.fixed_view`).
+native size and preprocessed (:func:`advlab.data.transforms.preprocess`).
 
 A *backend* is where the images of one part of a dataset live: :class:`FileBackend` (paths decoded by
 Pillow), :class:`ArrayBackend` (rows of a uint8 ``N x C x H x W`` array, numpy or memory-mapped; STL-10's
@@ -22,7 +22,7 @@ import torch
 from ..errors import DataError
 from .decode import decode_image
 from .files import BadFile
-from .views import fixed_view
+from .transforms import preprocess
 from .workers import decode_all
 
 
@@ -128,7 +128,7 @@ class ConcatBackend:
 
 @dataclass(frozen=True, eq=False)
 class LazyImages:
-    """Images ``positions`` of ``backend``, each at the fixed view ``size x size`` (``resize``: images of another
+    """Images ``positions`` of ``backend``, each preprocessed to ``size x size`` (``resize``: images of another
     size are resized and centre-cropped; else they are an error naming the file)."""
 
     backend: Backend
@@ -163,9 +163,9 @@ class LazyImages:
         return self.backend.name(int(self.positions[j]))
 
     def image(self, j: int) -> tuple[np.ndarray, bool]:
-        """Image ``j`` at the fixed view (uint8 ``C x S x S``) and whether its colour mode was converted; a
+        """Image ``j`` preprocessed (uint8 ``C x S x S``) and whether its colour mode was converted; a
         DataError naming the file when it cannot be decoded or is of another size where sizes must agree."""
-        return self.view(*self.native(j), j)
+        return self.preprocess(*self.native(j), j)
 
     def native(self, j: int) -> tuple[np.ndarray, bool]:
         """Image ``j`` at its native size, and whether its mode was converted; DataError naming the file."""
@@ -174,10 +174,10 @@ class LazyImages:
         except BadFile as e:
             raise DataError(str(e)) from None
 
-    def view(self, image: np.ndarray, converted: bool, j: int) -> tuple[np.ndarray, bool]:
-        """``image`` (image ``j`` at its native size) at the fixed view; DataError naming the file."""
+    def preprocess(self, image: np.ndarray, converted: bool, j: int) -> tuple[np.ndarray, bool]:
+        """``image`` (image ``j`` at its native size) preprocessed; DataError naming the file."""
         try:
-            return fixed_view(image, self.size, self.resize, self.name(j)), converted
+            return preprocess(image, self.size, self.resize, self.name(j)), converted
         except BadFile as e:
             raise DataError(str(e)) from None
 

@@ -64,7 +64,7 @@ def choose_loader(setting: str, nbytes: int, augmentation: Augmentation, device:
         raise DataError(f"data.loader: unknown loader {setting!r}; allowed: {', '.join(LOADERS)}")
     if augmentation.kind == "resized-crop" and augmentation.active:
         if setting == "memory":
-            raise DataError("data.loader: memory holds each image at its fixed view, but data.augment resized-crop "
+            raise DataError("data.loader: memory holds each image preprocessed (at its fixed size), but data.augment resized-crop "
                             "crops the full-size file: use data.loader stream (or auto), or data.augment crop")
         return "stream"
     if setting != "auto":

@@ -2,7 +2,7 @@
 
 :func:`open_part` gives a part (train, test or unlabeled files) as a :class:`~advlab.data.sources.PartData`
 (nothing decoded); :func:`dataset_facts` what a run needs to know of a dataset before any image is decoded
-(classes, channels, image size and its fixed view, augmentation defaults, validation size); :func:`open_split`
+(classes, channels, image size and its preprocessing, augmentation defaults, validation size); :func:`open_split`
 a split as :class:`~advlab.data.images.LazyImages` and labels; :func:`load` a split decoded into tensors.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .images import LazyImages
 from .paths import cache_dir, search_folders
 from .sources import OpenOptions, PartData
 from .splits import train_indices, validation_indices
-from .views import view_name
+from .transforms import preprocessing_name
 
 SPLITS = ("train", "val", "test")
 """The splits of every dataset; a dataset with an ``unlabeled`` part also has the ``unlabeled`` split."""
@@ -133,7 +133,7 @@ def open_part(name: str, part: str, root: str | os.PathLike | None = None, downl
 class DatasetFacts:
     """What a run needs of a dataset before decoding it: ``classes`` (names, label order), ``in_channels``,
     ``image_size`` (the side every image is held at) and ``resize`` (images of another size are resized and
-    centre-cropped to it; else they are an error), ``view`` the fixed view's name (``none`` or
+    centre-cropped to it; else they are an error), ``preprocessing`` the preprocessing's name (``none`` or
     ``resize-256-center-crop-224``), ``val_per_class``, and the augmentation defaults ``augment`` (a kind of
     :data:`advlab.data.plan.AUGMENTATIONS`), ``crop_padding``, ``flip``; ``source`` what the layout found."""
 
@@ -142,7 +142,7 @@ class DatasetFacts:
     in_channels: int
     image_size: int
     resize: bool
-    view: str
+    preprocessing: str
     val_per_class: int
     augment: str
     crop_padding: int
@@ -188,7 +188,7 @@ def dataset_facts(name: str, root: str | os.PathLike | None = None, options: Ope
     augment = meta.augment if meta.augment != "auto" else ("resized-crop" if size >= LARGE else "crop")
     padding = meta.crop_padding if meta.crop_padding is not None else round(size / 8)
     return DatasetFacts(dataset=name, classes=tuple(classes), in_channels=part.backend.channels, image_size=int(size),
-                        resize=resize, view=view_name(int(size), resize), val_per_class=int(val_per_class),
+                        resize=resize, preprocessing=preprocessing_name(int(size), resize), val_per_class=int(val_per_class),
                         augment=augment, crop_padding=int(padding), flip=meta.flip, source=part.record)
 
 
@@ -213,7 +213,7 @@ def split_positions(labels: np.ndarray, split: str, facts: DatasetFacts) -> np.n
 def open_split(name: str, split: str, root: str | os.PathLike | None = None, download: bool = False, *,
                options: OpenOptions | None = None, val_per_class: int | None = None,
                n: int | None = None) -> tuple[LazyImages, torch.Tensor, DatasetFacts]:
-    """``(images, labels, facts)`` of one split, nothing decoded: :class:`LazyImages` at the dataset's fixed view,
+    """``(images, labels, facts)`` of one split, nothing decoded: :class:`LazyImages` preprocessed,
     int64 labels (-1 in the unlabeled split), the :class:`DatasetFacts`; the first ``n`` only when given.
     ``split`` as :func:`load`. DataError as :func:`load`."""
     if split not in SPLITS + ("unlabeled",):

@@ -23,7 +23,7 @@ import torch
 
 from ..seeds import epoch_seed
 from .augment import choices
-from .views import crop_flip, resized_crop
+from .transforms import crop_flip, resized_crop
 
 AUGMENTATIONS = ("crop", "resized-crop")
 """The training augmentations, by name (``data.augment``; ``auto`` picks the dataset's)."""

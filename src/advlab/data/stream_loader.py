@@ -2,8 +2,8 @@
 
 The epoch's plan (order and one augmentation number per position) is drawn in the main process by
 :func:`advlab.data.plan.epoch_plan`, exactly as :class:`~advlab.data.DeviceLoader` draws it; each batch goes to a
-worker process as a list of (image, number) pairs, and the worker decodes the images (Pillow), brings them to
-the split's fixed view and augments each by its number (:meth:`advlab.data.plan.Augmentation.apply`). So a worker
+worker process as a list of (image, number) pairs, and the worker decodes the images (Pillow), preprocesses
+them and augments each by its number (:meth:`advlab.data.plan.Augmentation.apply`). So a worker
 holds no random state: the batches do not depend on the number of workers or on which worker decodes what, and
 the in-memory and the streaming loader give the same batches for the same data (``crop``; ``resized-crop`` is
 streaming only). Batches come back in order (torch's ``DataLoader`` with a batch sampler), in pinned memory on a

@@ -204,7 +204,7 @@ def training_split(name: str, *, root: str | os.PathLike | None = None, train_si
     without the flipped positions (``kind``, ``rate``, ``seed``, ``num_flipped``, ``realised_rate``,
     ``realised_rate_per_class``, ``counts_before``, ``counts_after``, ``transitions``, ``targets``);
     ``unlabeled``: the number of unlabeled images appended (0 without); ``images``: the image side, channels,
-    fixed view, val_per_class, classes and what the layout found (``source``), and ``converted``, the images
+    preprocessing, val_per_class, classes and what the layout found (``source``), and ``converted``, the images
     whose colour mode was converted (None until decoded: a lazy split's are counted by its loader).
 
     A DataError for bad options (as :func:`check_scenarios`), missing files, or too few images for the
@@ -257,7 +257,7 @@ def training_split(name: str, *, root: str | os.PathLike | None = None, train_si
         "class_counts": torch.bincount(clean[clean >= 0], minlength=C).tolist(),
         "label_counts": torch.bincount(trained_on[trained_on >= 0], minlength=C).tolist(),
         "imbalance": tail_record, "label_noise": noise_record, "unlabeled": extra,
-        "images": {"size": facts.image_size, "channels": facts.in_channels, "view": facts.view,
+        "images": {"size": facts.image_size, "channels": facts.in_channels, "preprocessing": facts.preprocessing,
                    "val_per_class": facts.val_per_class, "classes": list(facts.classes), "source": facts.source,
                    "converted": None},
     }
@@ -268,7 +268,7 @@ def training_split(name: str, *, root: str | os.PathLike | None = None, train_si
 
 
 def join(first: LazyImages, second: LazyImages) -> LazyImages:
-    """The images of ``first`` then of ``second`` (same view), as one :class:`LazyImages`; nothing decoded."""
+    """The images of ``first`` then of ``second`` (same preprocessing), as one :class:`LazyImages`; nothing decoded."""
     backend = ConcatBackend(first.backend, second.backend)
     positions = np.concatenate([first.positions, len(first.backend) + second.positions])
     return LazyImages(backend, positions, first.size, first.resize)
@@ -319,23 +319,23 @@ def run_training_split(data: Any, seed: int, device: torch.device | str | None =
 
 class LoadedSplit(NamedTuple):
     """A split decoded: ``images`` uint8 N x C x S x S, ``labels`` int64, ``converted`` the images whose colour
-    mode was converted, ``view`` the fixed view's name (``none``, ``resize-256-center-crop-224``)."""
+    mode was converted, ``preprocessing`` the preprocessing's name (``none``, ``resize-256-center-crop-224``)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     converted: int
-    view: str
+    preprocessing: str
 
 
 def run_split(data: Any, split: str, n: int | None = None) -> LoadedSplit:
     """The ``val`` or ``test`` split of a run's data settings (as :func:`run_training_split` reads them), its
-    first ``n`` decoded at the fixed view (in ``data.workers`` processes). DataError as :func:`advlab.data.load`."""
+    first ``n`` decoded and preprocessed (in ``data.workers`` processes). DataError as :func:`advlab.data.load`."""
     from .loaders import worker_count
 
     images, labels, facts = open_split(_field(data, "dataset"), split, _field(data, "root"),
                                        options=open_options(data), val_per_class=_field(data, "val_per_class"), n=n)
     decoded, converted = images.materialize(worker_count(_field(data, "workers")))
-    return LoadedSplit(decoded, labels, converted, facts.view)
+    return LoadedSplit(decoded, labels, converted, facts.preprocessing)
 
 
 __all__ = ["TrainingSplit", "training_split", "run_training_split", "run_split", "check_scenarios", "open_options"]

@@ -1,6 +1,6 @@
 """Decoding in worker processes: the samples a worker makes and how a batch of them comes back.
 
-A sample is ``(j, choice)``: image j of a :class:`~advlab.data.images.LazyImages` decoded at its fixed view (or its
+A sample is ``(j, choice)``: image j of a :class:`~advlab.data.images.LazyImages` decoded and preprocessed (or its
 random-resized crop) and augmented by its number (:meth:`advlab.data.plan.Augmentation.apply`; -1: none). A bad
 file comes back as a :class:`Failure` value rather than an exception, so the main process raises it as one line
 (torch's ``DataLoader`` would wrap a worker's exception in a traceback).
@@ -25,7 +25,7 @@ class Failure:
 
 
 class Samples(Dataset):
-    """Sample ``(j, choice)``: image j of ``images`` at the fixed view (or its resized crop), augmented by choice
+    """Sample ``(j, choice)``: image j of ``images`` preprocessed (or its resized crop), augmented by choice
     (-1: none), with its label; a :class:`Failure` naming the file when it cannot be read."""
 
     def __init__(self, images, labels: np.ndarray, augmentation: Augmentation) -> None:
@@ -40,7 +40,7 @@ class Samples(Dataset):
             image, converted = self.images.native(j)
             if choice >= 0 and self.augmentation.kind == "resized-crop":
                 return self.augmentation.apply(image, choice), self.labels[j], j, converted
-            image, converted = self.images.view(image, converted, j)
+            image, converted = self.images.preprocess(image, converted, j)
             return self.augmentation.apply(image, choice if choice >= 0 else None), self.labels[j], j, converted
         except DataError as e:
             return Failure(str(e))
@@ -63,7 +63,7 @@ def one_thread(_: int) -> None:
 
 
 def decode_all(images, workers: int, batch_size: int = 256) -> tuple[torch.Tensor, int]:
-    """Every image of ``images`` at its fixed view, decoded by ``workers`` processes in order: uint8
+    """Every image of ``images`` preprocessed, decoded by ``workers`` processes in order: uint8
     ``N x C x S x S`` and the number whose colour mode was converted. DataError naming the first bad file."""
     out = torch.empty(tuple(images.shape), dtype=torch.uint8)
     n = len(images)

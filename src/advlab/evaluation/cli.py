@@ -189,7 +189,7 @@ def _knn_bank(args: argparse.Namespace, ckpt: dict[str, Any], path: Path):
 
 
 def _load_data(name: str, split: str, root: str | None, n: int, ckpt: dict[str, Any], path: Path):
-    """The first ``n`` images of ``split`` and the fixed view they were brought to: with the data settings the
+    """The first ``n`` images of ``split`` and their preprocessing: with the data settings the
     checkpoint's training config stores when it trained on ``name`` (a folder's root, its image size), else the
     dataset's defaults; ``root`` (--data-root) replaces the stored root."""
     config = stored_config(ckpt, path)
@@ -198,7 +198,7 @@ def _load_data(name: str, split: str, root: str | None, n: int, ckpt: dict[str, 
     if root:
         settings["root"] = root
     loaded = data.run_split(settings, split, n)
-    return loaded.images, loaded.labels, loaded.view
+    return loaded.images, loaded.labels, loaded.preprocessing
 
 
 def run(args: argparse.Namespace) -> int:
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     if needs_knn and kind != "knn":
         raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier: evaluate with --classifier knn")
     bank = _knn_bank(args, ckpt, path) if kind == "knn" else (None, None, None)
-    images, labels, view = _load_data(dataset, args.split, args.data_root, args.n, ckpt, path)
+    images, labels, preprocessing = _load_data(dataset, args.split, args.data_root, args.n, ckpt, path)
     if kind == "knn":
         model = as_classifier(model, "knn", bank[0], bank[1], bank[2], knn, batch_size=args.batch_size,
                               device=device)
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
                       sanity=not args.no_sanity, seed=args.seed, progress=not args.quiet,
                       autoattack_version=args.autoattack_version, square_queries=args.square_queries)
     result.meta = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "model_spec": ckpt.get("model_spec"),
-                   "dataset": dataset, "split": args.split, "first_n": len(labels), "preprocessing": view,
+                   "dataset": dataset, "split": args.split, "first_n": len(labels), "preprocessing": preprocessing,
                    "classifier": describe_classifier(model)}
     table = result.table()
     try:

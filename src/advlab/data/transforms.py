@@ -1,6 +1,6 @@
-"""One image at a time: the fixed view every split is held at, and the training augmentations of one image.
+"""One image at a time: the preprocessing that brings every image of a split to one size, and the training augmentations of one image.
 
-An image is uint8 ``C x H x W`` (numpy). The *fixed view* makes every image of a split ``S x S`` (``S`` the
+An image is uint8 ``C x H x W`` (numpy). The *preprocessing* makes every image of a split ``S x S`` (``S`` the
 run's image size): an image already ``S x S`` is kept as it is; otherwise, where the dataset allows images of
 several sizes (ImageNet, or any set given ``data.image_size``), its shorter side is resized to
 ``round(S * 256 / 224)`` and the centre ``S x S`` crop is kept: for S = 224 the usual resize-256-centre-crop-224
@@ -26,8 +26,8 @@ SCALE = (0.08, 1.0)  # RandomResizedCrop's area range (torchvision default, the 
 RATIO = (3 / 4, 4 / 3)  # and its aspect-ratio range
 
 
-def view_name(size: int, resized: bool) -> str:
-    """The fixed view's name for the results: ``resize-256-center-crop-224``, or ``none`` (files used as they are)."""
+def preprocessing_name(size: int, resized: bool) -> str:
+    """The preprocessing's name for the results: ``resize-256-center-crop-224``, or ``none`` (files used as they are)."""
     return f"resize-{round(size * RESIZE_RATIO)}-center-crop-{size}" if resized else "none"
 
 
@@ -59,7 +59,7 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return _from_pil(img.crop((left, top, left + size, top + size)), c)
 
 
-def fixed_view(image: np.ndarray, size: int | None, resize: bool, name: str) -> np.ndarray:
+def preprocess(image: np.ndarray, size: int | None, resize: bool, name: str) -> np.ndarray:
     """``image`` at ``size x size``: as it is when it already is (or ``size`` is None), else resized and centre-
     cropped when ``resize``; BadFile naming ``name`` when it is of another size and sizes must agree."""
     if size is None or image.shape[1:] == (size, size):
