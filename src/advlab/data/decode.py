@@ -48,26 +48,36 @@ def image_header(path: Path | str) -> tuple[str, tuple[int, int]]:
         raise BadFile(path, f"is not a readable image ({type(e).__name__}: {e})") from None
 
 
-def decode_image(path: Path | str, channels: int) -> tuple[np.ndarray, bool]:
-    """``(image, converted)``: the decoded file as uint8 ``channels x H x W``, and whether its mode was converted.
-
-    ``channels`` is 3 (RGB) or 1 (L). Raises BadFile naming ``path`` for a missing, truncated or undecodable
-    file (Pillow's own message in brackets).
-    """
+def decode_pil(path: Path | str, channels: int):
+    """``(image, converted)``: the decoded file as a Pillow image of mode ``L`` (``channels`` 1) or ``RGB`` (3),
+    and whether its mode was converted. Raises BadFile naming ``path`` for a missing, truncated or undecodable
+    file (Pillow's own message in brackets)."""
     Image = pillow()
     want = MODE_OF[channels]
     try:
-        with Image.open(path) as img:
-            img.load()  # decodes now: a truncated file fails here, not later
-            converted = img.mode != want
-            if converted:
-                with warnings.catch_warnings():  # palette images with transparency: converted the same way
-                    warnings.simplefilter("ignore")
-                    img = img.convert("RGBA").convert(want) if img.mode in ("P", "PA") and want == "RGB" \
-                        else img.convert(want)
-            array = np.asarray(img, dtype=np.uint8)
+        img = Image.open(path)
+        img.load()  # decodes now: a truncated file fails here, not later
+        converted = img.mode != want
+        if converted:
+            with warnings.catch_warnings():  # palette images with transparency: converted the same way
+                warnings.simplefilter("ignore")
+                img = img.convert("RGBA").convert(want) if img.mode in ("P", "PA") and want == "RGB" \
+                    else img.convert(want)
+        return img, converted
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadFile(path, f"cannot be decoded as an image ({type(e).__name__}: {e})") from None
+
+
+def as_array(img) -> np.ndarray:
+    """A Pillow image of mode L or RGB as uint8 ``C x H x W``."""
+    array = np.asarray(img, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
-    return np.ascontiguousarray(array.transpose(2, 0, 1)), converted
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def decode_image(path: Path | str, channels: int) -> tuple[np.ndarray, bool]:
+    """``(image, converted)``: the decoded file as uint8 ``channels x H x W``, and whether its mode was converted
+    (:func:`decode_pil`). Raises BadFile naming ``path`` as it does."""
+    img, converted = decode_pil(path, channels)
+    return as_array(img), converted

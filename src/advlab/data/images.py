@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .decode import decode_image
+from .decode import decode_image, decode_pil
 from .files import BadFile
 from .transforms import preprocess
 from .workers import decode_all
@@ -56,6 +56,10 @@ class FileBackend:
 
     def read(self, i: int) -> tuple[np.ndarray, bool]:
         return decode_image(self.paths[i], self.channels)
+
+    def read_pil(self, i: int):
+        """Image ``i`` as a Pillow image (no array made: the random-resized crop works on it directly)."""
+        return decode_pil(self.paths[i], self.channels)
 
     def name(self, i: int) -> str:
         return self.paths[i]
@@ -171,6 +175,15 @@ class LazyImages:
         """Image ``j`` at its native size, and whether its mode was converted; DataError naming the file."""
         try:
             return self.backend.read(int(self.positions[j]))
+        except BadFile as e:
+            raise DataError(str(e)) from None
+
+    def native_pil(self, j: int):
+        """Image ``j`` at its native size as a Pillow image (or a uint8 array where the backend holds arrays), and
+        whether its mode was converted; DataError naming the file."""
+        read = getattr(self.backend, "read_pil", self.backend.read)
+        try:
+            return read(int(self.positions[j]))
         except BadFile as e:
             raise DataError(str(e)) from None
 

@@ -109,14 +109,15 @@ def crop_box(height: int, width: int, rng: random.Random) -> tuple[int, int, int
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resized_crop(image: np.ndarray, choice: int, size: int, flip: bool) -> np.ndarray:
-    """A random-resized crop of ``image`` to ``size x size`` (bilinear, Pillow), mirrored when ``flip`` and the
-    low bit of ``choice`` is set; the box is drawn by :func:`crop_box` from ``random.Random(choice >> 1)``."""
+def resized_crop(image, choice: int, size: int, flip: bool) -> np.ndarray:
+    """A random-resized crop of ``image`` (uint8 ``C x H x W``, or a Pillow image of mode L or RGB) to
+    ``size x size`` (bilinear, Pillow), mirrored when ``flip`` and the low bit of ``choice`` is set; the box is
+    drawn by :func:`crop_box` from ``random.Random(choice >> 1)``. Returns uint8 ``C x size x size``."""
     Image = pillow()
-    c, height, width = image.shape
+    img = _to_pil(image) if isinstance(image, np.ndarray) else image
+    width, height = img.size
     top, left, h, w = crop_box(height, width, random.Random(choice >> 1))
-    img = _to_pil(image).crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
-    out = _from_pil(img, c)
+    img = img.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
     if flip and choice & 1:
-        out = np.ascontiguousarray(out[:, :, ::-1])
-    return out
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return _from_pil(img, 1 if img.mode == "L" else 3)

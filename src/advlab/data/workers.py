@@ -37,9 +37,10 @@ class Samples(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         j, choice = key
         try:
-            image, converted = self.images.native(j)
             if choice >= 0 and self.augmentation.kind == "resized-crop":
+                image, converted = self.images.native_pil(j)
                 return self.augmentation.apply(image, choice), self.labels[j], j, converted
+            image, converted = self.images.native(j)
             image, converted = self.images.preprocess(image, converted, j)
             return self.augmentation.apply(image, choice if choice >= 0 else None), self.labels[j], j, converted
         except DataError as e:
