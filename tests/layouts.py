@@ -159,8 +159,8 @@ def write_imagenet(root: Path, wnids=WNIDS, train: int = 10, val: int = 3, val_l
             save(pattern(order.index(w), 500 + k, sizes[k % len(sizes)]), root / "val" / f"ILSVRC2012_val_{k:08d}.JPEG")
             labels.append(order.index(w))
     if val_layout == "kaggle":
-        rows = ["ImageId,PredictionString"] + [f"ILSVRC2012_val_{k:08d},{w} 1 2 30 30 {w} 3 4 20 20"
-                                               for k, w in enumerate(flat, 1)]
+        rows = [f"ILSVRC2012_val_{k:08d},{w} 1 2 30 30 {w} 3 4 20 20" for k, w in enumerate(flat, 1)]
+        rows = ["ImageId,PredictionString"] + rows[1::2] + rows[::2]  # not in file order, as Kaggle's is not
         (root / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
     elif val_layout == "devkit":
         data = root / "ILSVRC2012_devkit_t12" / "data"

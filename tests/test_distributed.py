@@ -198,9 +198,9 @@ def test_one_epoch_on_a_folder_over_2_processes_is_that_of_one(tmp_path, loader,
     own worker process) or held in memory: 2 processes train the epoch of one."""
     from layouts import write_folder
 
-    write_folder(tmp_path / "imgs", train=40, test=2, size=12)
+    write_folder(tmp_path / "imgs", train=40, test=2, size=16)
     config = TINY + ["data.dataset=folder", f"data.root={tmp_path / 'imgs'}", "data.val_per_class=1",
-                     "model.options.image_size=12", f"data.loader={loader}", f"data.workers={workers}"]
+                     "model.options.image_size=16", f"data.loader={loader}", f"data.workers={workers}"]
     one = _worker("epoch", tmp_path / "one", config, 1)[0]
     two = _worker("epoch", tmp_path / "two", config, 2)
     assert _max_diff(two[0]["model"], two[1]["model"]) == 0

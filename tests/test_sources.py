@@ -307,3 +307,33 @@ def test_imagenet_ground_truth_of_the_wrong_length_is_named(tmp_path):
     gt.write_text("\n".join(gt.read_text().split()[:-1]))
     with pytest.raises(DataError, match=f"{gt} holds 8 labels for the 9 images"):
         data.load("imagenet", "test", root=tmp_path, image_size=32)
+
+
+# ----------------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("preset,overrides,message", [
+    ("pgd-at", ["data.dataset=stl10", "data.unlabeled=true"],
+     "data.unlabeled: perturbation.name 'pgd' reads the labels"),
+    ("simclr", ["data.dataset=cifar10", "data.unlabeled=true"],
+     "data.unlabeled: dataset 'cifar10' has no unlabeled images (those with: folder, stl10)"),
+    ("pgd-at", ["data.dataset=imagenet", "data.loader=memory"], "data.loader: memory holds each image"),
+    ("pgd-at", ["data.dataset=folder"], "data.root: dataset 'folder' reads your files; set data.root"),
+    ("pgd-at", ["data.test_file=x.npz"], "data.test_file: the test file of the tensors source"),
+    ("pgd-at", ["data.loader=disk"], "data.loader: invalid value 'disk'; allowed: auto, memory, stream"),
+    ("pgd-at", ["data.augment=mixup"], "data.augment: invalid value 'mixup'; allowed: auto, crop, resized-crop"),
+    ("pgd-at", ["data.image_size=4"], "data.image_size"),
+])
+def test_data_settings_that_cannot_work_are_one_config_error_naming_the_key(preset, overrides, message):
+    from advlab.config import load_config
+    from advlab.engine.config_checks import check_config
+    from advlab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        check_config(load_config(preset, overrides + ["device=cpu"]))
+    assert message in str(info.value)
+
+
+def test_advlab_bench_on_a_users_set_asks_for_the_shape_it_cannot_read(capsys):
+    from advlab.cli import main
+
+    assert main(["bench", "--preset", "pgd-at", "--device", "cpu", "data.dataset=folder", "data.root=x"]) == 2
+    assert "give --shape and --classes" in capsys.readouterr().err

@@ -56,13 +56,13 @@ from .stream_loader import StreamLoader
 from .scenarios import (CLASS_ORDERS, NOISE_KINDS, LabelNoiseRecord, LongTailRecord, flip_labels, label_noise,
                         long_tail, two_class_targets)
 from .splits import class_balanced_subset
-from .training_split import (TrainingSplit, check_scenarios, open_options, run_split, run_training_split,
-                             training_split)
+from .training_split import (LoadedSplit, TrainingSplit, check_scenarios, open_options, run_split,
+                             run_training_split, training_split)
 
 __all__ = [
     "DATASETS", "DatasetInfo", "info", "load", "SPLITS", "clear_cache", "class_balanced_subset",
     "Batch", "DeviceLoader", "StreamLoader", "LazyImages", "LOADERS", "choose_loader", "create_loader",
     "memory_budget", "train_augmentation", "DatasetFacts", "dataset_facts", "open_split", "AUGMENTATIONS",
-    "Augmentation", "epoch_plan", "OpenOptions", "open_options", "run_split", "flip_labels", "label_noise", "long_tail", "LabelNoiseRecord", "LongTailRecord",
+    "Augmentation", "epoch_plan", "OpenOptions", "open_options", "run_split", "LoadedSplit", "flip_labels", "label_noise", "long_tail", "LabelNoiseRecord", "LongTailRecord",
     "NOISE_KINDS", "CLASS_ORDERS", "two_class_targets", "TrainingSplit", "training_split", "run_training_split", "check_scenarios",
 ]

@@ -151,7 +151,7 @@ class FolderSource:
         classes, paths, labels = class_files(train, exclude=(UNLABELED,) if train == root else ())
         firsts = [paths[int(np.flatnonzero(labels == c)[0])] for c in range(len(classes))]
         channels, size = set_facts(firsts, options.image_size)
-        record = {"layout": "folder", "root": str(root), "classes": classes}
+        record = {"layout": "folder", "root": str(root)}
         if part == UNLABELED:
             found = image_files(root / UNLABELED)
             if not found:
