@@ -29,6 +29,13 @@ def stacked(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images))
 
 
+def rank_major(items: list, labels: list[int]) -> list:
+    """``items`` stored class by class, read the first of each class, then the second of each, ... (the documented
+    test order of class folders)."""
+    by_class = [[it for it, y in zip(items, labels) if y == c] for c in sorted(set(labels))]
+    return [group[r] for r in range(max(map(len, by_class))) for group in by_class if r < len(group)]
+
+
 def pil_view(path, size: int) -> np.ndarray:
     """torchvision's Resize(round(size * 256 / 224)) + CenterCrop(size) on a Pillow image, transcribed from
     torchvision/transforms/functional.py (_compute_resized_output_size, center_crop): the shorter side to the
@@ -50,7 +57,8 @@ def test_folder_with_train_and_test_reads_every_image_with_imagefolders_labels(t
     assert facts.val_per_class == 2  # min(1000 // 3, smallest class // 10)
     x_te, y_te = data.load("folder", "test", root=tmp_path / "imgs")
     images, labels, _ = written["test"]
-    assert torch.equal(x_te, stacked(images)) and y_te.tolist() == labels  # PNG: exact pixels
+    assert torch.equal(x_te, stacked(rank_major(images, labels)))  # PNG: exact pixels
+    assert y_te.tolist() == rank_major(labels, labels) == [0, 1, 2] * 6  # the first n hold every class
     x_tr, y_tr = data.load("folder", "train", root=tmp_path / "imgs")
     x_va, y_va = data.load("folder", "val", root=tmp_path / "imgs")
     assert len(x_tr) + len(x_va) == 60 and torch.bincount(y_va).tolist() == [2, 2, 2]
@@ -66,8 +74,8 @@ def test_folder_of_class_folders_carves_the_test_split_by_the_documented_rule(tm
     # the rule, applied here from its definition: per class the 5 smallest keys of stream TEST_STREAM
     keys = position_keys(60, start=TEST_STREAM)
     expected = sorted(int(c * 20 + i) for c in range(3) for i in np.argsort(keys[c * 20:(c + 1) * 20])[:5])
-    assert [images.name(j) for j in range(15)] == [str(tmp_path / "imgs" / ["cat", "dog", "frog"][p // 20] /
-                                                      f"{p % 20:04d}.png") for p in expected]
+    names = [str(tmp_path / "imgs" / ["cat", "dog", "frog"][p // 20] / f"{p % 20:04d}.png") for p in expected]
+    assert [images.name(j) for j in range(15)] == rank_major(names, [p // 20 for p in expected])
     train, _, _ = data.open_split("folder", "train", tmp_path / "imgs", options=data.OpenOptions(test_fraction=0.25))
     val, _, _ = data.open_split("folder", "val", tmp_path / "imgs", options=data.OpenOptions(test_fraction=0.25))
     names = lambda s: {s.name(j) for j in range(len(s))}  # noqa: E731
@@ -80,9 +88,10 @@ def test_folder_of_class_folders_carves_the_test_split_by_the_documented_rule(tm
 def test_folder_val_subfolder_counts_as_the_test_split_and_jpeg_decodes_as_pillow_does(tmp_path):
     write_folder(tmp_path / "imgs", train=10, test=3, ext="jpg", test_name="val")
     x_te, y_te = data.load("folder", "test", root=tmp_path / "imgs")
-    files = sorted((tmp_path / "imgs" / "val").rglob("*.jpg"))
-    assert len(x_te) == 9 and y_te.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert torch.equal(x_te[4], torch.from_numpy(np.asarray(Image.open(files[4]).convert("RGB")).transpose(2, 0, 1)))
+    files = rank_major(sorted((tmp_path / "imgs" / "val").rglob("*.jpg")), [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    assert len(x_te) == 9 and y_te.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2]
+    want = np.asarray(Image.open(files[4]).convert("RGB")).transpose(2, 0, 1).copy()
+    assert torch.equal(x_te[4], torch.from_numpy(want))
 
 
 def test_grayscale_and_palette_images_in_a_colour_set_are_converted_and_counted(tmp_path):
@@ -166,7 +175,7 @@ def test_with_image_size_every_image_is_resized_and_centre_cropped_as_torchvisio
     save(pattern(0, 1, (30, 22)), odd)  # another size: allowed once data.image_size is set
     x, _ = data.load("folder", "test", root=root, image_size=12)
     assert x.shape[1:] == (3, 12, 12)
-    assert np.array_equal(x[1].numpy(), pil_view(odd, 12))
+    assert np.array_equal(x[3].numpy(), pil_view(odd, 12))  # cat's second image: rank 1 of class 0, 1 * 3 + 0
     assert data.dataset_facts("folder", root, data.OpenOptions(image_size=12)).preprocessing == "resize-14-center-crop-12"
 
 
@@ -281,9 +290,10 @@ def test_imagenet_validation_labels_in_each_layout_and_the_224_style_view(tmp_pa
     written = write_imagenet(tmp_path, val_layout=layout)
     x, y = data.load("imagenet", "test", root=tmp_path, image_size=32)
     classes = written["classes"]
-    if layout == "folders":
-        want = [classes.index(w) for w in sorted(written["val_wnids"])]  # folders in sorted order
-        files = sorted((tmp_path / "val").rglob("*.JPEG"))
+    if layout == "folders":  # class folders: read rank-major
+        labels = [classes.index(w) for w in sorted(written["val_wnids"])]
+        want = rank_major(labels, labels)
+        files = rank_major(sorted((tmp_path / "val").rglob("*.JPEG")), labels)
     else:  # flat, in file order: the wnid each file was written for, through the devkit's IDs or Kaggle's csv
         want = written["val_labels"]
         files = sorted((tmp_path / "val").glob("*.JPEG"))

@@ -196,7 +196,7 @@ class LazyImages:
 
     def __getitem__(self, key) -> torch.Tensor:
         if isinstance(key, (int, np.integer)):
-            return torch.from_numpy(self.image(int(key))[0])
+            return torch.from_numpy(self.image(int(key))[0].copy())
         if isinstance(key, slice):
             index = np.arange(len(self))[key]
         else:
@@ -206,14 +206,14 @@ class LazyImages:
     def decode(self, index: np.ndarray) -> tuple[torch.Tensor, int]:
         """Images ``index`` decoded in this process: uint8 ``n x C x S x S`` and the number converted."""
         out = torch.empty((len(index), self.backend.channels, self.size, self.size), dtype=torch.uint8)
-        backend = self.backend
+        array, backend = out.numpy(), self.backend
         if isinstance(backend, ArrayBackend) and backend.size == (self.size, self.size):
-            out.numpy()[:] = backend.rows(self.positions[index])
+            array[:] = backend.rows(self.positions[index])
             return out, 0
         converted = 0
         for k, j in enumerate(index):
             image, was = self.image(int(j))
-            out[k] = torch.from_numpy(image)
+            array[k] = image
             converted += was
         return out, converted
 

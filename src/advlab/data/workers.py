@@ -52,7 +52,7 @@ def collate(items: list) -> tuple | Failure:
     failed = next((it for it in items if isinstance(it, Failure)), None)
     if failed is not None:
         return failed
-    x = torch.from_numpy(np.stack([it[0] for it in items]))
+    x = torch.from_numpy(np.stack([it[0] for it in items]))  # stack copies: writable
     y = torch.tensor([int(it[1]) for it in items], dtype=torch.int64)
     index = torch.tensor([it[2] for it in items], dtype=torch.int64)
     return x, y, index, sum(int(it[3]) for it in items)
