@@ -12,9 +12,10 @@
   CPU, nothing trained), per worker, for PNG and JPEG files at 32, 64, 96 px (crop and flip) and 224 px (files of
   256 x 320, the random-resized crop to 224 and flip: the ImageNet recipe); the images are Fashion-MNIST's, scaled
   up, tinted per channel, with mild noise.
-- ``memory``: one epoch of pgd-at (small-cnn at 96 px, PGD-2) streamed from a folder of ``--n`` PNG images, with the
-  peak resident memory of the training process (VmHWM) and the peak of the proportional set size (PSS) summed over
-  it and its worker processes, sampled every 0.2 s.
+- ``memory``: one epoch of pgd-at (small-cnn at 96 px, PGD-2, batch 32: the model's activations stay small beside
+  the data) from a folder of ``--n`` PNG images, streamed (``--loader stream``) or held in memory (``--loader
+  memory``), with the peak resident memory of the training process (VmHWM) and the peak of the proportional set
+  size (PSS) summed over it and its worker processes, sampled every 0.2 s.
 """
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
                 sub.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(image).save(sub / f"{i:06d}.png")
     overrides = ["data.dataset=folder", f"data.root={folder}", "model.name=small-cnn",
-                 f"model.options.image_size={args.size}", "epochs=1", "perturbation.steps=2", "batch_size=128",
+                 f"model.options.image_size={args.size}", "epochs=1", "perturbation.steps=2", f"batch_size={args.batch_size}",
                  "validation.n=200", "evaluation.n=200", "evaluation.attacks=[pgd20]", "evaluation.sanity=false",
                  "device=cpu", f"data.loader={args.loader}", f"data.workers={args.workers}"]
     command = [sys.executable, "-m", "advlab", "train", "--preset", "pgd-at", "--quiet", "--overwrite", "--out",
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--size", type=int, default=96)
     m.add_argument("--loader", default="stream")
     m.add_argument("--workers", type=int, default=2)
+    m.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "write-fmnist":

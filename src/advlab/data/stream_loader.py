@@ -136,9 +136,11 @@ class StreamLoader:
 
 
 def default_workers() -> int:
-    """Worker processes when ``data.workers`` is not set: the CPUs this process may use, at most 8."""
+    """Worker processes when ``data.workers`` is not set: the CPUs this process may use, shared among the processes
+    torchrun started on this machine (``LOCAL_WORLD_SIZE``), at most 8, at least 1."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(8, cpus // local))
