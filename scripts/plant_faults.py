@@ -171,8 +171,8 @@ FAULTS: tuple[Fault, ...] = (
           ("tests/test_eval_oracles.py", "tests/test_evaluation.py"), "robust accuracy is the OR over attacks, not the AND"),
     # ---- data
     Fault("validation-from-test-files", "src/advlab/data/loading.py",
-          '_read_part(meta, "test" if split == "test" else "train", root, download)',
-          '_read_part(meta, "train" if split == "train" else "test", root, download)',
+          'part = open_part(name, {"val": "train"}.get(split, split), root, download, options)',
+          'part = open_part(name, {"val": "test"}.get(split, split), root, download, options)',
           ("tests/test_data.py", "tests/test_training_split.py"), "the validation split carved from the test files"),
     # ---- engine
     Fault("best-always-last", "src/advlab/engine/loop.py",
@@ -183,10 +183,9 @@ FAULTS: tuple[Fault, ...] = (
           '    set_rng_state(checkpoint["rng"])\n', "",
           ("tests/test_train.py", "-k", "resumed_run_matches"), "a resumed run does not restore the checkpoint's RNG state"),
     Fault("label-noise-on-validation", "src/advlab/engine/run.py",
-          "val_labels=val_labels[: c.validation.n], num_classes=meta.num_classes,",
-          "val_labels=(datasets.label_noise(val_labels, c.data.label_noise.rate, meta.num_classes, "
-          "c.data.label_noise.kind, c.seed)[0] if c.data.label_noise.rate > 0 else val_labels)[: c.validation.n], "
-          "num_classes=meta.num_classes,",
+          "val_labels=val.labels,",
+          "val_labels=(datasets.label_noise(val.labels, c.data.label_noise.rate, split.facts.num_classes, "
+          "c.data.label_noise.kind, c.seed)[0] if c.data.label_noise.rate > 0 else val.labels),",
           ("tests/test_engine_oracles.py", "-k", "label_noise"), "label noise applied to the validation labels"),
     Fault("collapse-guard-never-stops", "src/advlab/engine/loop.py",
           "        if state.stopped:\n            break\n", "",
@@ -466,6 +465,32 @@ FAULTS: tuple[Fault, ...] = (
     Fault("model-card-reduced-autoattack-acc", "src/advlab/evaluation/model_card.py",
           "    if aa and version in AUTOATTACK_ACC_VERSIONS:", "    if aa:",
           ("tests/test_reports.py", "-k", "model_card"), "a reduced AutoAttack is called autoattack_acc"),
+    # ---- data: layouts and loaders
+    Fault("stl10-row-major", "src/advlab/data/stl10.py", "transpose=True), labels", "transpose=False), labels",
+          ("tests/test_sources.py", "-k", "stl10_reads"), "STL-10's column-major images read row-major (transposed)"),
+    Fault("imagenet-devkit-ids-as-sorted-labels", "src/advlab/data/imagenet.py",
+          "            out.append(to_wnid[int(text)])", "            out.append(sorted(to_wnid.values())[int(text) - 1])",
+          ("tests/test_sources.py", "-k", "devkit_ids"),
+          "the devkit's ILSVRC2012_IDs taken as positions in the sorted wnids, not mapped through meta.mat"),
+    Fault("tiny-imagenet-wnids-file-order", "src/advlab/data/tiny_imagenet.py", "    return sorted(wnids)",
+          "    return wnids", ("tests/test_sources.py", "-k", "tiny_imagenet_classes"),
+          "Tiny-ImageNet's classes in wnids.txt's order, not ImageFolder's sorted order"),
+    Fault("stream-crop-offsets-swapped", "src/advlab/data/transforms.py", "    dy, dx = divmod(choice // 2, k)",
+          "    dx, dy = divmod(choice // 2, k)", ("tests/test_loaders.py", "-k", "same_batches"),
+          "the streaming loader's crop shifts rows where the in-memory loader shifts columns"),
+    Fault("stream-start-at-ignored", "src/advlab/data/stream_loader.py", "range(self._start, len(self))",
+          "range(0, len(self))", ("tests/test_loaders.py", "-k", "start_at"),
+          "a streamed epoch resumed mid-way restarts from its first batch"),
+    Fault("stream-loader-draws-global-rng", "src/advlab/data/stream_loader.py",
+          "                            generator=torch.Generator())  # its base seed",
+          "                            generator=None)  # its base seed",
+          ("tests/test_data_runs.py", "-k", "same_metrics"),
+          "the streaming loader's DataLoader draws its base seed from the global RNG (the attacks' random starts move)"),
+    Fault("knn-bank-with-unlabeled-images", "src/advlab/engine/run.py",
+          "        images, labels = self.data.split.labelled()  # the kNN's bank",
+          "        images, labels = self.data.split.images, self.data.split.labels  # the kNN's bank",
+          ("tests/test_data_runs.py", "-k", "simclr_on_stl10"),
+          "the kNN's bank holds the unlabeled images (label -1) beside the training images"),
 )
 
 

@@ -59,13 +59,14 @@ def test_fashion_mnist_val_is_deterministic(fmnist):
 
 
 def test_info_and_registry():
-    assert data.DATASETS.names() == ["cifar10", "cifar100", "fashion-mnist", "mnist", "svhn"]
+    assert data.DATASETS.names() == ["cifar10", "cifar100", "fashion-mnist", "folder", "imagenet", "mnist", "stl10",
+                                     "svhn", "tensors", "tiny-imagenet"]
     c10, fm = data.info("cifar10"), data.info("fashion-mnist")
     assert (c10.num_classes, c10.in_channels, c10.image_size, c10.flip, c10.crop_padding) == (10, 3, 32, True, 4)
     assert (fm.num_classes, fm.in_channels, fm.image_size, fm.flip, fm.crop_padding) == (10, 1, 28, False, 0)
     assert data.info("cifar100").num_classes == 100 and data.info("svhn").flip is False
     assert len(data.info("svhn").mean) == 3 and len(fm.std) == 1
-    with pytest.raises(DataError, match="allowed: cifar10, cifar100, fashion-mnist, mnist, svhn"):
+    with pytest.raises(DataError, match="allowed: cifar10, cifar100, fashion-mnist, folder, imagenet, mnist"):
         data.info("cifar-10")
 
 

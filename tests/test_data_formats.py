@@ -161,7 +161,7 @@ def test_wrong_image_size(tmp_path):
 
 
 def test_unknown_name_and_split():
-    assert "allowed: cifar10, cifar100, fashion-mnist, mnist, svhn" in str(load_error("imagenet", "train"))
+    assert "allowed: cifar10, cifar100, fashion-mnist, folder, imagenet" in str(load_error("imagenet-1k", "train"))
     assert "allowed: train, val, test" in str(load_error("mnist", "validation"))
 
 

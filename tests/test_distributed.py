@@ -68,7 +68,9 @@ TORCHRUN_CHECKS = {
 }
 """Every part that trains under torchrun (``distributed = True``) -> the test of this file that shows its steps
 over 2 processes equal to one process. tests/part_coverage.py checks that each registered part has one, unless it
-pairs only with a part refused under torchrun (then it never runs there)."""
+pairs only with a part refused under torchrun (then it never runs there). The loaders have theirs beside the parts':
+test_one_epoch_on_a_folder_over_2_processes_is_that_of_one (a folder streamed, each rank decoding only its shard of
+each global batch, and held in memory)."""
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -189,6 +191,24 @@ def test_one_epoch_of_pgd_at_on_2_processes_is_that_of_one(tmp_path):
     one = _worker("epoch", tmp_path / "one", TINY, 1)[0]
     two = _worker("epoch", tmp_path / "two", TINY, 2)
     assert _max_diff(two[0]["model"], two[1]["model"]) == 0  # DDP keeps the ranks identical
+    assert _max_diff(one["model"], two[0]["model"]) <= PARAM_ATOL
+    assert two[0]["row"]["train_loss"] == pytest.approx(one["row"]["train_loss"], rel=1e-6)
+    assert two[0]["row"]["train_acc"] == one["row"]["train_acc"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loader,workers", [("stream", 1), ("memory", 0)])
+def test_one_epoch_on_a_folder_over_2_processes_is_that_of_one(tmp_path, loader, workers):
+    """A folder of PNGs (tests/layouts.py), streamed (each rank decodes only its shard of each global batch, in its
+    own worker process) or held in memory: 2 processes train the epoch of one."""
+    from layouts import write_folder
+
+    write_folder(tmp_path / "imgs", train=40, test=2, size=16)
+    config = TINY + ["data.dataset=folder", f"data.root={tmp_path / 'imgs'}", "data.val_per_class=1",
+                     "model.options.image_size=16", f"data.loader={loader}", f"data.workers={workers}"]
+    one = _worker("epoch", tmp_path / "one", config, 1)[0]
+    two = _worker("epoch", tmp_path / "two", config, 2)
+    assert _max_diff(two[0]["model"], two[1]["model"]) == 0
     assert _max_diff(one["model"], two[0]["model"]) <= PARAM_ATOL
     assert two[0]["row"]["train_loss"] == pytest.approx(one["row"]["train_loss"], rel=1e-6)
     assert two[0]["row"]["train_acc"] == one["row"]["train_acc"]

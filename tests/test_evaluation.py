@@ -279,12 +279,13 @@ def test_cli_evaluates_a_run_directory_and_writes_json_and_table(tmp_path, capsy
 
     seen = {}
 
-    def fake_load(name, split, **kwargs):
-        seen["args"] = (name, split)
+    def fake_split(settings, split, n=None):
+        seen["args"] = (settings["dataset"], split)
         g = torch.Generator().manual_seed(0)
-        return torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8, generator=g), torch.arange(20) % 10
+        images = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8, generator=g)
+        return advlab.data.LoadedSplit(images[:n], (torch.arange(20) % 10)[:n], 0, "none")
 
-    monkeypatch.setattr(advlab.data, "load", fake_load)
+    monkeypatch.setattr(advlab.data, "run_split", fake_split)
     torch.manual_seed(0)
     write_checkpoint(tmp_path / "run" / "best.pt", SPEC, create_model(**SPEC).state_dict())
     code, out, err = run_cli([tmp_path / "run", "--n", 6, "--attacks", "pgd20,cw20", "--no-sanity", "--quiet",

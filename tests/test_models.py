@@ -11,12 +11,13 @@ from advlab.models import (
     register_model, with_normalization,
 )
 
-BUILT_IN = ["preact-resnet18", "resnet18", "small-cnn", "wide-resnet", "wide-resnet-28-10", "wide-resnet-34-10"]
+BUILT_IN = ["preact-resnet18", "resnet18", "resnet18-imagenet", "resnet50-imagenet", "small-cnn", "wide-resnet",
+            "wide-resnet-28-10", "wide-resnet-34-10"]
 ACTIVATION_TYPES = {
     "relu": nn.ReLU, "softplus": nn.Softplus, "parametric-softplus": nn.Softplus, "silu": nn.SiLU,
     "gelu": nn.GELU, "elu": nn.ELU, "leaky-relu": nn.LeakyReLU,
 }
-HEAVY = {"wide-resnet-34-10", "wide-resnet-28-10"}  # checked in test_heavy_wide_resnets, at batch 1
+HEAVY = {"wide-resnet-34-10", "wide-resnet-28-10", "resnet50-imagenet"}  # checked alone, at batch 1
 SMALL_KWARGS = {"wide-resnet": {"depth": 10, "widen_factor": 2}}  # the generic WRN defaults to WRN-34-10
 SHAPES = [(1, 28), (3, 32)]
 
@@ -63,7 +64,7 @@ def test_forward_backward_with_every_activation(name, activation, in_channels, s
     assert kinds == {ACTIVATION_TYPES[activation]}, f"{name} mixes activations: {kinds}"
 
 
-@pytest.mark.parametrize("name", sorted(HEAVY))
+@pytest.mark.parametrize("name", sorted(HEAVY - {"resnet50-imagenet"}))
 def test_heavy_wide_resnets(name):
     torch.manual_seed(0)
     model = create_model(name)
@@ -73,6 +74,32 @@ def test_heavy_wide_resnets(name):
     # the 1x28x28 path and every activation run on the small generic wide-resnet, which shares the code
     model = create_model(name, in_channels=1, activation="silu")
     assert activation_types(model) == {nn.SiLU}
+
+
+# torchvision's published parameter counts (the num_params of ResNet18_Weights / ResNet50_Weights.IMAGENET1K_V1)
+TORCHVISION_PARAMS = {"resnet18-imagenet": 11_689_512, "resnet50-imagenet": 25_557_032}
+# nonlinearities of torchvision's layout: the stem's, 2 per basic block (8), 3 per bottleneck (16)
+TORCHVISION_ACTIVATIONS = {"resnet18-imagenet": 1 + 2 * 8, "resnet50-imagenet": 1 + 3 * 16}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
+def test_imagenet_resnets_have_torchvisions_parameters_stem_and_activations(name):
+    model = create_model(name, num_classes=1000)
+    assert count_parameters(model) == TORCHVISION_PARAMS[name]
+    assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
+    assert isinstance(model.maxpool, nn.MaxPool2d) and model.maxpool.stride == 2
+    silu = create_model(name, num_classes=10, activation="silu")
+    assert activation_types(silu) == {nn.SiLU}
+    acts = [m for m in silu.modules() if isinstance(m, nn.SiLU)]
+    assert len(acts) == TORCHVISION_ACTIVATIONS[name] and len({id(m) for m in acts}) == len(acts)
+    if name == "resnet18-imagenet":  # 224 px: the stem and max-pool take it to 56, the last stage to 7 (torchvision's)
+        sizes = {}
+        for layer in ("layer1", "layer4"):
+            getattr(silu, layer).register_forward_hook(lambda m, i, o, k=layer: sizes.update({k: o.shape[-1]}))
+        check_forward_backward(silu, 3, 224, batch=1)
+        assert sizes == {"layer1": 56, "layer4": 7}
+    else:
+        check_forward_backward(silu, 3, 64, batch=1)
 
 
 def test_parameter_counts():

@@ -63,9 +63,26 @@ def test_the_readme_has_the_blocks_this_test_runs():
     assert len(python_blocks()) >= 2 and len(advlab_lines()) >= 5
 
 
+def write_my_images(folder: Path, train: int = 40, test: int = 5) -> None:
+    """The README's ``my-images/``: Fashion-MNIST written out as PNG files in the ImageFolder layout."""
+    from PIL import Image
+
+    import advlab.data as data
+
+    for split, n in (("train", train), ("test", test)):
+        images, labels = data.load("fashion-mnist", split)
+        for c in range(10):
+            (folder / split / f"class{c}").mkdir(parents=True)
+            for k, i in enumerate((labels == c).nonzero().flatten()[:n].tolist()):
+                Image.fromarray(images[i, 0].numpy()).save(folder / split / f"class{c}" / f"{k}.png")
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist")
 def test_every_advlab_command_of_the_readme_runs(tmp_path):
     write_files(tmp_path)
+    if any("data.root=my-images" in words for words in advlab_lines()):
+        write_my_images(tmp_path / "my-images")
     for words in advlab_lines():
         command = words[0]
         args = list(words)

@@ -43,10 +43,19 @@ class DataConfig:
     train_size: int | None = option(None, low=1)  # first N training images, class-balanced; None = all
     crop_padding: int | None = option(None, low=0)  # None = the dataset's default
     flip: bool | None = None  # None = the dataset's default (off for digits)
-    root: str | None = None
+    root: str | None = None  # where the files are; for folder: the folder, for tensors: the training file
     meta_size: int = option(0, low=0)  # clean, class-balanced meta split carved before noise and imbalance
     label_noise: LabelNoiseConfig = field(default_factory=LabelNoiseConfig)
     imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
+    image_size: int | None = option(None, low=8)  # side every image is brought to (resize, centre crop); None = the files'
+    augment: str = "auto"  # advlab.data.AUGMENTATIONS: crop, resized-crop; auto = the dataset's
+    unlabeled: bool = False  # append the dataset's unlabeled images (label-free recipes: simclr, ssat-instance)
+    loader: str = "auto"  # advlab.data.LOADERS: memory, stream; auto = memory when the decoded split fits memory_gib
+    workers: int | None = option(None, low=0)  # processes decoding images; None = the CPUs, at most 8
+    memory_gib: float | None = option(None, low=0)  # the in-memory budget of loader auto; None = a quarter of the device's
+    val_per_class: int | None = option(None, low=0)  # validation images per class; None = the dataset's
+    test_file: str | None = None  # tensors: the test file (None: a test split is carved from data.root)
+    test_fraction: float = option(0.1, low=0, high=1, low_open=True, high_open=True)  # share of each class carved as the test split
 
 
 @dataclass

@@ -3,7 +3,8 @@
 A record holds everything advlab knows about a dataset: classes, image shape, default augmentation,
 channel statistics, the size of the validation split, the file layout (:mod:`advlab.data.sources`), the
 published files with their URLs and md5 checksums (downloaded by :mod:`advlab.data.download`), and how a
-user gets the files.
+user gets the files. The user's own data (``folder``, ``tensors``) are records too, whose classes, channels and
+image size come from the files (None in the record).
 """
 from __future__ import annotations
 
@@ -12,36 +13,59 @@ from dataclasses import dataclass
 from ..errors import AdvlabError, DataError
 from ..registry import Registry
 from .download import Remote
+from .folder import FolderSource
+from .imagenet import ImageNetSource
 from .sources import CifarSource, IdxSource, MatSource, Source
+from .stl10 import Stl10Source
+from .tensor_file import TensorFileSource
+from .tiny_imagenet import TinyImageNetSource
+
+LARGE = 128
+"""From this image side on, ``augment: auto`` of a user's set is ``resized-crop`` (the ImageNet recipe); below, ``crop``."""
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """Fixed facts and defaults of one dataset.
 
-    ``flip`` and ``crop_padding`` are the default training augmentation (the config may override them);
-    ``mean``/``std`` are per-channel statistics of the training files, in [0, 1] pixel units, for users who
-    want a normalisation layer (advlab models see pixels in [0, 1]); ``val_per_class`` is how many training
-    images of each class form the validation split (1,000 images in all). ``source`` is the file layout,
-    ``remotes`` the published files (URLs tried in order, md5), ``hint`` how to get the files.
+    ``flip`` and ``crop_padding`` are the default training augmentation (the config may override them; a
+    ``crop_padding`` of None is an eighth of the image side); ``augment`` the default kind
+    (:data:`advlab.data.plan.AUGMENTATIONS`, or ``auto``: ``resized-crop`` from :data:`LARGE` pixels on, else
+    ``crop``); ``mean``/``std`` are per-channel statistics of the training files, in [0, 1] pixel units, for
+    users who want a normalisation layer (advlab models see pixels in [0, 1]; None where not computed);
+    ``val_per_class`` is how many training images of each class form the validation split (1,000 images in all;
+    None: ``min(1000 // C, smallest class // 10)``, at least 1). ``source`` is the file layout, ``remotes`` the
+    published files (URLs tried in order, md5), ``hint`` how to get the files. ``num_classes``, ``in_channels``,
+    ``image_size``: None when the files say (a user's set). ``resize``: the files vary in size, and every image is
+    brought to ``image_size`` (resize and centre crop). ``search``: the files are looked for in advlab's folders
+    (:mod:`advlab.data.paths`); False: only in ``data.root``. ``parts``: the parts it has (``unlabeled``: images
+    without labels, for self-supervised training). ``named_classes``: the files name the classes (wnids, folders,
+    ``class_names.txt``): the classes are those of the files (``num_classes`` is the published set's count).
     """
 
     name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
+    num_classes: int | None
+    in_channels: int | None
+    image_size: int | None
     flip: bool
-    crop_padding: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    val_per_class: int
+    crop_padding: int | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    val_per_class: int | None
     source: Source
     remotes: tuple[Remote, ...]
     hint: str
+    augment: str = "crop"
+    resize: bool = False
+    search: bool = True
+    parts: tuple[str, ...] = ("train", "test")
+    named_classes: bool = False
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image."""
+    def shape(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` of one image; None when the files say (a user's set)."""
+        if self.in_channels is None or self.image_size is None:
+            return None
         return (self.in_channels, self.image_size, self.image_size)
 
     def remote(self, filename: str) -> Remote:
@@ -65,6 +89,8 @@ _SVHN = ("http://ufldl.stanford.edu/housenumbers/",)
 _DOWNLOAD = "call advlab.data.load(name, split, download=True) to download the files"
 _IDX_HINT = "put the four IDX files (.gz or not) in one of the folders above"
 
+# The STL-10 and ImageNet md5s are torchvision's (datasets/stl10.py, datasets/imagenet.py); Tiny-ImageNet's is the
+# one published code uses for the CS231n zip. ImageNet is listed for its checksums only (no public download).
 # The MNIST and Fashion-MNIST md5s are the ones torchvision lists (quoted from memory; a wrong one shows up
 # as a checksum error naming both hashes).
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -108,6 +134,45 @@ for _info in (
         remotes=_mirrored(_SVHN, {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
                                   "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3"}),
         hint=f"{_DOWNLOAD}, or put train_32x32.mat and test_32x32.mat in one of the folders above"),
+    DatasetInfo(
+        "stl10", num_classes=10, in_channels=3, image_size=96, flip=True, crop_padding=12, mean=None, std=None,
+        val_per_class=100, source=Stl10Source(), parts=("train", "test", "unlabeled"), named_classes=True,
+        remotes=_mirrored(("http://ai.stanford.edu/~acoates/stl10/",),
+                          {"stl10_binary.tar.gz": "91f7769df0f17e558f3565bffb0c7dfb"}),
+        hint=f"{_DOWNLOAD} (2.6 GB), or put stl10_binary.tar.gz (or its extracted stl10_binary/ folder) in one of "
+             "the folders above"),
+    DatasetInfo(
+        "tiny-imagenet", num_classes=200, in_channels=3, image_size=64, flip=True, crop_padding=4, mean=None,
+        std=None, val_per_class=5, source=TinyImageNetSource(), named_classes=True,
+        remotes=_mirrored(("http://cs231n.stanford.edu/",), {"tiny-imagenet-200.zip": "90528d7ca1a48142e341f4ef8d21d0de"}),
+        hint="download http://cs231n.stanford.edu/tiny-imagenet-200.zip (md5 90528d7ca1a48142e341f4ef8d21d0de) and "
+             "unzip it into one of the folders above (it makes tiny-imagenet-200/)"),
+    DatasetInfo(
+        "imagenet", num_classes=1000, in_channels=3, image_size=224, flip=True, crop_padding=0,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), val_per_class=1, source=ImageNetSource(),
+        augment="resized-crop", resize=True, named_classes=True,
+        remotes=_mirrored(("https://image-net.org/data/ILSVRC/2012/",), {
+            "ILSVRC2012_img_train.tar": "1d675b47d978889d74fa0da5fadfb00e",
+            "ILSVRC2012_img_val.tar": "29b22e2961454d5413ddabcf34fc5622",
+            "ILSVRC2012_devkit_t12.tar.gz": "fa75699e90414af021442c21a62c3abf"}),
+        hint="ImageNet needs a registration at https://image-net.org (or Kaggle's imagenet-object-localization-"
+             "challenge); extract the training archive into train/<wnid>/ and the validation images into val/ "
+             "(class folders, or flat with LOC_val_solution.csv or the devkit's ground truth and meta.mat) in one "
+             "of the folders above"),
+    DatasetInfo(
+        "folder", num_classes=None, in_channels=None, image_size=None, flip=True, crop_padding=None, mean=None,
+        std=None, val_per_class=None, source=FolderSource(), remotes=(), augment="auto", search=False,
+        named_classes=True,
+        parts=("train", "test", "unlabeled"),
+        hint="set data.root to a folder holding train/<class>/ and test/<class>/ (or val/), or only <class>/ "
+             "folders (a test split is carved), of .png/.jpg/.jpeg/.webp/.bmp images; unlabeled/ beside them for "
+             "data.unlabeled"),
+    DatasetInfo(
+        "tensors", num_classes=None, in_channels=None, image_size=None, flip=True, crop_padding=None, mean=None,
+        std=None, val_per_class=None, source=TensorFileSource(), remotes=(), augment="auto", search=False,
+        named_classes=True,
+        hint="set data.root to a .npz, .pt or .safetensors file with uint8 images (N x H x W x C or N x C x H x W) "
+             "named images (or x) and integer labels named labels (or y); data.test_file for its test file"),
 ):
     DATASETS.register(_info.name, _info)
 

@@ -7,8 +7,8 @@ import torch
 
 from ..distributed import shard_bounds
 from ..errors import DataError
-from ..seeds import epoch_seed
-from .augment import augmented_batch, choices, pad_images, view_table
+from .augment import augmented_batch, pad_images, view_table
+from .plan import Augmentation, epoch_plan
 
 
 class Batch(NamedTuple):
@@ -101,17 +101,12 @@ class DeviceLoader:
     def _plan(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This epoch's order and per-position augmentation choices, on the device.
 
-        Order and augmentation use separate generators seeded from ``(seed, epoch)``, so the order does
-        not depend on the augmentation settings.
+        :func:`advlab.data.plan.epoch_plan`: separate generators seeded from ``(seed, epoch)``, so the order does
+        not depend on the augmentation settings, and the streaming loader draws the same plan.
         """
-        n = len(self.labels)
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 0))
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
-        choice = None
-        if self._augment:
-            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 1))
-            choice = choices(n, self.crop_padding, self.crop_padding > 0, self.flip, g).to(self.device)
-        return order.to(self.device), choice
+        augmentation = Augmentation("crop", self.crop_padding, self.flip)
+        order, choice = epoch_plan(len(self.labels), self.seed, self.epoch, self.shuffle, augmentation)
+        return order.to(self.device), None if choice is None else choice.to(self.device)
 
     def __iter__(self) -> Iterator[Batch]:
         order, choice = self._plan()

@@ -11,14 +11,15 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 
-def position_keys(n: int) -> np.ndarray:
-    """``splitmix64(i)`` for ``i = 0..n-1``: a fixed pseudo-random key per file position.
+def position_keys(n: int, start: int = 0) -> np.ndarray:
+    """``splitmix64(start + i)`` for ``i = 0..n-1``: a fixed pseudo-random key per file position.
 
     ``splitmix64(i)`` is the (i+1)-th output of the splitmix64 generator started at state 0. It is a
     bijection of 64-bit integers (no ties) defined by integer arithmetic only, so the validation split never
-    depends on a library's random number generator or version.
+    depends on a library's random number generator or version. ``start`` selects another stream of keys (the
+    carved test split of a folder uses one apart from the validation split's ``start = 0``).
     """
-    z = (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN)
+    z = (np.arange(start + 1, start + n + 1, dtype=np.uint64) * _GOLDEN)
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))

@@ -30,17 +30,21 @@ Options are plain dicts or any objects with the same attributes (a config's data
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from ..errors import DataError
 from .catalog import info
-from .loading import load
+from .images import ConcatBackend, LazyImages
+from .loading import DatasetFacts, open_split
+from .sources import OpenOptions
 from .scenarios import check_imbalance, check_noise, label_noise as apply_label_noise, long_tail
 from .splits import class_balanced_subset, train_indices, validation_indices
 
@@ -54,14 +58,17 @@ IMBALANCE_OPTIONS: dict[str, Any] = {"ratio": REQUIRED, "class_order": "fixed", 
 class TrainingSplit:
     """What a run trains on, and its meta split.
 
-    ``images``: uint8 ``N x C x H x W``; ``labels``: int64 ``N``, the labels trained on (noisy under label
-    noise); ``clean_labels``: int64 ``N``, the file labels; ``indices``: int64 ``N``, positions in
-    ``load(name, "train")``. ``meta_images``/``meta_labels``/``meta_indices``: the same for the clean,
-    class-balanced meta split (``M = meta_size`` rows; empty tensors when ``meta_size`` is 0).
-    ``record``: a JSON-serialisable dict of what was done (see :func:`training_split`).
+    ``images``: uint8 ``N x C x H x W``, a tensor, or :class:`~advlab.data.images.LazyImages` (decoded as
+    read: the streaming loader's); ``labels``: int64 ``N``, the labels trained on (noisy under label noise;
+    -1 for the unlabeled images, which come last); ``clean_labels``: int64 ``N``, the file labels;
+    ``indices``: int64 ``N``, positions in ``load(name, "train")`` (-1 for an unlabeled image).
+    ``meta_images``/``meta_labels``/``meta_indices``: the same for the clean, class-balanced meta split
+    (``M = meta_size`` rows, decoded; empty tensors when ``meta_size`` is 0). ``record``: a JSON-serialisable
+    dict of what was done (see :func:`training_split`); ``facts``: the dataset's
+    :class:`~advlab.data.loading.DatasetFacts`.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | LazyImages
     labels: torch.Tensor
     clean_labels: torch.Tensor
     indices: torch.Tensor
@@ -69,6 +76,29 @@ class TrainingSplit:
     meta_labels: torch.Tensor
     meta_indices: torch.Tensor
     record: dict[str, Any]
+    facts: DatasetFacts | None = None
+
+    @property
+    def num_labelled(self) -> int:
+        """Rows with a label (the first ones; the unlabeled images follow)."""
+        return int((self.labels >= 0).sum())
+
+    def labelled(self) -> tuple[torch.Tensor | LazyImages, torch.Tensor]:
+        """``(images, labels)`` of the labelled rows: the kNN's bank, a linear probe's training images."""
+        n = self.num_labelled
+        if n == len(self.labels):
+            return self.images, self.labels
+        if isinstance(self.images, LazyImages):
+            return self.images.subset(np.arange(n)), self.labels[:n]
+        return self.images[:n], self.labels[:n]
+
+    def decoded(self, workers: int = 0) -> "TrainingSplit":
+        """This split with its images decoded into one tensor (itself when they are), ``converted`` recorded."""
+        if not isinstance(self.images, LazyImages):
+            return self
+        images, converted = self.images.materialize(workers)
+        record = {**self.record, "images": {**self.record["images"], "converted": converted}}
+        return dataclasses.replace(self, images=images, record=record)
 
 
 def _options(value: Any, spec: dict[str, Any], what: str, seed: int) -> dict[str, Any] | None:
@@ -101,12 +131,12 @@ def _count(value: Any, what: str) -> int:
     return value
 
 
-def check_scenarios(num_classes: int, meta_size: int = 0, label_noise: Any = None, imbalance: Any = None, *,
+def check_scenarios(num_classes: int | None, meta_size: int = 0, label_noise: Any = None, imbalance: Any = None, *,
                     train_size: int | None = None, seed: int = 0) -> None:
     """Check :func:`training_split`'s options without loading data; a DataError naming the first bad one.
 
     Checks: ``meta_size`` (and ``train_size`` when given) a whole number >= 0, ``meta_size`` a multiple of
-    ``num_classes``; label noise: known keys, a kind of :data:`advlab.data.scenarios.NOISE_KINDS` (or an
+    ``num_classes`` (None: not known yet, the checks that need it wait for the files); label noise: known keys, a kind of :data:`advlab.data.scenarios.NOISE_KINDS` (or an
     alias) with enough classes, a rate in [0, 1], an integer seed; imbalance: known keys, a finite ratio
     >= 1, a class order of :data:`advlab.data.scenarios.CLASS_ORDERS`, an integer seed. Whether the data
     hold enough images is only known once loaded (:func:`training_split` says so then).
@@ -117,10 +147,11 @@ def check_scenarios(num_classes: int, meta_size: int = 0, label_noise: Any = Non
 def _check(num_classes: int, meta_size: int, label_noise: Any, imbalance: Any, train_size: int | None,
            seed: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """:func:`check_scenarios`, returning the completed label-noise and imbalance options."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+    known = num_classes is not None  # a user's set: the classes are known once its files are opened
+    if known and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2):
         raise DataError(f"a training split needs at least 2 classes, got {num_classes!r}")
     _count(meta_size, "meta_size")
-    if meta_size % num_classes:
+    if known and meta_size % num_classes:
         raise DataError(f"meta_size: {meta_size} is not a multiple of the {num_classes} classes (the meta split "
                         "takes meta_size / classes images of each class)")
     if train_size is not None:
@@ -128,7 +159,7 @@ def _check(num_classes: int, meta_size: int, label_noise: Any, imbalance: Any, t
     noise = _options(label_noise, NOISE_OPTIONS, "label_noise", seed)
     if noise is not None:
         try:
-            noise["kind"] = check_noise(noise["rate"], num_classes, noise["kind"])
+            noise["kind"] = check_noise(noise["rate"], num_classes if known else 3, noise["kind"])
         except DataError as e:
             raise DataError(f"label_noise: {e}") from None
     tail = _options(imbalance, IMBALANCE_OPTIONS, "imbalance", seed)
@@ -151,30 +182,39 @@ def _meta_indices(labels: torch.Tensor, num_classes: int, per_class: int) -> tor
 
 def training_split(name: str, *, root: str | os.PathLike | None = None, train_size: int | None = None,
                    meta_size: int = 0, label_noise: Any = None, imbalance: Any = None,
-                   seed: int = 0) -> TrainingSplit:
+                   seed: int = 0, unlabeled: bool = False, options: OpenOptions | None = None,
+                   val_per_class: int | None = None, lazy: bool = False, workers: int = 0) -> TrainingSplit:
     """The :class:`TrainingSplit` of dataset ``name`` (steps and their order in the module docstring).
 
     ``root`` as in :func:`advlab.data.load`; ``train_size`` the class-balanced number of training images
     kept before imbalance (None: all left after the meta split); ``meta_size`` the clean, class-balanced
     meta split (0: none); ``label_noise``/``imbalance`` the scenario options (None: off); ``seed`` the seed of
-    a scenario whose own ``seed`` is missing or None.
+    a scenario whose own ``seed`` is missing or None. ``unlabeled``: the dataset's unlabeled part is appended
+    after the labelled images (label -1, ``indices`` -1), for self-supervised training; the scenarios apply to
+    the labelled images only. ``options`` and ``val_per_class`` as :func:`advlab.data.open_split`. ``lazy``:
+    ``images`` stay a :class:`~advlab.data.images.LazyImages` (decoded by the streaming loader); else they are
+    decoded now (in ``workers`` processes when > 0).
 
     ``record`` keys: ``dataset``, ``num_classes``, ``seed``; ``source_size`` (images in the ``train`` split),
     ``meta_size``, ``meta_counts`` (meta images per class), ``train_size`` (as asked, or None), ``size``
-    (training images), ``class_counts`` (training images per clean class), ``label_counts`` (per label
-    trained on); ``imbalance``: None or :class:`~advlab.data.scenarios.LongTailRecord` as a dict
+    (training images, unlabeled included), ``class_counts`` (training images per clean class), ``label_counts``
+    (per label trained on); ``imbalance``: None or :class:`~advlab.data.scenarios.LongTailRecord` as a dict
     (``ratio``, ``class_order``, ``seed``, ``n_max``, ``profile``, ``ranks``, ``counts_before``,
     ``counts_after``); ``label_noise``: None or :class:`~advlab.data.scenarios.LabelNoiseRecord` as a dict
     without the flipped positions (``kind``, ``rate``, ``seed``, ``num_flipped``, ``realised_rate``,
-    ``realised_rate_per_class``, ``counts_before``, ``counts_after``, ``transitions``, ``targets``).
+    ``realised_rate_per_class``, ``counts_before``, ``counts_after``, ``transitions``, ``targets``);
+    ``unlabeled``: the number of unlabeled images appended (0 without); ``images``: the image side, channels,
+    preprocessing, val_per_class, classes and what the layout found (``source``), and ``converted``, the images
+    whose colour mode was converted (None until decoded: a lazy split's are counted by its loader).
 
     A DataError for bad options (as :func:`check_scenarios`), missing files, or too few images for the
     meta split or ``train_size``.
     """
-    meta = info(name)
-    C = meta.num_classes
+    options = options or OpenOptions()
+    _check(info(name).num_classes, meta_size, label_noise, imbalance, train_size, seed)  # before any file is read
+    lazy_images, labels, facts = open_split(name, "train", root, options=options, val_per_class=val_per_class)
+    C = facts.num_classes
     noise, tail = _check(C, meta_size, label_noise, imbalance, train_size, seed)
-    images, labels = load(name, "train", root=root)
     source_size = len(labels)
 
     meta_index = _meta_indices(labels, C, int(meta_size) // C)
@@ -201,18 +241,37 @@ def training_split(name: str, *, root: str | os.PathLike | None = None, train_si
         trained_on, rec = apply_label_noise(clean, noise["rate"], C, kind=noise["kind"], seed=noise["seed"])
         noise_record = rec.to_dict(indices=False)
 
+    images = lazy_images.subset(index)
+    extra = 0
+    if unlabeled:
+        more, _, _ = open_split(name, "unlabeled", root, options=options, val_per_class=val_per_class)
+        images, extra = join(images, more), len(more)
+        none = torch.full((extra,), -1, dtype=torch.int64)
+        trained_on, clean, index = torch.cat([trained_on, none]), torch.cat([clean, none]), torch.cat([index, none])
     meta_labels = labels[meta_index]
+    meta_images, _ = lazy_images.subset(meta_index).materialize()
     record = {
         "dataset": name, "num_classes": C, "seed": int(seed), "source_size": source_size,
         "meta_size": len(meta_index), "meta_counts": torch.bincount(meta_labels, minlength=C).tolist(),
         "train_size": None if train_size is None else int(train_size), "size": len(index),
-        "class_counts": torch.bincount(clean, minlength=C).tolist(),
-        "label_counts": torch.bincount(trained_on, minlength=C).tolist(),
-        "imbalance": tail_record, "label_noise": noise_record,
+        "class_counts": torch.bincount(clean[clean >= 0], minlength=C).tolist(),
+        "label_counts": torch.bincount(trained_on[trained_on >= 0], minlength=C).tolist(),
+        "imbalance": tail_record, "label_noise": noise_record, "unlabeled": extra,
+        "images": {"size": facts.image_size, "channels": facts.in_channels, "preprocessing": facts.preprocessing,
+                   "val_per_class": facts.val_per_class, "classes": list(facts.classes), "source": facts.source,
+                   "converted": None},
     }
-    return TrainingSplit(images=images[index].contiguous(), labels=trained_on, clean_labels=clean, indices=index,
-                         meta_images=images[meta_index].contiguous(), meta_labels=meta_labels,
-                         meta_indices=meta_index, record=record)
+    split = TrainingSplit(images=images, labels=trained_on, clean_labels=clean, indices=index,
+                          meta_images=meta_images, meta_labels=meta_labels, meta_indices=meta_index, record=record,
+                          facts=facts)
+    return split if lazy else split.decoded(workers)
+
+
+def join(first: LazyImages, second: LazyImages) -> LazyImages:
+    """The images of ``first`` then of ``second`` (same preprocessing), as one :class:`LazyImages`; nothing decoded."""
+    backend = ConcatBackend(first.backend, second.backend)
+    positions = np.concatenate([first.positions, len(first.backend) + second.positions])
+    return LazyImages(backend, positions, first.size, first.resize)
 
 
 def _field(value: Any, key: str, default: Any = None) -> Any:
@@ -222,20 +281,61 @@ def _field(value: Any, key: str, default: Any = None) -> Any:
     return getattr(value, key, default)
 
 
-def run_training_split(data: Any, seed: int) -> TrainingSplit:
+def open_options(data: Any) -> OpenOptions:
+    """The :class:`~advlab.data.sources.OpenOptions` of a run's data settings (``image_size``, ``test_file``,
+    ``test_fraction``; missing keys take their defaults)."""
+    return OpenOptions(image_size=_field(data, "image_size"), test_file=_field(data, "test_file"),
+                       test_fraction=_field(data, "test_fraction", 0.1) or 0.1)
+
+
+def run_training_split(data: Any, seed: int, device: torch.device | str | None = None) -> TrainingSplit:
     """The training split of a run: :func:`training_split` of its data settings ``data`` (a ``DataConfig``, or
     the ``data`` mapping of a run's stored config: ``dataset``, ``root``, ``train_size``, ``meta_size``,
-    ``label_noise`` {kind, rate, seed}, ``imbalance`` {ratio, class_order, seed}; a missing key takes
-    DataConfig's default) and its ``seed``. Label noise of rate 0 and imbalance of ratio 1 are off.
+    ``label_noise`` {kind, rate, seed}, ``imbalance`` {ratio, class_order, seed}, ``unlabeled``, ``image_size``,
+    ``val_per_class``, ``test_file``, ``test_fraction``, ``loader``, ``workers``, ``memory_gib``; a missing key
+    takes DataConfig's default) and its ``seed``. Label noise of rate 0 and imbalance of ratio 1 are off.
+
+    The images are decoded into memory when the loader is ``memory`` (``loader: auto`` decides by the memory
+    budget of ``device``: :func:`advlab.data.loaders.choose_loader`) and stay lazy for the streaming loader;
+    ``record["loader"]`` says which.
 
     The trainer builds what it trains on with this, and ``advlab eval --classifier knn`` the kNN's bank from a
     checkpoint's stored config, so the two are the same split. Raises DataError as :func:`training_split`.
     """
+    from .loaders import choose_loader, train_augmentation, worker_count
+
     noise, tail = _field(data, "label_noise"), _field(data, "imbalance")
     noise = noise if noise is not None and (_field(noise, "rate", 0) or 0) > 0 else None
     tail = tail if tail is not None and (_field(tail, "ratio", 1) or 1) > 1 else None
-    return training_split(_field(data, "dataset"), root=_field(data, "root"), train_size=_field(data, "train_size"),
-                          meta_size=_field(data, "meta_size", 0) or 0, label_noise=noise, imbalance=tail, seed=seed)
+    split = training_split(_field(data, "dataset"), root=_field(data, "root"), train_size=_field(data, "train_size"),
+                           meta_size=_field(data, "meta_size", 0) or 0, label_noise=noise, imbalance=tail, seed=seed,
+                           unlabeled=bool(_field(data, "unlabeled", False)), options=open_options(data),
+                           val_per_class=_field(data, "val_per_class"), lazy=True)
+    kind = choose_loader(_field(data, "loader", "auto") or "auto", split.images.nbytes,
+                         train_augmentation(data, split.facts), device, _field(data, "memory_gib"))
+    split.record["loader"] = kind
+    return split.decoded(worker_count(_field(data, "workers"))) if kind == "memory" else split
 
 
-__all__ = ["TrainingSplit", "training_split", "run_training_split", "check_scenarios"]
+class LoadedSplit(NamedTuple):
+    """A split decoded: ``images`` uint8 N x C x S x S, ``labels`` int64, ``converted`` the images whose colour
+    mode was converted, ``preprocessing`` the preprocessing's name (``none``, ``resize-256-center-crop-224``)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    converted: int
+    preprocessing: str
+
+
+def run_split(data: Any, split: str, n: int | None = None) -> LoadedSplit:
+    """The ``val`` or ``test`` split of a run's data settings (as :func:`run_training_split` reads them), its
+    first ``n`` decoded and preprocessed (in ``data.workers`` processes). DataError as :func:`advlab.data.load`."""
+    from .loaders import worker_count
+
+    images, labels, facts = open_split(_field(data, "dataset"), split, _field(data, "root"),
+                                       options=open_options(data), val_per_class=_field(data, "val_per_class"), n=n)
+    decoded, converted = images.materialize(worker_count(_field(data, "workers")))
+    return LoadedSplit(decoded, labels, converted, facts.preprocessing)
+
+
+__all__ = ["TrainingSplit", "training_split", "run_training_split", "run_split", "check_scenarios", "open_options"]

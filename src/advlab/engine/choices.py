@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from ..attacks import NORMS
 from ..config import PART_KINDS, TrainConfig
-from ..data import DATASETS
+from ..data import AUGMENTATIONS, DATASETS, LOADERS
 from ..data.scenarios import NOISE_KINDS
 from ..errors import AdvlabError, ConfigError
 from ..evaluation import AA_VERSIONS, CLASSIFIERS, EVAL_ATTACKS, eval_attack_names
@@ -24,6 +24,8 @@ from .schedule import SCHEDULES
 CHOICES: dict[str, Callable[[], list[str]]] = {
     "data.dataset": lambda: DATASETS.names(),
     "data.label_noise.kind": lambda: list(NOISE_KINDS),
+    "data.augment": lambda: ["auto", *AUGMENTATIONS],
+    "data.loader": lambda: list(LOADERS),
     "model.name": lambda: list_models() + source_syntax(),
     "model.activation": list_activations,
     "model.head": lambda: list(HEADS),

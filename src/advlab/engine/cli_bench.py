@@ -68,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     dataset = info(config.data.dataset)
     shape = args.shape or dataset.shape
     classes = args.classes if args.classes is not None else dataset.num_classes
+    if shape is None or classes is None:  # a user's dataset: its files say, and bench reads no files
+        raise AdvlabError(f"dataset {dataset.name!r} takes its image shape and classes from its files: give "
+                          "--shape and --classes")
+    if config.data.image_size and not args.shape:
+        shape = (shape[0], config.data.image_size, config.data.image_size)
     if classes < 2:
         raise AdvlabError(f"--classes must be >= 2, got {classes}")
     result = measure(config, shape, classes, batches=args.batches, warmup=args.warmup, flops=args.flops or None)

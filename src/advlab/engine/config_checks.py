@@ -6,7 +6,7 @@ dataset is there, the model fits its images and the parts fit together), and onl
 from __future__ import annotations
 
 from ..config import PART_KINDS, TrainConfig, from_dict
-from ..data import info
+from ..data import DATASETS, info
 from ..data.training_split import check_scenarios
 from ..devices import pick_device
 from ..errors import AdvlabError, ConfigError
@@ -54,6 +54,32 @@ def check_config(config: TrainConfig) -> None:
         check_scenarios(info(d.dataset).num_classes, d.meta_size, d.label_noise, d.imbalance)
     except AdvlabError as exc:
         raise ConfigError(f"data: {exc}") from None
+    _check_data(config)
+
+
+def _check_data(config: TrainConfig) -> None:
+    """ConfigError for data settings that cannot go together: unlabeled images without an unlabeled part or with
+    a recipe that reads labels, the memory loader with the resized-crop augmentation, a source without its root."""
+    d, record = config.data, info(config.data.dataset)
+    if not record.search and not d.root:
+        raise ConfigError(f"data.root: dataset {d.dataset!r} reads your files; set data.root ({record.hint})")
+    if d.test_file and d.dataset != "tensors":
+        raise ConfigError(f"data.test_file: the test file of the tensors source; dataset {d.dataset!r} has its own")
+    if d.unlabeled:
+        if "unlabeled" not in record.parts:
+            having = [n for n in DATASETS.names() if "unlabeled" in info(n).parts]
+            raise ConfigError(f"data.unlabeled: dataset {d.dataset!r} has no unlabeled images (those with: "
+                              f"{', '.join(having)})")
+        for kind in PART_KINDS:
+            name = getattr(config, kind).name
+            if not part_class(kind, name).label_free:
+                raise ConfigError(f"data.unlabeled: {kind}.name {name!r} reads the labels, which unlabeled images do "
+                                  "not have; use a label-free recipe (preset simclr or ssat-instance) or set "
+                                  "data.unlabeled: false")
+    augment = record.augment if d.augment == "auto" else d.augment
+    if d.loader == "memory" and augment == "resized-crop":
+        raise ConfigError("data.loader: memory holds each image at its fixed view, but the resized-crop augmentation "
+                          "crops the full-size file; use data.loader stream (or auto), or data.augment crop")
 
 
 NORMALIZE_WORDS = ("none", "dataset")

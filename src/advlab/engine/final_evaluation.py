@@ -20,8 +20,7 @@ def evaluate_checkpoints(run: Run, state: TrainingState, run_dir: RunDir) -> dic
     configured attacks (:func:`advlab.evaluate`: per-sample AND, sanity checks); write ``summary.json`` and
     return it. A checkpoint of the same epoch as one already evaluated (best = last) is evaluated once."""
     c, e = run.config, run.config.evaluation
-    test_images, test_labels = datasets.load(c.data.dataset, "test", root=c.data.root)
-    test_images, test_labels = test_images[: e.n], test_labels[: e.n]
+    test_images, test_labels, converted, preprocessing = datasets.run_split(c.data, "test", e.n)  # only these n decoded
     summary: dict[str, Any] = {"preset": c.preset, "run_dir": str(run_dir.path), "best_epoch": state.best["epoch"],
                                "last_epoch": state.epoch, "evaluation_n": len(test_labels), "data": run.data.split.record,
                                "history_tail": state.history[-1:] if state.history else []}
@@ -45,6 +44,8 @@ def evaluate_checkpoints(run: Run, state: TrainingState, run_dir: RunDir) -> dic
                               progress=run.progress, autoattack_version=e.autoattack_version,
                               collective=run.collective)
             result.model_checks = checks
+            result.meta = {"dataset": c.data.dataset, "split": "test", "first_n": len(test_labels),
+                           "preprocessing": preprocessing, "converted_images": converted}
             results[epoch] = {"epoch": epoch, "classifier": describe_classifier(model), **result.to_dict()}
             crash_point("evaluation")  # test hook (advlab.crashpoints); a no-op unless set
             summary.setdefault("tables", {})[which] = result.table()

@@ -86,8 +86,10 @@ register_probe_mode(ProbeMode(
     "trades", "none", (),
     "RobustSSL_Benchmark utils.py trades_loss_dual (beta 6, KL-PGD-10); optimiser and epochs: advlab's trades preset"))
 
-RUN_DATA_KEYS = ("dataset", "root", "train_size", "meta_size", "label_noise", "imbalance")
-"""The ``data`` keys a probe takes from its source run (the same dataset, split and scenarios)."""
+RUN_DATA_KEYS = ("dataset", "root", "train_size", "meta_size", "label_noise", "imbalance", "image_size",
+                 "val_per_class", "test_file", "test_fraction", "loader", "workers", "memory_gib")
+"""The ``data`` keys a probe takes from its source run (the same dataset, split, scenarios, image size and loader);
+not ``unlabeled``: a linear probe trains on the labelled training images only."""
 RUN_MODEL_KEYS = ("name", "activation", "options", "normalize", "output")
 """The ``model`` keys a probe takes from its source run (the same backbone); the head is a new linear one."""
 
@@ -149,7 +151,7 @@ def probe_config(run: str | Path, mode: str, overrides: list[str] | None = None,
     data = spec.base()
     plain = run_config.to_dict()
     data = merge(data, {
-        "data": {k: plain["data"][k] for k in RUN_DATA_KEYS},
+        "data": {k: plain["data"][k] for k in RUN_DATA_KEYS if k in plain["data"]},
         "model": {k: plain["model"][k] for k in RUN_MODEL_KEYS},
         "eps": plain["eps"], "norm": plain["norm"], "seed": plain["seed"],
     })

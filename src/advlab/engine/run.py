@@ -19,7 +19,7 @@ from torch import nn
 from .. import data as datasets
 from .. import distributed
 from ..config import TrainConfig
-from ..data import DeviceLoader, TrainingSplit
+from ..data import DeviceLoader, StreamLoader, TrainingSplit
 from ..devices import pick_device
 from ..distributed import Collective
 from ..errors import AdvlabError, ConfigError
@@ -38,14 +38,14 @@ from .tensorboard import EpochScalars
 class RunData:
     """What a run trains and validates on.
 
-    ``split``: the training split (uint8 images N x C x H x W, int64 labels, the meta split, ``record``: what it
-    is, as ``data.json`` holds it); ``loader``: its batches on the training device (this rank's shard under
-    torchrun); ``val_images``/``val_labels``: the first ``validation.n`` points of the validation split
+    ``split``: the training split (uint8 images N x C x H x W, decoded or lazy; int64 labels, -1 for unlabeled
+    images; the meta split; ``record``: what it is, as ``data.json`` holds it); ``loader``: its batches on the
+    training device (this rank's shard under torchrun; in memory or streamed); ``val_images``/``val_labels``: the first ``validation.n`` points of the validation split
     (uint8, int64); ``num_classes``, ``in_channels``: of the dataset.
     """
 
     split: TrainingSplit
-    loader: DeviceLoader
+    loader: DeviceLoader | StreamLoader
     val_images: torch.Tensor
     val_labels: torch.Tensor
     num_classes: int
@@ -80,8 +80,9 @@ class Run:
     def classifier(self, model: nn.Module) -> nn.Module:
         """What validation and evaluation attack (``evaluation.classifier``): ``model``, or a kNN classifier over
         its representation with the training split as the bank (built now, from the model as it is)."""
-        c, split = self.config, self.data.split
-        return as_classifier(model, c.evaluation.classifier, split.images, split.labels, self.data.num_classes,
+        c = self.config
+        images, labels = self.data.split.labelled()  # the kNN's bank: the labelled training images
+        return as_classifier(model, c.evaluation.classifier, images, labels, self.data.num_classes,
                              dataclasses.asdict(c.knn), batch_size=c.validation.batch_size, device=self.device)
 
 
@@ -120,9 +121,9 @@ def create_run(config: TrainConfig, *, progress: bool = True, warm_start: bool =
             stepped, device_ids=[device.index] if device.type == "cuda" else None)
     compile_check = None
     if c.compile != "none":  # before anything is written: a compiler that gets the gradients wrong stops here
-        n = min(c.batch_size, len(data.loader.labels))  # a training batch's shape: compiled once, reused
-        x0 = as_step_input(data.loader.images[:n].float().div(255), c.channels_last)
-        compile_check = check_compiled(model, stepped, x0, data.loader.labels[:n])
+        n = min(c.batch_size, data.loader.num_items)  # a training batch's shape: compiled once, reused
+        x0 = as_step_input(data.split.images[:n].to(device).float().div(255), c.channels_last)
+        compile_check = check_compiled(model, stepped, x0, data.split.labels[:n].to(device))
     optimizer = create_optimizer(model.parameters(), c.optimizer)
     rate = create_schedule(c.schedule, c.optimizer.lr, c.epochs)
     scaler = torch.amp.GradScaler("cuda") if c.precision == "fp16" else None
@@ -135,20 +136,17 @@ def create_run(config: TrainConfig, *, progress: bool = True, warm_start: bool =
 
 def _create_data(c: TrainConfig, device: torch.device, collective: Collective) -> RunData:
     """The training split (``advlab.data.run_training_split``, which ``advlab eval --classifier knn`` rebuilds
-    alike for its bank), its loader (this rank's shard), and the validation points."""
-    meta = datasets.info(c.data.dataset)
-    split = datasets.run_training_split(c.data, c.seed)
-    loader = DeviceLoader(
-        split.images, split.labels, c.batch_size, device=device, shuffle=True,
-        crop_padding=meta.crop_padding if c.data.crop_padding is None else c.data.crop_padding,
-        flip=meta.flip if c.data.flip is None else c.data.flip, seed=c.seed,
-    )
+    alike for its bank; decoded into memory or left to stream, by ``data.loader``), its loader (this rank's
+    shard), and the validation points."""
+    split = datasets.run_training_split(c.data, c.seed, device)
+    loader = datasets.create_loader(split, c.data, c.batch_size, device, c.seed)
     if collective.distributed:
         loader.shard(collective.rank, collective.world_size)
-    val_images, val_labels = datasets.load(c.data.dataset, "val", root=c.data.root)
-    return RunData(split=split, loader=loader, val_images=val_images[: c.validation.n],
-                   val_labels=val_labels[: c.validation.n], num_classes=meta.num_classes,
-                   in_channels=meta.in_channels)
+    val = datasets.run_split(c.data, "val", c.validation.n)
+    split.record["images"]["converted_validation"] = val.converted
+    split.record["images"]["augment"] = datasets.train_augmentation(c.data, split.facts).describe()
+    return RunData(split=split, loader=loader, val_images=val.images, val_labels=val.labels,
+                   num_classes=split.facts.num_classes, in_channels=split.facts.in_channels)
 
 
 def _create_model(c: TrainConfig, spec: dict[str, Any], data: RunData, device: torch.device,
@@ -184,13 +182,14 @@ def _create_recipe(c: TrainConfig, data: RunData, model: nn.Module, optimizer: t
     """The recipe of the config's four parts, told the facts of this run (``RecipeEnv``)."""
     split = data.split
     has_meta = len(split.meta_labels) > 0
+    labelled_images, labelled = split.labelled()
     env = RecipeEnv(num_train=len(split.labels), num_classes=data.num_classes, epochs=c.epochs, eps=c.eps,
                     norm=c.norm, device=device, seed=c.seed, first_decay_epoch=first_decay_epoch(c.schedule, c.epochs),
-                    class_counts=torch.bincount(split.labels, minlength=data.num_classes).tolist(),
+                    class_counts=torch.bincount(labelled, minlength=data.num_classes).tolist(),
                     meta_images=split.meta_images if has_meta else None,
                     meta_labels=split.meta_labels if has_meta else None,
                     model=model, optimizer=optimizer, collective=collective,
-                    train_images=split.images, train_labels=split.labels, knn=dataclasses.asdict(c.knn),
+                    train_images=labelled_images, train_labels=labelled, knn=dataclasses.asdict(c.knn),
                     dataset=c.data.dataset)
     recipe = create_recipe(c.recipe_spec(), env)
     if collective.distributed:

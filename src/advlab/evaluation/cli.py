@@ -205,16 +205,24 @@ def _knn_bank(args: argparse.Namespace, ckpt: dict[str, Any], path: Path):
     if args.data_root:
         settings["root"] = args.data_root
     split = data.run_training_split(settings, config["seed"])
-    if args.knn_k is not None and args.knn_k > len(split.labels):
+    if args.knn_k is not None and args.knn_k > split.num_labelled:
         raise AdvlabError(f"--knn-k {args.knn_k} is above the size of the kNN's bank, the run's "
-                          f"{len(split.labels)} training images")
-    return split.images, split.labels, data.info(settings["dataset"]).num_classes
+                          f"{split.num_labelled} training images")
+    images, labels = split.labelled()  # the labelled training images (unlabeled ones are not in the bank)
+    return images, labels, split.facts.num_classes
 
 
-def _load_data(name: str, split: str, root: str | None, n: int):
-    kwargs = {"root": root} if root else {}
-    images, labels = data.load(name, split, **kwargs)
-    return images[:n], labels[:n]
+def _load_data(name: str, split: str, root: str | None, n: int, ckpt: dict[str, Any] | None, path: Path | None):
+    """The first ``n`` images of ``split`` and their preprocessing: with the data settings the
+    checkpoint's training config stores when it trained on ``name`` (a folder's root, its image size), else (or
+    with no checkpoint: a --model) the dataset's defaults; ``root`` (--data-root) replaces the stored root."""
+    config = stored_config(ckpt, path) if ckpt is not None else None
+    settings = dict(config["data"]) if config and (config.get("data") or {}).get("dataset") == name else \
+        {"dataset": name}
+    if root:
+        settings["root"] = root
+    loaded = data.run_split(settings, split, n)
+    return loaded.images, loaded.labels, loaded.preprocessing
 
 
 MODEL_FLAGS = ("weights", "normalize", "output", "model_option")
@@ -356,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
         if needs_knn:
             raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier of a run advlab trained")
         model, meta, dataset, eps, norm = _any_model(args, device)
-        images, labels = _load_data(dataset, args.split, args.data_root, args.n)
+        images, labels, preprocessing = _load_data(dataset, args.split, args.data_root, args.n, None, None)
     else:
         ckpt = load_checkpoint(path)  # metadata first: bad settings fail before the model and data are loaded
         norm = _setting(args.norm, ckpt, "norm", "--norm", path, lambda v: get_norm(v).name)
@@ -369,7 +377,7 @@ def run(args: argparse.Namespace) -> int:
         if needs_knn and kind != "knn":
             raise AdvlabError(f"--attacks {needs_knn[0]} attacks a kNN classifier: evaluate with --classifier knn")
         bank = _knn_bank(args, ckpt, path) if kind == "knn" else (None, None, None)
-        images, labels = _load_data(dataset, args.split, args.data_root, args.n)
+        images, labels, preprocessing = _load_data(dataset, args.split, args.data_root, args.n, ckpt, path)
         if kind == "knn":
             model = as_classifier(model, "knn", bank[0], bank[1], bank[2], knn, batch_size=args.batch_size,
                                   device=device)
@@ -392,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
                       sanity=not args.no_sanity, seed=args.seed, progress=not args.quiet,
                       autoattack_version=args.autoattack_version, square_queries=args.square_queries)
     result.model_checks = checks
-    result.meta = {**meta, "dataset": dataset, "split": args.split, "first_n": len(labels),
+    result.meta = {**meta, "dataset": dataset, "split": args.split, "first_n": len(labels), "preprocessing": preprocessing,
                    "classifier": describe_classifier(model)}
     table = result.table()
     try:

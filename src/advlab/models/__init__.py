@@ -27,7 +27,7 @@ from .representation import (FREEZE, HEADS, ContrastiveModel, FrozenEncoder, bar
 from .knn import KNN_METRICS, KNN_VOTES, KNNClassifier, knn_classifier
 
 # imported for their registrations
-from . import preact_resnet, resnet, small_cnn, wide_resnet  # noqa: E402,F401  isort: skip
+from . import preact_resnet, resnet, resnet_imagenet, small_cnn, wide_resnet  # noqa: E402,F401  isort: skip
 from .preact_resnet import PreActResNet
 from .resnet import ResNet
 from .small_cnn import SmallCNN

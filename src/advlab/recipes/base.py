@@ -149,7 +149,9 @@ class Part:
     ``needs_outputs``: views whose model outputs it reads (the objective must forward them);
     ``pairs_with``: the parts of other kinds it needs where the defaults (hard, pgd, uniform, ce) do not feed it,
     e.g. ``{"labels": "self-adaptive"}``: the contract tests build it with them, and the recipe check names them;
-    ``distributed``: it keeps its state identical on every rank under torchrun (False: refused there).
+    ``distributed``: it keeps its state identical on every rank under torchrun (False: refused there);
+    ``label_free``: nothing it computes depends on the labels, so it trains on unlabeled images (``data.unlabeled``,
+    label -1) when every part of the recipe is label-free.
     """
 
     Options: ClassVar[type] = NoOptions
@@ -162,6 +164,7 @@ class Part:
     needs_outputs: ClassVar[tuple[str, ...]] = ()
     pairs_with: ClassVar[dict[str, str]] = {}  # kind -> part it needs when the defaults do not feed it
     distributed: ClassVar[bool] = True  # keeps its state identical on every rank under torchrun (see docs/DISTRIBUTED.md)
+    label_free: ClassVar[bool] = False  # trains without labels: may train on data.unlabeled's images (label -1)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -5,3 +5,5 @@ from ..base import LabelsPart, register
 @register("labels", "hard")
 class HardLabels(LabelsPart):
     """The given one-hot labels, unchanged (every baseline)."""
+
+    label_free = True  # hands the labels on; only the parts that read them need them

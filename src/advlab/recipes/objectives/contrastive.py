@@ -43,6 +43,7 @@ class Contrastive(ObjectivePart):
     target_views = ()
     term_specs = (TermSpec("contrastive", ("view1", "view2"), supervised=False),)
     accuracy_view = "view1"
+    label_free = True
     representation = True
     distributed = False  # the negatives would be this process's shard only: no all-gather of the projections yet
 

@@ -55,6 +55,7 @@ class AugmentPerturbation(PerturbationPart):
     Options = AugmentOptions
     pairs_with = {"objective": "contrastive"}  # its two views are read by a contrastive loss
     views = {"view1": frozenset(), "view2": frozenset()}
+    label_free = True
 
     def __init__(self, options: AugmentOptions, env: RecipeEnv) -> None:
         super().__init__(options, env)

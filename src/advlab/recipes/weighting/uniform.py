@@ -5,3 +5,5 @@ from ..base import WeightingPart, register
 @register("weighting", "uniform")
 class UniformWeighting(WeightingPart):
     """All weights 1 (every baseline)."""
+
+    label_free = True
