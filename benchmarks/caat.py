@@ -249,7 +249,7 @@ def meta_net_weights(run_dir: Path, device: str) -> str:
                         class_counts=torch.bincount(split.labels, minlength=c).tolist(),
                         meta_images=split.meta_images, meta_labels=split.meta_labels, model=model,
                         optimizer=create_optimizer(model.parameters(), config.optimizer))
-        return create_recipe(config.parts(), env).weighting
+        return create_recipe(config.recipe_spec(), env).weighting
 
     final, initial = part(), part()
     final.load_state_dict(ckpt["parts"]["weighting"])

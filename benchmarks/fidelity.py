@@ -59,7 +59,7 @@ def start(run: Path, n: int, seed: int) -> str:
     """The views and loss terms from the code's unclamped start and from advlab's clamped one, same noise."""
     config = read_config(run / "config.yaml")
     model, _ = load_model(run, "best")
-    images, labels = load(config.data.name, "test")
+    images, labels = load(config.data.dataset, "test")
     x, y = images[:n].float().div(255), labels[:n]
     eps = config.eps
     g = torch.Generator().manual_seed(seed)
@@ -98,7 +98,7 @@ def frl_eps(run: Path, seed: int) -> str:
     model, _ = load_model(run, "best")
     split = run_training_split(config.data, config.seed)
     c = int(split.meta_labels.max()) + 1
-    name, options = config.parts()["weighting"]
+    name, options = config.recipe_spec()["weighting"]
     frl = FRLOptions(**{k: v for k, v in vars(part_class("weighting", name).Options(**options)).items()
                         if k in FRLOptions.__dataclass_fields__})  # the run's FRL options, defaults where not set
     out = {}
@@ -133,7 +133,7 @@ def knn_ties(run: Path, n: int, k: int) -> str:
     encoder = feature_extractor(model)
     c = int(split.labels.max()) + 1
     knn = KNNClassifier(encoder, encode(encoder, split.images), split.labels, c, k=k, metric="cosine")
-    images, labels = load(config.data.name, "test")
+    images, labels = load(config.data.dataset, "test")
     x, y = images[:n].float().div(255), labels[:n]
     with torch.no_grad():
         counts, soft = knn.votes(encode(encoder, x))
@@ -159,7 +159,7 @@ def meta_steps(runs: list[Path]) -> str:
         config = read_config(run / "config.yaml")
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         n = len(run_training_split(config.data, config.seed).labels)
-        name, options = config.parts()["weighting"]
+        name, options = config.recipe_spec()["weighting"]
         weighting = part_class("weighting", name).Options(**options)  # the part's defaults where not set
         every, warm, batch = weighting.meta_every, weighting.warmup_epochs, config.batch_size
         full = n // batch
@@ -195,7 +195,7 @@ def meta_gradient(run: Path, seed: int, temperatures: tuple[float, ...] = (1.0, 
                             class_counts=torch.bincount(split.labels, minlength=c).tolist(),
                             meta_images=split.meta_images, meta_labels=split.meta_labels, model=model,
                             optimizer=optimizer)
-            parts = config.parts()
+            parts = config.recipe_spec()
             name, options = parts["weighting"]
             parts["weighting"] = (name, {**options, "meta_features": form, "temperature": temperature,
                                          "meta_every": 10 ** 6})

@@ -42,8 +42,8 @@ def collapsing(monkeypatch):
     """The planted fault: validation robustness collapses in epoch 3 while the training accuracy rises."""
     real = loop.train_one_epoch
 
-    def train_one_epoch(run, epoch):
-        return {**real(run, epoch), "train_acc": SCRIPT[epoch + 1][2]}
+    def train_one_epoch(run, epoch, *args, **kwargs):
+        return {**real(run, epoch, *args, **kwargs), "train_acc": SCRIPT[epoch + 1][2]}
 
     monkeypatch.setattr(loop, "train_one_epoch", train_one_epoch)
     monkeypatch.setattr(loop, "validate", lambda run: dict(zip(("val_clean", "val_robust"),
