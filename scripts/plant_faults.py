@@ -188,7 +188,7 @@ FAULTS: tuple[Fault, ...] = (
           "c.data.label_noise.kind, c.seed)[0] if c.data.label_noise.rate > 0 else val.labels),",
           ("tests/test_engine_oracles.py", "-k", "label_noise"), "label noise applied to the validation labels"),
     Fault("collapse-guard-never-stops", "src/advlab/engine/loop.py",
-          "        if state.stopped:\n            break\n", "",
+          "            if state.stopped:\n                break\n", "",
           ("tests/test_collapse.py",), "a run whose robustness collapsed keeps training despite stop_on_collapse"),
     Fault("collapse-without-rising-training-accuracy", "src/advlab/engine/collapse.py",
           ' and last["train_acc"] > previous["train_acc"]', "",
@@ -324,7 +324,7 @@ FAULTS: tuple[Fault, ...] = (
           ("tests/test_knn.py",), "the defence success rate divided by all points, not the correct clean ones"),
     Fault("knn-bank-without-scenarios", "src/advlab/evaluation/cli.py",
           'split = data.run_training_split(settings, config["seed"])',
-          'split = data.training_split(settings["name"], root=settings["root"], train_size=settings["train_size"], '
+          'split = data.training_split(settings["dataset"], root=settings["root"], train_size=settings["train_size"], '
           'seed=config["seed"])',
           ("tests/test_knn_eval.py",), "advlab eval's kNN bank ignores the run's meta split, imbalance and label noise"),
     # ---- CAAT and FRL against the official code (tests/test_official_oracles.py)

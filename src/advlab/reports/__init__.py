@@ -13,7 +13,7 @@ from typing import Any
 from .names import COMPARE_CSV, COMPARE_CURVES, COMPARE_MD, SECTIONS
 
 _LAZY = {
-    "Comparison": "compare", "compare_runs": "compare", "not_significant": "compare", "write_comparison": "compare",
+    "Comparison": "compare", "compare_runs": "compare", "not_significant": "compare", "write_comparison": "compare_output",
     "RunRecord": "record", "load_run": "record", "part_groups": "record",
     "ReportFiles": "run_report", "create_report": "run_report", "write_report": "run_report",
 }

@@ -56,7 +56,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from .compare import write_comparison  # the plotting stack is imported only when a comparison is made
+    from .compare_output import write_comparison  # the plotting stack is imported only when a comparison is made
 
     written = write_comparison(args.runs, args.out, group_by=args.group_by, progress=not args.quiet)
     if not args.quiet:
