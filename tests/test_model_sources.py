@@ -203,6 +203,29 @@ def test_a_timm_model_trains_a_pgd_at_epoch_resumes_and_is_evaluated(tmp_path, w
 
 
 @pytest.mark.vision
+@pytest.mark.skipif(_importable("timm") is not None, reason=str(_importable("timm")))
+def test_a_timm_model_trains_on_a_folder_dataset_and_is_evaluated_in_a_new_process(tmp_path):
+    """A timm architecture on a user's folder of colour PNGs (the ImageFolder layout, tests/layouts.py): one
+    pgd-at epoch, then ``advlab eval RUN`` in another process rebuilds it from the checkpoint alone."""
+    from layouts import write_folder
+
+    write_folder(tmp_path / "imgs", train=30, test=4, size=16)  # 3 classes, RGB
+    out = tmp_path / "run"
+    summary = advlab.train("pgd-at", out, overrides=[
+        "epochs=1", "batch_size=30", "perturbation.steps=2", "data.dataset=folder", f"data.root={tmp_path / 'imgs'}",
+        "data.val_per_class=2", "validation.n=6", "evaluation.n=12", "evaluation.attacks=[pgd20]",
+        "model.name=timm:resnet10t", "device=cpu"], progress=False)
+    model, ckpt = advlab.load_model(out, "last")
+    assert ckpt["model_spec"]["in_channels"] == 3 and ckpt["model_spec"]["num_classes"] == 3
+    assert summary["evaluation_n"] == 12
+    done = advlab_cli(["eval", out, "--n", "12", "--attacks", "pgd20", "--no-sanity", "--quiet", "--device", "cpu",
+                       "--out", tmp_path / "eval.json"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["meta"]["dataset"] == "folder" and evaluated["meta"]["first_n"] == 12
+
+
+@pytest.mark.vision
 @pytest.mark.skipif(_importable("torchvision") is not None, reason=str(_importable("torchvision")))
 def test_a_torchvision_model_is_built_without_weights_and_takes_three_channels():
     model = create_model("torchvision:resnet18", num_classes=10, in_channels=3)
