@@ -232,10 +232,10 @@ class TrainConfig:
     batch_size: int = option(128, low=1)
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"  # advlab.recipes.PRECISIONS
+    precision: str = "fp32"  # advlab.recipes.PRECISIONS, or auto (advlab.engine.fast_defaults)
     attack_precision: str = "same"  # advlab.recipes.ATTACK_PRECISIONS: the attack's inside a training step
     compile: str = "none"  # advlab.engine.acceleration.COMPILE_MODES: torch.compile of the training step's model
-    channels_last: bool = False  # the training step's model and inputs in the channels-last memory format
+    channels_last: bool | str = False  # the step's model and inputs channels-last; auto: advlab.engine.fast_defaults
     init: InitConfig = field(default_factory=InitConfig)
     knn: KNNConfig = field(default_factory=KNNConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

@@ -26,6 +26,7 @@ from ..recipes import RecipeEnv, create_recipe, train_step
 from .acceleration import as_step_input, check_compiled, step_model
 from .optimizers import create_optimizer
 from .config_checks import check_config
+from .fast_defaults import resolve_fast_defaults
 
 
 @dataclass
@@ -73,8 +74,8 @@ class _Setup:
 
     def __init__(self, config: TrainConfig, shape: tuple[int, int, int], num_classes: int, batch_size: int) -> None:
         check_config(config)
-        self.config = c = config
-        self.device = pick_device(c.device)
+        self.device = pick_device(config.device)
+        self.config = c = resolve_fast_defaults(config, self.device)[0]  # precision / channels_last: auto
         torch.manual_seed(c.seed)
         g = torch.Generator().manual_seed(c.seed)
         self.x = torch.randint(0, 256, (batch_size, *shape), dtype=torch.uint8, generator=g).to(self.device)
@@ -181,8 +182,8 @@ def measure(config: TrainConfig, shape: tuple[int, ...], num_classes: int = 10, 
     else:
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "CPU, process peak RSS"
     result = BenchResult(
-        model=config.model.name, shape=shape, batch_size=config.batch_size, precision=config.precision,
-        attack_precision=config.attack_precision, compile=config.compile, channels_last=config.channels_last,
+        model=config.model.name, shape=shape, batch_size=config.batch_size, precision=setup.config.precision,
+        attack_precision=config.attack_precision, compile=config.compile, channels_last=setup.config.channels_last,
         device=str(setup.device), batches=batches, images_per_second=batches * config.batch_size / seconds,
         ms_per_step=1000 * seconds / batches, peak_memory_mib=peak, peak_memory_kind=kind)
     if cuda if flops is None else flops:

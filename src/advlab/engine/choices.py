@@ -34,7 +34,7 @@ CHOICES: dict[str, Callable[[], list[str]]] = {
     "knn.vote": lambda: list(KNN_VOTES),
     "evaluation.classifier": lambda: list(CLASSIFIERS),
     "norm": lambda: list(NORMS),
-    "precision": lambda: list(PRECISIONS),
+    "precision": lambda: ["auto", *PRECISIONS],
     "attack_precision": lambda: list(ATTACK_PRECISIONS),
     "compile": lambda: list(COMPILE_MODES),
     "optimizer.name": lambda: OPTIMIZERS.names(),

@@ -37,6 +37,8 @@ def check_config(config: TrainConfig) -> None:
         check_eps(config.eps, config.norm)
     except AdvlabError as exc:
         raise ConfigError(f"eps: {exc}") from None
+    if isinstance(config.channels_last, str) and config.channels_last != "auto":
+        raise ConfigError(f"channels_last: expected true, false or auto, got {config.channels_last!r}")
     device = pick_device(config.device)
     if config.precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")

@@ -24,6 +24,8 @@ def evaluate_checkpoints(run: Run, state: TrainingState, run_dir: RunDir) -> dic
     summary: dict[str, Any] = {"preset": c.preset, "run_dir": str(run_dir.path), "best_epoch": state.best["epoch"],
                                "last_epoch": state.epoch, "evaluation_n": len(test_labels), "data": run.data.split.record,
                                "history_tail": state.history[-1:] if state.history else []}
+    if run.fast_defaults:
+        summary["fast_defaults"] = run.fast_defaults  # what precision / channels_last: auto chose, and why
     if state.stopped:
         summary["stopped"] = state.stopped
     collapses = [row["epoch"] for row in state.history if row.get("collapsed")]

@@ -29,6 +29,7 @@ from ..recipes import Recipe, RecipeEnv, create_recipe
 from ..runs import describe_report, load_warm_start
 from .acceleration import as_step_input, check_compiled, step_model
 from .config_checks import check_config
+from .fast_defaults import resolve_fast_defaults
 from .optimizers import create_optimizer
 from .schedule import create_schedule, first_decay_epoch
 from .tensorboard import EpochScalars
@@ -76,6 +77,7 @@ class Run:
     scaler: torch.amp.GradScaler | None
     recipe: Recipe
     tensorboard: EpochScalars | None
+    fast_defaults: str | None = None  # what precision / channels_last: auto chose and why, else None
 
     def classifier(self, model: nn.Module) -> nn.Module:
         """What validation and evaluation attack (``evaluation.classifier``): ``model``, or a kNN classifier over
@@ -98,9 +100,9 @@ def create_run(config: TrainConfig, *, progress: bool = True, warm_start: bool =
         AdvlabError: a compiler whose gradients differ from eager mode's.
     """
     check_config(config)
-    c = config
     launch = distributed.launch_from_env()
-    device = distributed.process_device(pick_device(c.device), launch)
+    device = distributed.process_device(pick_device(config.device), launch)
+    c, fast_defaults = resolve_fast_defaults(config, device)  # precision / channels_last: auto
     if launch.distributed:
         _check_distributed(c, device)
     collective = distributed.start(launch, device, c.distributed.backend, c.distributed.timeout_s)
@@ -131,7 +133,8 @@ def create_run(config: TrainConfig, *, progress: bool = True, warm_start: bool =
     tensorboard = EpochScalars() if c.logging.tensorboard else None  # checks the package
     return Run(config=c, device=device, collective=collective, progress=progress and collective.is_main, data=data,
                model=model, step_model=stepped, model_spec=model_spec, compile_check=compile_check,
-               optimizer=optimizer, rate=rate, scaler=scaler, recipe=recipe, tensorboard=tensorboard)
+               optimizer=optimizer, rate=rate, scaler=scaler, recipe=recipe, tensorboard=tensorboard,
+               fast_defaults=fast_defaults)
 
 
 def _create_data(c: TrainConfig, device: torch.device, collective: Collective) -> RunData:

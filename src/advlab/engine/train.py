@@ -44,7 +44,7 @@ def train(config: TrainConfig | dict | str, out: str | Path | None = None, *, ov
     with run.collective:
         if run.collective.is_main:
             run_dir = RunDir.create(path, overwrite)
-            run_dir.write_config(config)
+            run_dir.write_config(run.config)  # with what precision / channels_last: auto chose
             run_dir.write_json(DATA, run.data.split.record)
         else:
             run_dir = RunDir(path)
@@ -73,6 +73,8 @@ def resume(run_dir: str | Path, *, progress: bool = True, evaluate: bool = True)
 
 
 def _finish(run: Run, state: TrainingState, run_dir: RunDir, evaluate: bool) -> dict[str, Any]:
+    if run.fast_defaults and run.progress:
+        print(run.fast_defaults, file=sys.stderr, flush=True)
     if evaluate and run.progress:
         print(final_evaluation_line(run), file=sys.stderr, flush=True)
     fit(run, state, run_dir)
