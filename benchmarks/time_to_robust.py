@@ -44,7 +44,7 @@ from torch import nn
 
 import advlab
 from advlab import data as datasets
-from advlab.config import load_config
+from advlab.config import load_config, preset_names
 from advlab.data import DeviceLoader
 from advlab.engine.loop import train_one_epoch
 from advlab.engine.run import create_run
@@ -158,7 +158,8 @@ def art_version() -> str | None:
 
 
 CONTESTANTS: dict[str, Callable[[argparse.Namespace, int], Contestant]] = {
-    "speedrun": advlab_contestant("speedrun", "speedrun", []),
+    # the speedrun preset is the winner of the candidates' race (below); until that race has been run there is none
+    **({"speedrun": advlab_contestant("speedrun", "speedrun", [])} if "speedrun" in preset_names() else {}),
     "fast-at": advlab_contestant("fast-at", "fast-at", PRESET_FAST),
     "n-fgsm": advlab_contestant("n-fgsm", "n-fgsm", PRESET_FAST),
     "grad-align": advlab_contestant("grad-align", "grad-align", PRESET_FAST),
