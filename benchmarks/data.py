@@ -96,11 +96,12 @@ def cmd_throughput(args: argparse.Namespace) -> None:
     results = []
     for size in args.sizes:
         stored = (256, 320) if size == 224 else (size, size)
-        pixels = synthetic(stored, args.n)
+        pixels = None
         for fmt in args.formats:
             ext = "jpg" if fmt == "jpeg" else "png"
-            folder = args.out / f"{fmt}-{size}"
+            folder = args.out / f"{fmt}-{size}-{args.n}"  # n in the name: a folder of another --n is not reused
             if not folder.exists():
+                pixels = synthetic(stored, args.n) if pixels is None else pixels
                 write_images(folder, pixels, ext)
             split = data.training_split("folder", root=folder, val_per_class=0, lazy=True,
                                         options=data.OpenOptions(image_size=size if size == 224 else None,
@@ -109,20 +110,32 @@ def cmd_throughput(args: argparse.Namespace) -> None:
                 data.Augmentation("crop", size // 8, True)
             for workers in args.workers:
                 loader = data.StreamLoader(split.images, split.labels, 256, workers=workers, augmentation=aug)
-                loader.set_epoch(0)
-                start = time.perf_counter()
-                n = sum(len(b.y) for b in loader)
-                rate = n / (time.perf_counter() - start)
-                load = os.getloadavg()[0]
-                results.append({"size": size, "format": fmt, "workers": workers, "images": n,
-                                "images_per_s": rate, "per_worker": rate / max(1, workers), "load": load})
+                rates, steady, firsts = [], [], []
+                for epoch in range(args.repeats):  # the median of a few epochs: one short epoch is noisy
+                    loader.set_epoch(epoch)
+                    start = time.perf_counter()
+                    n, first = 0, None
+                    for b in loader:
+                        n += len(b.y)
+                        if first is None:
+                            first, n_first = time.perf_counter(), n
+                    end = time.perf_counter()
+                    rates.append(n / (end - start))  # the whole epoch, the workers' start included
+                    steady.append((n - n_first) / (end - first))  # from the first batch on
+                    firsts.append(first - start)
+                rate = float(np.median(rates))
+                results.append({"size": size, "format": fmt, "workers": workers, "images": n, "epochs": args.repeats,
+                                "images_per_s": rate, "per_worker": rate / max(1, workers),
+                                "steady_per_s": float(np.median(steady)), "first_batch_s": float(np.median(firsts)),
+                                "load": os.getloadavg()})
                 print(json.dumps(results[-1]), flush=True)
     (args.out / "throughput.json").write_text(json.dumps(results, indent=1))
     print(f"\n{machine('cpu')}")
-    print("| size | format | workers | images/s | per worker | load average |\n|---|---|---|---|---|---|")
+    print("| size | format | workers | images/s | per worker | images/s after the first batch | first batch (s) | "
+          "load average (1, 5, 15 min) |\n|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['size']} | {r['format']} | {r['workers']} | {r['images_per_s']:,.0f} | {r['per_worker']:,.0f} | "
-              f"{r['load']:.1f} |")
+              f"{r['steady_per_s']:,.0f} | {r['first_batch_s']:.2f} | {', '.join(f'{v:.1f}' for v in r['load'])} |")
 
 
 def _pss(pid: int) -> int:
@@ -214,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--formats", nargs="+", default=["png", "jpeg"])
     t.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     t.add_argument("--n", type=int, default=3000)
+    t.add_argument("--repeats", type=int, default=3, help="epochs timed per setting; the median is reported")
     m = sub.add_parser("memory")
     m.add_argument("--out", type=Path, required=True)
     m.add_argument("--n", type=int, default=30000)
