@@ -15,7 +15,9 @@
 - ``memory``: one epoch of pgd-at (small-cnn at 96 px, PGD-2, batch 32: the model's activations stay small beside
   the data) from a folder of ``--n`` PNG images, streamed (``--loader stream``) or held in memory (``--loader
   memory``), with the peak resident memory of the training process (VmHWM) and the peak of the proportional set
-  size (PSS) summed over it and its worker processes, sampled every 0.2 s.
+  size (PSS) summed over it and its worker processes, sampled every 0.2 s; ``--seconds S`` stops the run after S
+  seconds (SIGTERM: it writes its mid-epoch checkpoint and exits) and says which batch it reached, for a CPU on
+  which the epoch would take hours.
 """
 from __future__ import annotations
 
@@ -195,19 +197,29 @@ def cmd_memory(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
-    hwm = 0
+    hwm, timeline, stopped, gib = 0, [], False, 1 << 30
     while proc.poll() is None:
         try:
             hwm = max(hwm, int(next(l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmHWM")).split()[1]))
         except (OSError, StopIteration):
             pass
+        elapsed = time.perf_counter() - start
+        if elapsed >= 15 * len(timeline):  # the peaks so far every 15 s: flat once the first batches are through
+            timeline.append([round(elapsed), round((hwm << 10) / gib, 3), round(peak_pss[0] / gib, 3)])
+        if args.seconds is not None and elapsed > args.seconds and not stopped:
+            proc.terminate()  # SIGTERM: the run stops after this step and writes its mid-epoch checkpoint
+            stopped = True
         time.sleep(0.2)
     stop.set()
     watcher.join()
-    gib = 1 << 30
+    reached = None
+    if (args.out / f"run-{args.loader}" / "mid-epoch.pt").exists():
+        mid = torch.load(args.out / f"run-{args.loader}" / "mid-epoch.pt", map_location="cpu", weights_only=False)
+        reached = f"batch {mid['mid_epoch']['batch']} of {mid['mid_epoch']['batches']}"
     print(json.dumps({"loader": args.loader, "images": args.n, "size": args.size, "returncode": proc.returncode,
-                      "main_peak_rss_gib": round((hwm << 10) / gib, 3), "tree_peak_pss_gib": round(peak_pss[0] / gib, 3),
-                      "seconds": round(time.perf_counter() - start, 1), "load": os.getloadavg()[0]}))
+                      "stopped_at": reached or "the end", "main_peak_rss_gib": round((hwm << 10) / gib, 3),
+                      "tree_peak_pss_gib": round(peak_pss[0] / gib, 3), "seconds": round(time.perf_counter() - start, 1),
+                      "load": os.getloadavg(), "timeline_s_rss_pss_gib": timeline}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--loader", default="stream")
     m.add_argument("--workers", type=int, default=2)
     m.add_argument("--batch-size", type=int, default=32)
+    m.add_argument("--seconds", type=float, default=None,
+                   help="stop the run (SIGTERM, its mid-epoch checkpoint written) after this long; default: the whole run")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "write-fmnist":
