@@ -11,7 +11,8 @@
 - ``throughput``: images per second the streaming loader decodes and augments (an epoch of ``StreamLoader`` on the
   CPU, nothing trained), per worker, for PNG and JPEG files at 32, 64, 96 px (crop and flip) and 224 px (files of
   256 x 320, the random-resized crop to 224 and flip: the ImageNet recipe); the images are Fashion-MNIST's, scaled
-  up, tinted per channel, with mild noise.
+  up, tinted per channel, with mild noise. The median of ``--repeats`` epochs, with the rate after the first
+  batch and the time to it (the workers start again every epoch).
 - ``memory``: one epoch of pgd-at (small-cnn at 96 px, PGD-2, batch 32: the model's activations stay small beside
   the data) from a folder of ``--n`` PNG images, streamed (``--loader stream``) or held in memory (``--loader
   memory``), with the peak resident memory of the training process (VmHWM) and the peak of the proportional set
@@ -204,7 +205,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
         except (OSError, StopIteration):
             pass
         elapsed = time.perf_counter() - start
-        if elapsed >= 15 * len(timeline):  # the peaks so far every 15 s: flat once the first batches are through
+        if elapsed >= 15 * len(timeline):  # the peaks so far, every 15 s
             timeline.append([round(elapsed), round((hwm << 10) / gib, 3), round(peak_pss[0] / gib, 3)])
         if args.seconds is not None and elapsed > args.seconds and not stopped:
             proc.terminate()  # SIGTERM: the run stops after this step and writes its mid-epoch checkpoint
@@ -213,7 +214,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
     stop.set()
     watcher.join()
     reached = None
-    if (args.out / f"run-{args.loader}" / "mid-epoch.pt").exists():
+    if stopped and (args.out / f"run-{args.loader}" / "mid-epoch.pt").exists():
         mid = torch.load(args.out / f"run-{args.loader}" / "mid-epoch.pt", map_location="cpu", weights_only=False)
         reached = f"batch {mid['mid_epoch']['batch']} of {mid['mid_epoch']['batches']}"
     print(json.dumps({"loader": args.loader, "images": args.n, "size": args.size, "returncode": proc.returncode,
