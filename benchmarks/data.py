@@ -11,11 +11,14 @@
 - ``throughput``: images per second the streaming loader decodes and augments (an epoch of ``StreamLoader`` on the
   CPU, nothing trained), per worker, for PNG and JPEG files at 32, 64, 96 px (crop and flip) and 224 px (files of
   256 x 320, the random-resized crop to 224 and flip: the ImageNet recipe); the images are Fashion-MNIST's, scaled
-  up, tinted per channel, with mild noise.
+  up, tinted per channel, with mild noise. The median of ``--repeats`` epochs, with the rate after the first
+  batch and the time to it (the workers start again every epoch).
 - ``memory``: one epoch of pgd-at (small-cnn at 96 px, PGD-2, batch 32: the model's activations stay small beside
   the data) from a folder of ``--n`` PNG images, streamed (``--loader stream``) or held in memory (``--loader
   memory``), with the peak resident memory of the training process (VmHWM) and the peak of the proportional set
-  size (PSS) summed over it and its worker processes, sampled every 0.2 s.
+  size (PSS) summed over it and its worker processes, sampled every 0.2 s; ``--seconds S`` stops the run after S
+  seconds (SIGTERM: it writes its mid-epoch checkpoint and exits) and says which batch it reached, for a CPU on
+  which the epoch would take hours.
 """
 from __future__ import annotations
 
@@ -96,11 +99,12 @@ def cmd_throughput(args: argparse.Namespace) -> None:
     results = []
     for size in args.sizes:
         stored = (256, 320) if size == 224 else (size, size)
-        pixels = synthetic(stored, args.n)
+        pixels = None
         for fmt in args.formats:
             ext = "jpg" if fmt == "jpeg" else "png"
-            folder = args.out / f"{fmt}-{size}"
+            folder = args.out / f"{fmt}-{size}-{args.n}"  # n in the name: a folder of another --n is not reused
             if not folder.exists():
+                pixels = synthetic(stored, args.n) if pixels is None else pixels
                 write_images(folder, pixels, ext)
             split = data.training_split("folder", root=folder, val_per_class=0, lazy=True,
                                         options=data.OpenOptions(image_size=size if size == 224 else None,
@@ -109,20 +113,32 @@ def cmd_throughput(args: argparse.Namespace) -> None:
                 data.Augmentation("crop", size // 8, True)
             for workers in args.workers:
                 loader = data.StreamLoader(split.images, split.labels, 256, workers=workers, augmentation=aug)
-                loader.set_epoch(0)
-                start = time.perf_counter()
-                n = sum(len(b.y) for b in loader)
-                rate = n / (time.perf_counter() - start)
-                load = os.getloadavg()[0]
-                results.append({"size": size, "format": fmt, "workers": workers, "images": n,
-                                "images_per_s": rate, "per_worker": rate / max(1, workers), "load": load})
+                rates, steady, firsts = [], [], []
+                for epoch in range(args.repeats):  # the median of a few epochs: one short epoch is noisy
+                    loader.set_epoch(epoch)
+                    start = time.perf_counter()
+                    n, first = 0, None
+                    for b in loader:
+                        n += len(b.y)
+                        if first is None:
+                            first, n_first = time.perf_counter(), n
+                    end = time.perf_counter()
+                    rates.append(n / (end - start))  # the whole epoch, the workers' start included
+                    steady.append((n - n_first) / (end - first))  # from the first batch on
+                    firsts.append(first - start)
+                rate = float(np.median(rates))
+                results.append({"size": size, "format": fmt, "workers": workers, "images": n, "epochs": args.repeats,
+                                "images_per_s": rate, "per_worker": rate / max(1, workers),
+                                "steady_per_s": float(np.median(steady)), "first_batch_s": float(np.median(firsts)),
+                                "load": os.getloadavg()})
                 print(json.dumps(results[-1]), flush=True)
     (args.out / "throughput.json").write_text(json.dumps(results, indent=1))
     print(f"\n{machine('cpu')}")
-    print("| size | format | workers | images/s | per worker | load average |\n|---|---|---|---|---|---|")
+    print("| size | format | workers | images/s | per worker | images/s after the first batch | first batch (s) | "
+          "load average (1, 5, 15 min) |\n|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['size']} | {r['format']} | {r['workers']} | {r['images_per_s']:,.0f} | {r['per_worker']:,.0f} | "
-              f"{r['load']:.1f} |")
+              f"{r['steady_per_s']:,.0f} | {r['first_batch_s']:.2f} | {', '.join(f'{v:.1f}' for v in r['load'])} |")
 
 
 def _pss(pid: int) -> int:
@@ -182,19 +198,29 @@ def cmd_memory(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
-    hwm = 0
+    hwm, timeline, stopped, gib = 0, [], False, 1 << 30
     while proc.poll() is None:
         try:
             hwm = max(hwm, int(next(l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmHWM")).split()[1]))
         except (OSError, StopIteration):
             pass
+        elapsed = time.perf_counter() - start
+        if elapsed >= 15 * len(timeline):  # the peaks so far, every 15 s
+            timeline.append([round(elapsed), round((hwm << 10) / gib, 3), round(peak_pss[0] / gib, 3)])
+        if args.seconds is not None and elapsed > args.seconds and not stopped:
+            proc.terminate()  # SIGTERM: the run stops after this step and writes its mid-epoch checkpoint
+            stopped = True
         time.sleep(0.2)
     stop.set()
     watcher.join()
-    gib = 1 << 30
+    reached = None
+    if stopped and (args.out / f"run-{args.loader}" / "mid-epoch.pt").exists():
+        mid = torch.load(args.out / f"run-{args.loader}" / "mid-epoch.pt", map_location="cpu", weights_only=False)
+        reached = f"batch {mid['mid_epoch']['batch']} of {mid['mid_epoch']['batches']}"
     print(json.dumps({"loader": args.loader, "images": args.n, "size": args.size, "returncode": proc.returncode,
-                      "main_peak_rss_gib": round((hwm << 10) / gib, 3), "tree_peak_pss_gib": round(peak_pss[0] / gib, 3),
-                      "seconds": round(time.perf_counter() - start, 1), "load": os.getloadavg()[0]}))
+                      "stopped_at": reached or "the end", "main_peak_rss_gib": round((hwm << 10) / gib, 3),
+                      "tree_peak_pss_gib": round(peak_pss[0] / gib, 3), "seconds": round(time.perf_counter() - start, 1),
+                      "load": os.getloadavg(), "timeline_s_rss_pss_gib": timeline}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--formats", nargs="+", default=["png", "jpeg"])
     t.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     t.add_argument("--n", type=int, default=3000)
+    t.add_argument("--repeats", type=int, default=3, help="epochs timed per setting; the median is reported")
     m = sub.add_parser("memory")
     m.add_argument("--out", type=Path, required=True)
     m.add_argument("--n", type=int, default=30000)
@@ -221,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--loader", default="stream")
     m.add_argument("--workers", type=int, default=2)
     m.add_argument("--batch-size", type=int, default=32)
+    m.add_argument("--seconds", type=float, default=None,
+                   help="stop the run (SIGTERM, its mid-epoch checkpoint written) after this long; default: the whole run")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "write-fmnist":
