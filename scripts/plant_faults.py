@@ -487,7 +487,7 @@ FAULTS: tuple[Fault, ...] = (
           "    dx, dy = divmod(choice // 2, k)", ("tests/test_loaders.py", "-k", "same_batches"),
           "the streaming loader's crop shifts rows where the in-memory loader shifts columns"),
     Fault("stream-start-at-ignored", "src/advlab/data/stream_loader.py", "range(self._start, len(self))",
-          "range(0, len(self))", ("tests/test_loaders.py", "-k", "start_at"),
+          "range(0, len(self))", ("tests/test_loaders.py", "tests/test_data_runs.py", "-k", "start_at or stopped_mid_epoch"),
           "a streamed epoch resumed mid-way restarts from its first batch"),
     Fault("stream-loader-draws-global-rng", "src/advlab/data/stream_loader.py",
           "                            generator=torch.Generator())  # its base seed",

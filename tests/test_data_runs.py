@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from layouts import write_folder, write_imagenet, write_stl10, write_tensor_file, write_tiny_imagenet
 
 import advlab
@@ -85,6 +86,32 @@ def test_streaming_and_in_memory_loading_give_the_same_metrics_for_one_seed(tmp_
     assert runs["memory"][0] == runs["stream"][0] and len(runs["memory"][0]) == 2
     for which in ("best", "last"):
         assert runs["memory"][1][which]["robust"] == runs["stream"][1][which]["robust"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_streamed_run_stopped_mid_epoch_resumes_to_the_uninterrupted_metrics(tmp_path, workers,
+                                                                               whole_and_resumed_mid_epoch):
+    """Streamed from a folder (decoded in this process or in 2 worker processes, with the random crop and flip of
+    small images): stopped by SIGINT in epoch 2 at its mid-epoch checkpoint, resumed, every logged number and the
+    weights equal the uninterrupted run's (the loader restarts at the checkpoint's batch, the epoch's plan
+    drawn from (seed, epoch) again)."""
+    from advlab.config import load_config
+    from advlab.runs import MID_EPOCH, load_checkpoint
+
+    write_folder(tmp_path / "imgs", train=14, test=4, size=16)  # 3 classes: 39 training images, 4 batches
+    config = load_config("pgd-at", [*SMALL, "epochs=2", "data.dataset=folder", f"data.root={tmp_path / 'imgs'}",
+                                    "model.options.image_size=16", "perturbation.steps=2", "data.loader=stream",
+                                    f"data.workers={workers}", "data.flip=true", "data.crop_padding=2"])
+
+    def stopped_in_epoch_2(run_dir):
+        saved = load_checkpoint(run_dir / MID_EPOCH)
+        assert (saved["mid_epoch"]["epoch"], saved["mid_epoch"]["batch"]) == (1, 2)
+
+    whole, resumed = whole_and_resumed_mid_epoch(config, tmp_path, stop_at=6, on_stop=stopped_in_epoch_2)
+    assert json.loads((resumed / "data.json").read_text())["loader"] == "stream"
+    assert rows(whole) == rows(resumed) and len(rows(whole)) == 2
+    a, b = load_checkpoint(whole / "last.pt")["model"], load_checkpoint(resumed / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_simclr_on_stl10_unlabeled_then_ssat_with_the_knn_on_the_training_images(tmp_path):
