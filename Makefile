@@ -1,6 +1,6 @@
 # The commands of the README: `make demo` runs the main job, `make test` the whole test suite (what CI runs: the
 # main suite, then the timm/torchvision tests in their own environment, scripts/test_vision.sh), `make test-fast`
-# the tests not marked slow (no end-to-end runs; about a minute).
+# the tests not marked slow (no end-to-end runs; about 1.5 minutes on 2 idle cores).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
