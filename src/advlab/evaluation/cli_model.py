@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import torch
+
 from .. import data
+from ..attacks.context import eval_mode
 from ..attacks.norms import get_norm
 from ..errors import AdvlabError
 from ..models import bare_network, create_model, model_source
 from ..runs import load_weights, read_weights
+from .runner import predict
 from .threat import check_eps, parse_eps
 
 
@@ -91,14 +95,10 @@ def model_from_flags(args: argparse.Namespace, device) -> tuple[Any, dict[str, A
 def clean_fraction(model, images, labels, batch_size: int, device) -> float:
     """The fraction of the points the model classifies correctly (eval mode, no gradient): what AutoAttack
     attacks, for the estimate."""
-    import torch
-
-    from ..attacks.context import eval_mode
-
     correct = 0
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model):
         for s in range(0, len(labels), batch_size):
             x = images[s:s + batch_size].to(device)
             x = x.float().div(255) if x.dtype == torch.uint8 else x
-            correct += int((model(x).argmax(1).cpu() == labels[s:s + batch_size]).sum())
+            correct += int((predict(model, x).cpu() == labels[s:s + batch_size]).sum())
     return correct / max(len(labels), 1)
