@@ -31,10 +31,10 @@ def sections(config) -> dict:
 def pinned_protocol(name: str) -> list[float]:
     """The protocol of tests/fixtures/make_pins_pre_refactor.py (run on commit 3551f95, before the one-way
     step): small-cnn seeded 0, 64 random images seeded 1, two SGD steps in epoch 0 and two in the last.
-    Presets added later (CAAT, FRL: NEW_PRESETS; simclr, ssat-instance; n-fgsm, grad-align) were pinned by this protocol when they
-    were added, with a meta split of 20 random images for the parts that need one, and the preset's model head
-    (a projection head for the self-supervised presets), a training split of 64 random images and a kNN of
-    k=5 for the parts that need them."""
+    Presets added later (CAAT, FRL: NEW_PRESETS; simclr, ssat-instance; n-fgsm, grad-align; speedrun, whose pins
+    are the demo's: the same parts) were pinned by this protocol when they were added, with a meta split of 20
+    random images for the parts that need one, and the preset's model head (a projection head for the
+    self-supervised presets), a training split of 64 random images and a kNN of k=5 for the parts that need them."""
     c = load_config(name)
     torch.manual_seed(0)
     model = create_model("small-cnn", num_classes=10, in_channels=1, activation=c.model.activation, head=c.model.head,
