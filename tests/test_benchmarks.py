@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist")]
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("overfitting", "compare", "common", "speed", "caat", "ssat", "fidelity"):
+    for name in ("overfitting", "compare", "common", "speed", "caat", "ssat", "fidelity", "time_to_robust"):
         sys.modules.pop(name, None)
 
 
@@ -88,6 +88,28 @@ def test_speed_benchmark_tiny(capsys, one_thread):
     rows = result["table"].splitlines()[2:]
     assert [row.split(" | ")[1] for row in rows] == list(contestants)
     assert all(row.endswith("| not run (--no-art) |") for row in rows)
+
+
+def test_time_to_robust_race_tiny(tmp_path, one_thread):
+    """benchmarks/time_to_robust.py: each contestant trains epoch by epoch until its schedule ends (nothing reaches
+    70% at this size), its rows are cumulative training seconds, and the stopped checkpoint is tested once."""
+    import time_to_robust
+
+    out = tmp_path / "ttr"
+    assert time_to_robust.main(["--smoke", "--out", str(out), "--contestants", "speedrun", "plain", "pgd2-2ep"]) == 0
+    report = json.loads((out / "time_to_robust.json").read_text())
+    assert [c["key"] for c in report["contestants"]] == ["speedrun", "plain", "pgd2-2ep"]
+    epochs = {"speedrun": 2, "plain": 1, "pgd2-2ep": 2}  # the preset's own 2, --smoke's 1, the candidate's 2
+    for c in report["contestants"]:
+        assert [r["epoch"] for r in c["rows"]] == list(range(1, epochs[c["key"]] + 1))
+        seconds = [r["train_seconds"] for r in c["rows"]]
+        assert 0 < seconds[0] and seconds == sorted(seconds) and c["reached"]["train_seconds"] == seconds[-1]
+        assert not c["reached"]["reached"] and 0 <= c["reached"]["test_autoattack"] <= c["reached"]["test_clean"]
+    assert report["speedrun_choice"] is None
+    rows = (out / "time_to_robust.md").read_text().splitlines()[2:5]
+    assert [row.split(" | ")[0] for row in rows] == ["| advlab speedrun", "| plain PGD-10 loop (fp32, eager)",
+                                                     "| advlab PGD-2, 2 epochs (candidate)"]
+    assert (out / "time_to_robust.png").stat().st_size > 0
 
 
 def test_speed_benchmark_art_tiny(one_thread):
