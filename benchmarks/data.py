@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import accuracy, cell, machine, run_one  # noqa: E402
 
 import advlab.data as data  # noqa: E402
+from advlab.runs import MID_EPOCH, load_checkpoint  # noqa: E402
 
 ACCURACY = ["epochs=5", "data.train_size=10000", "perturbation.steps=5", "batch_size=128", "validation.n=500",
             "evaluation.n=1000", "evaluation.attacks=[pgd20]", "evaluation.checkpoints=[last]", "device=cpu"]
@@ -214,8 +215,8 @@ def cmd_memory(args: argparse.Namespace) -> None:
     stop.set()
     watcher.join()
     reached = None
-    if stopped and (args.out / f"run-{args.loader}" / "mid-epoch.pt").exists():
-        mid = torch.load(args.out / f"run-{args.loader}" / "mid-epoch.pt", map_location="cpu", weights_only=False)
+    if stopped and (args.out / f"run-{args.loader}" / MID_EPOCH).exists():
+        mid = load_checkpoint(args.out / f"run-{args.loader}" / MID_EPOCH)  # advlab's reader: no code runs
         reached = f"batch {mid['mid_epoch']['batch']} of {mid['mid_epoch']['batches']}"
     print(json.dumps({"loader": args.loader, "images": args.n, "size": args.size, "returncode": proc.returncode,
                       "stopped_at": reached or "the end", "main_peak_rss_gib": round((hwm << 10) / gib, 3),

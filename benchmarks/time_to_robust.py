@@ -25,7 +25,7 @@ with the fewest mean training seconds. ``src/advlab/configs/speedrun.yaml`` is t
     python benchmarks/time_to_robust.py --out runs/ttr --seeds 0 1                 # the table (about 1.5 h on 2 cores)
     python benchmarks/time_to_robust.py --out runs/ttr --contestants pgd-at-fp32 pgd-at-fast --seeds 0 1
     python benchmarks/time_to_robust.py --out runs/ttr --memory --train-size 5000  # peak memory, one epoch each
-    python benchmarks/time_to_robust.py --smoke --out /tmp/ttr                     # a few minutes, to check it runs
+    python benchmarks/time_to_robust.py --smoke --out /tmp/ttr                     # about 10 s, to check it runs
 
 Writes ``<out>/time_to_robust.json`` (every epoch of every contestant), ``time_to_robust.md`` (the table) and
 ``time_to_robust.png`` (validation robust accuracy against training time).
@@ -52,10 +52,11 @@ from torch import nn
 
 import advlab
 from advlab import data as datasets
-from advlab.config import TrainConfig, load_config, preset_names
+from advlab.config import ScheduleConfig, TrainConfig, load_config, preset_names
 from advlab.data import DeviceLoader
 from advlab.engine.loop import train_one_epoch
 from advlab.engine.run import create_run
+from advlab.engine.schedule import create_schedule
 from advlab.models import create_model
 
 EPS = 0.1
@@ -66,10 +67,10 @@ ONE_CYCLE_OVERRIDES = ["schedule.name=one-cycle", f"schedule.peak={ONE_CYCLE['pe
                        f"optimizer.lr={ONE_CYCLE['lr']}", "model.options.dropout=0.0"]
 
 
-def one_cycle_rate(t: float, epochs: int) -> float:
-    """The one-cycle rate after t epochs of ``epochs``, as a script writes it: linear up to the peak, then to 0."""
-    peak = ONE_CYCLE["peak"] * epochs
-    return ONE_CYCLE["lr"] * (t / peak if t < peak else max(0.0, (epochs - t) / (epochs - peak)))
+def one_cycle(epochs: int) -> Callable[[float], float]:
+    """``rate(t)`` after t epochs: advlab's one-cycle schedule at ``ONE_CYCLE`` (what ``ONE_CYCLE_OVERRIDES`` give the
+    presets), so the plain loop and ART train at exactly the advlab contestants' rate."""
+    return create_schedule(ScheduleConfig(name="one-cycle", peak=ONE_CYCLE["peak"]), ONE_CYCLE["lr"], epochs)
 
 
 @dataclass
@@ -127,12 +128,13 @@ def plain_contestant(args: argparse.Namespace, seed: int) -> Contestant:
     optimizer = torch.optim.SGD(model.parameters(), lr=ONE_CYCLE["lr"], momentum=0.9, weight_decay=5e-4)
     steps, alpha = 10, 2.5 * EPS / 10
     loader = DeviceLoader(images, labels, 128, seed=seed, shuffle=True, crop_padding=0, flip=False)
+    rate = one_cycle(args.epochs)
 
     def epoch(e: int) -> None:
         loader.set_epoch(e)
         for i, (x, y, _) in enumerate(loader):
             for group in optimizer.param_groups:
-                group["lr"] = one_cycle_rate(e + i / len(loader), args.epochs)
+                group["lr"] = rate(e + i / len(loader))
             model.eval()
             x_adv = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp_(0, 1)
             for _ in range(steps):
@@ -160,9 +162,8 @@ def art_contestant(args: argparse.Namespace, seed: int) -> Contestant:
     images, labels = _train_images(args, seed)
     model = create_model("small-cnn", num_classes=10, in_channels=1, dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=ONE_CYCLE["lr"], momentum=0.9, weight_decay=5e-4)
-    per_epoch = -(-len(labels) // 128)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda batch: one_cycle_rate(batch / per_epoch, args.epochs) / ONE_CYCLE["lr"])
+    per_epoch, rate = -(-len(labels) // 128), one_cycle(args.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda batch: rate(batch / per_epoch) / ONE_CYCLE["lr"])
     classifier = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(images.shape[1:]),
                                    nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu", optimizer=optimizer)
     trainer = AdversarialTrainerMadryPGD(classifier, nb_epochs=1, batch_size=128, eps=EPS, eps_step=2.5 * EPS / 10,
@@ -207,17 +208,23 @@ CANDIDATES: dict[str, Callable[[argparse.Namespace, int], Contestant]] = {
     for epochs in (2, 3)
 }
 """Recipes raced only as the speedrun's candidates, beside advlab's contestants (``choose_speedrun``)."""
-ADVLAB_KEYS = ("speedrun", "fast-at", "n-fgsm", "grad-align", "pgd-at-fp32", "pgd-at-fast", *CANDIDATES)
+ADVLAB_KEYS = tuple(k for k, make in {**CONTESTANTS, **CANDIDATES}.items() if isinstance(make, AdvlabRecipe))
+"""The contestants that are advlab recipes: what the speedrun can be (not the plain loop, not ART)."""
 
 
-def choose_speedrun(field_: list["Contestant"]) -> str | None:
+def by_key(field_: list[Contestant]) -> dict[str, list[Contestant]]:
+    """The field's runs grouped by contestant (its seeds), in the order they race."""
+    groups: dict[str, list[Contestant]] = {}
+    for c in field_:
+        groups.setdefault(c.key, []).append(c)
+    return groups
+
+
+def choose_speedrun(field_: list[Contestant]) -> str | None:
     """The speedrun: among advlab's recipes whose every seed reached the target on the validation split, the
     fewest mean training seconds. Reads only validation rows (``reached``'s val_* and train_seconds)."""
-    by_key: dict[str, list[Contestant]] = {}
-    for c in field_:
-        if c.key in ADVLAB_KEYS and c.reached is not None:
-            by_key.setdefault(c.key, []).append(c)
-    eligible = {k: statistics.mean(c.reached["train_seconds"] for c in runs) for k, runs in by_key.items()
+    groups = by_key([c for c in field_ if c.key in ADVLAB_KEYS and c.reached is not None])
+    eligible = {k: statistics.mean(c.reached["train_seconds"] for c in runs) for k, runs in groups.items()
                 if all(c.reached["reached"] for c in runs)}
     return min(eligible, key=eligible.__getitem__) if eligible else None
 
@@ -275,12 +282,9 @@ def table(field_: list[Contestant], args: argparse.Namespace, memory: dict[str, 
     plain_runs = [c.reached for c in field_ if c.key == "plain"]
     plain_mean = statistics.mean(r["train_seconds"] for r in plain_runs) if plain_runs else None
     plain_reached = bool(plain_runs) and all(r["reached"] for r in plain_runs)
-    by_key: dict[str, list[Contestant]] = {}
-    for c in field_:
-        by_key.setdefault(c.key, []).append(c)
     lines = ["| contestant | seeds reaching the target | epochs | training time (s) | vs plain loop | test clean | "
              "test PGD-20 | test AutoAttack | peak memory (MiB) |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, runs in by_key.items():
+    for key, runs in by_key(field_).items():
         hit = [c.reached for c in runs if c.reached["reached"]]
         secs = [c.reached["train_seconds"] for c in runs]
 
